@@ -1,0 +1,27 @@
+"""Shared API of edge-runner: CRD models and the operator -> runner wire format.
+
+Imported by both the runner (data plane) and the operator (control plane);
+neither of those imports the other.  Everything here is pure: no I/O.
+"""
+
+from edge_api.constants import API_VERSION, GROUP, VERSION
+from edge_api.models import (
+    EdgeFunction,
+    EdgeFunctionSpec,
+    EdgeRoute,
+    EdgeRouteSpec,
+    ManifestError,
+    parse_manifest,
+)
+
+__all__ = [
+    "API_VERSION",
+    "GROUP",
+    "VERSION",
+    "EdgeFunction",
+    "EdgeFunctionSpec",
+    "EdgeRoute",
+    "EdgeRouteSpec",
+    "ManifestError",
+    "parse_manifest",
+]

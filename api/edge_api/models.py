@@ -1,0 +1,246 @@
+"""Pydantic models of the ``EdgeFunction`` and ``EdgeRoute`` custom resources.
+
+The field names and defaults are the public contract of DESIGN.md section 2 and
+mirror the OpenAPI schemas in ``crds/``.  The runner parses standalone manifests
+with them, the operator parses cluster objects with them, and both exchange the
+normalized form (``model_dump(by_alias=True)``) through ConfigMaps.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from edge_api.constants import API_VERSION, KIND_FUNCTION, KIND_ROUTE
+from edge_api.units import parse_duration, parse_quantity
+
+_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_HOST = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_TEMPLATE_SEGMENT = re.compile(r"^\{[A-Za-z_][A-Za-z0-9_]*\}$")
+
+Bytes = Annotated[int, BeforeValidator(parse_quantity), Field(ge=0)]
+Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+Method = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+class _Model(BaseModel):
+    """Base: camelCase on the wire, unknown fields refused, immutable."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class ConfigMapRef(_Model):
+    name: str
+    key: str = "module.wasm"
+
+
+class UrlSource(_Model):
+    url: Annotated[str, Field(pattern=r"^https?://")]
+    sha256: Annotated[str, Field(pattern=r"^[a-f0-9]{64}$")]
+
+
+class SecretRef(_Model):
+    name: str
+
+
+class OciSource(_Model):
+    ref: str
+    pull_secret_ref: SecretRef | None = None
+
+
+class Source(_Model):
+    """Where the module comes from: exactly one field is set."""
+
+    inline: str | None = None
+    config_map_ref: ConfigMapRef | None = None
+    url: UrlSource | None = None
+    oci: OciSource | None = None
+    path: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Source:
+        chosen = [name for name in type(self).model_fields if getattr(self, name) is not None]
+        if len(chosen) != 1:
+            raise ValueError(
+                "exactly one of inline, configMapRef, url, oci, path must be set"
+                f" (got {len(chosen)})"
+            )
+        return self
+
+    @field_validator("inline")
+    @classmethod
+    def _base64(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise ValueError(f"inline is not valid base64: {exc}") from exc
+        return value
+
+    def inline_bytes(self) -> bytes:
+        """The decoded inline module (only valid when ``inline`` is set)."""
+        assert self.inline is not None
+        return base64.b64decode(self.inline)
+
+
+class Limits(_Model):
+    memory: Bytes = 64 * 2**20
+    timeout: Annotated[Seconds, Field(gt=0)] = 1.0
+    fuel: Annotated[int, Field(ge=0)] = 0
+    max_request_bytes: Bytes = 2**20
+    max_response_bytes: Bytes = 8 * 2**20
+
+
+class EnvVar(_Model):
+    name: Annotated[str, Field(pattern=_ENV_NAME.pattern)]
+    value: str = ""
+
+
+class Pool(_Model):
+    reuse: bool = True
+    max_instances: Annotated[int, Field(ge=1, le=1024)] = 8
+    idle_timeout: Seconds = 300.0
+
+
+class EdgeFunctionSpec(_Model):
+    source: Source
+    abi: Literal["edge", "wagi"] = "edge"
+    limits: Limits = Limits()
+    env: list[EnvVar] = []
+    pool: Pool = Pool()
+
+    @field_validator("env")
+    @classmethod
+    def _unique_env(cls, value: list[EnvVar]) -> list[EnvVar]:
+        names = [item.name for item in value]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate env names: {', '.join(duplicates)}")
+        return value
+
+
+class Match(_Model):
+    path: Annotated[str, Field(pattern=r"^/")]
+    path_type: Literal["Prefix", "Exact", "Template"] = "Prefix"
+    methods: list[Method] = []
+
+    @model_validator(mode="after")
+    def _template_syntax(self) -> Match:
+        if self.path_type == "Template":
+            for segment in self.path.split("/"):
+                if "{" in segment or "}" in segment:
+                    if not _TEMPLATE_SEGMENT.match(segment):
+                        raise ValueError(
+                            f"template segment {segment!r} must be a whole segment like {{id}}"
+                        )
+        return self
+
+
+class Backend(_Model):
+    function: Annotated[str, Field(pattern=_DNS1123.pattern, max_length=253)]
+    weight: Annotated[int, Field(ge=0, le=1000)] = 1
+
+
+class Rule(_Model):
+    match: Match
+    function: Annotated[str, Field(pattern=_DNS1123.pattern, max_length=253)] | None = None
+    backends: Annotated[list[Backend], Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Rule:
+        if (self.function is None) == (self.backends is None):
+            raise ValueError("exactly one of function, backends must be set")
+        if self.backends is not None and sum(b.weight for b in self.backends) == 0:
+            raise ValueError("backends: at least one weight must be above 0")
+        return self
+
+    def targets(self) -> list[Backend]:
+        """The weighted backends of this rule (a single function has weight 1)."""
+        if self.backends is not None:
+            return list(self.backends)
+        assert self.function is not None
+        return [Backend(function=self.function, weight=1)]
+
+
+class EdgeRouteSpec(_Model):
+    hosts: list[Annotated[str, Field(pattern=_HOST.pattern, max_length=253)]] = []
+    rules: Annotated[list[Rule], Field(min_length=1)]
+
+
+class Metadata(BaseModel):
+    """The part of ``metadata`` the runner needs; everything else is ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    name: Annotated[str, Field(pattern=_DNS1123.pattern, max_length=253)]
+    namespace: str | None = None
+    generation: int | None = None
+
+
+class EdgeFunction(_Model):
+    api_version: Literal["edgerunner.dev/v1alpha1"] = API_VERSION
+    kind: Literal["EdgeFunction"] = KIND_FUNCTION
+    metadata: Metadata
+    spec: EdgeFunctionSpec
+    status: dict[str, Any] | None = None
+
+
+class EdgeRoute(_Model):
+    api_version: Literal["edgerunner.dev/v1alpha1"] = API_VERSION
+    kind: Literal["EdgeRoute"] = KIND_ROUTE
+    metadata: Metadata
+    spec: EdgeRouteSpec
+    status: dict[str, Any] | None = None
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be used; the message names the offending field."""
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """Render pydantic errors as ``spec.limits.memory: message`` lines."""
+    parts = []
+    for error in exc.errors():
+        location = ".".join(str(p) for p in error["loc"] if not str(p).startswith("function-"))
+        message = error["msg"].removeprefix("Value error, ")
+        parts.append(f"{location}: {message}" if location else message)
+    return "; ".join(parts)
+
+
+def parse_manifest(document: Any) -> EdgeFunction | EdgeRoute:
+    """Parse one YAML/JSON document into an EdgeFunction or EdgeRoute.
+
+    Raises :class:`ManifestError` with a message naming the field at fault.
+    """
+    if not isinstance(document, dict):
+        raise ManifestError(f"manifest must be a mapping, got {type(document).__name__}")
+    api_version, kind = document.get("apiVersion"), document.get("kind")
+    if api_version != API_VERSION:
+        raise ManifestError(f"apiVersion: expected {API_VERSION!r}, got {api_version!r}")
+    model: type[EdgeFunction] | type[EdgeRoute]
+    if kind == KIND_FUNCTION:
+        model = EdgeFunction
+    elif kind == KIND_ROUTE:
+        model = EdgeRoute
+    else:
+        raise ManifestError(f"kind: expected EdgeFunction or EdgeRoute, got {kind!r}")
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        name = (document.get("metadata") or {}).get("name", "?")
+        raise ManifestError(f"{kind} {name}: {describe_validation_error(exc)}") from exc

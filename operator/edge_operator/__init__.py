@@ -1,0 +1,1 @@
+"""edge-operator control plane: reconciles EdgeFunction/EdgeRoute into runner ConfigMaps."""

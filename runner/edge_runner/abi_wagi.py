@@ -1,0 +1,182 @@
+"""Executor of the ``wagi`` ABI: CGI over WASI, a fresh instance per request.
+
+The request becomes CGI/WAGI environment variables plus the function's own
+``env``; the body is stdin; ``_start`` runs; stdout carries CGI headers
+(``Content-Type``, ``Status``, ``Location``), a blank line, then the body.
+Called by the pool (:mod:`edge_runner.pool`) from a worker thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+
+import wasmtime
+from wasmtime import _ffi as ffi
+
+from edge_api.models import EdgeFunctionSpec
+from edge_runner.abi_edge import Response, make_wasi
+from edge_runner.engine import UNLIMITED_FUEL, CompiledModule, WasmEngine
+from edge_runner.errors import GuestFailure
+from edge_runner.guest_output import GuestOutput
+from edge_runner.traps import classify
+
+
+@dataclass(frozen=True, slots=True)
+class CgiRequest:
+    method: str
+    path: str
+    query: str
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    host: str
+    scheme: str
+    client: str
+    server_port: int
+    route_path: str
+    params: tuple[tuple[str, str], ...]
+
+
+def cgi_environment(request: CgiRequest) -> list[tuple[str, str]]:
+    """CGI/WAGI variables for one request (RFC 3875 plus WAGI's X_* extras)."""
+    env = {
+        "GATEWAY_INTERFACE": "CGI/1.1",
+        "SERVER_SOFTWARE": "edge-runner",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "SERVER_NAME": request.host,
+        "SERVER_PORT": str(request.server_port),
+        "REQUEST_METHOD": request.method,
+        "SCRIPT_NAME": request.route_path.rstrip("/"),
+        "PATH_INFO": request.path,
+        "PATH_TRANSLATED": request.path,
+        "QUERY_STRING": request.query,
+        "REMOTE_ADDR": request.client,
+        "REMOTE_HOST": request.client,
+        "CONTENT_LENGTH": str(len(request.body)),
+        "CONTENT_TYPE": "",
+        "X_FULL_URL": f"{request.scheme}://{request.host}{request.path}"
+        + (f"?{request.query}" if request.query else ""),
+        "X_MATCHED_ROUTE": request.route_path,
+        "X_RAW_PATH_INFO": request.path,
+    }
+    for name, value in request.headers:
+        key = name.decode("latin-1").upper().replace("-", "_")
+        text = value.decode("latin-1")
+        if key == "CONTENT_TYPE":
+            env["CONTENT_TYPE"] = text
+        elif key in ("AUTHORIZATION", "CONTENT_LENGTH", "PROXY_AUTHORIZATION"):
+            continue
+        else:
+            env[f"HTTP_{key}"] = text
+    for name, value in request.params:
+        env[f"X_PARAM_{name.upper()}"] = value
+    return list(env.items())
+
+
+def parse_cgi_output(output: bytes) -> Response:
+    """Split CGI stdout into status, headers and body; raises GuestFailure if malformed."""
+    for separator in (b"\r\n\r\n", b"\n\n"):
+        head, found, body = output.partition(separator)
+        if found:
+            break
+    else:
+        raise GuestFailure("bad_response", "CGI output has no blank line after the headers")
+    status = 200
+    headers: list[tuple[bytes, bytes]] = []
+    for raw in head.splitlines():
+        name, colon, value = raw.partition(b":")
+        if not colon or not name.strip():
+            raise GuestFailure("bad_response", f"malformed CGI header line {raw[:80]!r}")
+        key = name.strip().lower()
+        value = value.strip()
+        if key == b"status":
+            code = value.split(b" ", 1)[0]
+            if not code.isdigit() or not 100 <= int(code) <= 599:
+                raise GuestFailure("bad_response", f"bad CGI Status {value[:40]!r}")
+            status = int(code)
+        else:
+            headers.append((key, value))
+            if key == b"location" and status == 200:
+                status = 302
+    return status, headers, body
+
+
+class _BoundedStdout:
+    """Collects stdout up to the response limit; remembers that it overflowed."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.overflow = False
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        if self.size > self.limit:
+            self.overflow = True
+        else:
+            self.chunks.append(data)
+        return len(data)
+
+
+def _set_stdin(wasi: wasmtime.WasiConfig, body: bytes) -> None:
+    vec = ffi.wasm_byte_vec_t()
+    ffi.wasm_byte_vec_new(ctypes.byref(vec), len(body), ctypes.c_char_p(body))
+    ffi.wasi_config_set_stdin_bytes(wasi.ptr(), ctypes.byref(vec))  # takes ownership
+
+
+def run_wagi(
+    engine: WasmEngine,
+    compiled: CompiledModule,
+    name: str,
+    spec: EdgeFunctionSpec,
+    request: CgiRequest,
+    request_id: str,
+) -> Response:
+    """Instantiate, run ``_start`` once and parse its CGI output."""
+    limits = spec.limits
+    log_output = GuestOutput(name)
+    log_output.request_id = request_id
+    stdout = _BoundedStdout(limits.max_response_bytes)
+    wasi = make_wasi(spec, log_output, name)
+    wasi.env = cgi_environment(request) + [(e.name, e.value) for e in spec.env]
+    wasi.stdout_custom = stdout.write
+    _set_stdin(wasi, request.body)
+    store = engine.new_store(memory=limits.memory, wasi=wasi)
+    store.set_epoch_deadline(engine.deadline_ticks(limits.timeout))
+    store.set_fuel(limits.fuel or UNLIMITED_FUEL)
+    memory_bytes = 0
+    try:
+        try:
+            instance = compiled.pre.instantiate(store)
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            raise GuestFailure(
+                "instantiate", f"instantiation failed: {exc}"[:300], guest_started=False
+            ) from exc
+        exports = instance.exports(store)
+        start = exports["_start"]
+        assert isinstance(start, wasmtime.Func)
+        memory = exports.get("memory") if hasattr(exports, "get") else None
+        try:
+            start(store)
+        except wasmtime.ExitTrap as exc:
+            if exc.code != 0:
+                raise GuestFailure("exit", f"guest exited with code {exc.code}") from exc
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            if isinstance(memory, wasmtime.Memory):
+                memory_bytes = memory.data_len(store)
+            raise classify(
+                exc,
+                function=name,
+                request_id=request_id,
+                memory_bytes=memory_bytes,
+                memory_limit=limits.memory,
+            ) from exc
+    finally:
+        log_output.flush()
+    if stdout.overflow:
+        raise GuestFailure(
+            "response_too_large",
+            f"output of {stdout.size} bytes is over maxResponseBytes ({stdout.limit})",
+        )
+    return parse_cgi_output(b"".join(stdout.chunks))

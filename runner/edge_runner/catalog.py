@@ -1,0 +1,187 @@
+"""What the runner serves right now: functions, their pools and the route table.
+
+Sources of configuration (standalone manifests in :mod:`edge_runner.manifests`,
+operator ConfigMaps in :mod:`edge_runner.cluster`) describe a
+:class:`DesiredState`; :meth:`Catalog.apply` compiles what changed off the
+event loop and swaps in a new immutable :class:`Snapshot` in one assignment.
+Requests already running keep the runtime they started with ("in-flight
+requests finish on the old version"); unchanged functions keep their hot
+instances.  A function that fails to load is reported and, if an older good
+version exists, that one keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections import OrderedDict
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+from edge_api.models import EdgeFunctionSpec, EdgeRouteSpec
+from edge_runner.engine import CompiledModule, ModuleRejected, WasmEngine
+from edge_runner.metrics import RunnerMetrics
+from edge_runner.pool import FunctionRuntime, QueuePolicy
+from edge_runner.routing import EMPTY_TABLE, RouteTable, build_table
+
+log = logging.getLogger("edge_runner.catalog")
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionSource:
+    """One function as a source describes it: a spec plus module bytes, or an error."""
+
+    name: str
+    spec: EdgeFunctionSpec | None
+    wasm: bytes | None
+    origin: str
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredState:
+    functions: list[FunctionSource] = field(default_factory=list)
+    routes: list[tuple[str, EdgeRouteSpec]] = field(default_factory=list)
+    #: Problems that belong to no single function (unreadable files, bad routes).
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    functions: dict[str, FunctionRuntime]
+    table: RouteTable
+    #: name -> error for functions that failed to load (possibly serving an older version).
+    failures: dict[str, str]
+    errors: tuple[str, ...]
+
+
+EMPTY = Snapshot(functions={}, table=EMPTY_TABLE, failures={}, errors=())
+
+
+class Catalog:
+    def __init__(
+        self,
+        *,
+        engine: WasmEngine,
+        executor: Executor,
+        metrics: RunnerMetrics,
+        queue: QueuePolicy | None = None,
+        compiled_cache_size: int = 256,
+    ) -> None:
+        self.engine = engine
+        self.executor = executor
+        self.metrics = metrics
+        self.queue = queue or QueuePolicy()
+        self.snapshot = EMPTY
+        #: True once the first complete desired state was applied (/readyz).
+        self.synced = False
+        self._compiled: OrderedDict[tuple[str, str], CompiledModule] = OrderedDict()
+        self._cache_size = compiled_cache_size
+        self._lock = asyncio.Lock()
+
+    async def apply(self, desired: DesiredState) -> Snapshot:
+        """Make ``desired`` the served configuration; returns the new snapshot."""
+        async with self._lock:
+            old = self.snapshot
+            functions: dict[str, FunctionRuntime] = {}
+            failures: dict[str, str] = {}
+            for source in desired.functions:
+                runtime, error = await self._load(source, old.functions.get(source.name))
+                if runtime is not None:
+                    functions[source.name] = runtime
+                if error is not None:
+                    failures[source.name] = error
+                    log.warning("function %s not loaded: %s", source.name, error,
+                                extra={"function": source.name})
+            table = build_table(desired.routes)
+            for conflict in table.conflicts:
+                log.warning("route conflict: %s", conflict.describe())
+            for error in desired.errors:
+                log.warning("configuration error: %s", error)
+            snapshot = Snapshot(functions, table, failures, tuple(desired.errors))
+            self.snapshot = snapshot
+            for name, runtime in old.functions.items():
+                if functions.get(name) is not runtime:
+                    runtime.close()
+            self.synced = True
+            self._update_gauges(snapshot)
+            self.metrics.reloads.labels("error" if failures or desired.errors else "ok").inc()
+            return snapshot
+
+    async def _load(
+        self, source: FunctionSource, current: FunctionRuntime | None
+    ) -> tuple[FunctionRuntime | None, str | None]:
+        if source.error is not None or source.spec is None or source.wasm is None:
+            return current, source.error or "no module"
+        spec, wasm = source.spec, source.wasm
+        digest = hashlib.sha256(wasm).hexdigest()
+        if current is not None and current.digest == digest and current.spec == spec:
+            return current, None
+        try:
+            compiled = await self._compile(wasm, digest, spec.abi)
+        except ModuleRejected as exc:
+            return current, f"{exc.reason}: {exc}"
+        cold = self.metrics.cold_starts.labels(source.name)
+        runtime = FunctionRuntime(
+            name=source.name,
+            spec=spec,
+            compiled=compiled,
+            engine=self.engine,
+            executor=self.executor,
+            queue=self.queue,
+            on_cold_start=cold.inc,
+        )
+        log.info("function %s loaded (sha256:%s, %d bytes)", source.name, digest[:12],
+                 len(wasm), extra={"function": source.name})
+        return runtime, None
+
+    async def _compile(self, wasm: bytes, digest: str, abi: str) -> CompiledModule:
+        key = (digest, abi)
+        cached = self._compiled.get(key)
+        if cached is not None:
+            self._compiled.move_to_end(key)
+            self.metrics.module_cache.labels("hit").inc()
+            return cached
+        self.metrics.module_cache.labels("miss").inc()
+        loop = asyncio.get_running_loop()
+        compiled = await loop.run_in_executor(None, self.engine.compile, wasm, abi)
+        self._compiled[key] = compiled
+        while len(self._compiled) > self._cache_size:
+            self._compiled.popitem(last=False)
+        return compiled
+
+    def _update_gauges(self, snapshot: Snapshot) -> None:
+        broken = len(set(snapshot.failures) - set(snapshot.functions))
+        self.metrics.functions_loaded.labels("ready").set(len(snapshot.functions))
+        self.metrics.functions_loaded.labels("error").set(broken)
+        self.metrics.route_conflicts.set(len(snapshot.table.conflicts))
+
+    def describe(self) -> dict[str, object]:
+        """The body of ``GET /v1/functions``."""
+        snapshot = self.snapshot
+        items: list[dict[str, object]] = []
+        for name in sorted(set(snapshot.functions) | set(snapshot.failures)):
+            runtime = snapshot.functions.get(name)
+            entry: dict[str, object] = {"name": name, "state": "ready" if runtime else "error"}
+            if runtime is not None:
+                entry.update(
+                    digest=f"sha256:{runtime.digest}",
+                    size=runtime.compiled.size,
+                    abi=runtime.spec.abi,
+                    pool=runtime.describe(),
+                )
+            if name in snapshot.failures:
+                entry["error"] = snapshot.failures[name]
+            items.append(entry)
+        return {
+            "synced": self.synced,
+            "functions": items,
+            "routes": [
+                {"rule": r.ident, "host": r.host or "*", "path": r.path, "pathType": r.path_type,
+                 "methods": sorted(r.methods), "functions": list(r.functions)}
+                for r in snapshot.table.rules
+            ],
+            "conflicts": [c.describe() for c in snapshot.table.conflicts],
+            "errors": list(snapshot.errors),
+        }

@@ -1,0 +1,70 @@
+"""``edge-runner`` command line (DESIGN.md section 5)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from edge_runner import logs
+from edge_runner.server import ServeOptions, serve
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-runner", description="Run WebAssembly HTTP functions.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("serve", help="serve functions (standalone with --manifests, else cluster mode)")
+    defaults = ServeOptions()
+    run.add_argument("--manifests", type=Path, help="folder of EdgeFunction/EdgeRoute YAML (standalone mode)")
+    run.add_argument("--host", default=defaults.host, help="data plane bind address")
+    run.add_argument("--port", type=int, default=defaults.port, help="data plane port")
+    run.add_argument("--admin-host", default=defaults.admin_host, help="admin plane bind address")
+    run.add_argument("--admin-port", type=int, default=defaults.admin_port, help="admin plane port")
+    run.add_argument("--max-concurrency", type=int, default=defaults.max_concurrency,
+                     help="guest invocations running at once (worker threads)")
+    run.add_argument("--max-waiting", type=int, default=defaults.max_waiting,
+                     help="requests queued per function when all its instances are busy")
+    run.add_argument("--max-wait", type=float, default=defaults.max_wait,
+                     help="seconds a queued request waits before 503")
+    run.add_argument("--drain-delay", type=float, default=defaults.drain_delay,
+                     help="seconds between failing /readyz and closing the data port on SIGTERM")
+    run.add_argument("--grace", type=float, default=defaults.grace,
+                     help="seconds in-flight requests get to finish on shutdown")
+    run.add_argument("--namespace", help="namespace to watch in cluster mode (default: own)")
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--log-format", default="json", choices=["json", "text"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logs.configure(args.log_level, args.log_format)
+    if args.manifests is not None and not args.manifests.is_dir():
+        print(f"edge-runner: --manifests {args.manifests}: not a directory", file=sys.stderr)
+        return 2
+    options = ServeOptions(
+        manifests=args.manifests,
+        host=args.host,
+        port=args.port,
+        admin_host=args.admin_host,
+        admin_port=args.admin_port,
+        max_concurrency=args.max_concurrency,
+        max_waiting=args.max_waiting,
+        max_wait=args.max_wait,
+        drain_delay=args.drain_delay,
+        grace=args.grace,
+        namespace=args.namespace,
+    )
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        pass
+    asyncio.run(serve(options))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

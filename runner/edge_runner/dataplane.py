@@ -1,0 +1,261 @@
+"""The data plane: a plain ASGI app that routes every request to a function.
+
+Per request: read the snapshot of the catalog once, route (404/405), read the
+body up to ``maxRequestBytes`` (413 without buffering the rest), encode the
+request for the function's ABI, invoke it through its pool, and send the
+response with hop-by-hop headers removed, a detected ``content-type`` when the
+guest set none, and ``x-request-id``.  Every error is problem+json.
+
+Deliberately not FastAPI: this is the hot path, and nothing here needs
+dependency injection or validation; the admin plane (:mod:`edge_runner.admin`)
+is FastAPI.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from edge_runner import content_type
+from edge_runner.abi_wagi import CgiRequest
+from edge_runner.catalog import Catalog
+from edge_runner.envelope import encode_request
+from edge_runner.errors import InvocationError
+from edge_runner.metrics import RunnerMetrics
+from edge_runner.problems import Problem, from_invocation_error, problem
+from edge_runner.routing import MethodNotAllowed
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+log = logging.getLogger("edge_runner.access")
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate",
+        b"proxy-authorization", b"te", b"trailer", b"trailers", b"transfer-encoding",
+        b"upgrade", b"content-length",
+    }
+)
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _new_request_id() -> str:
+    return os.urandom(12).hex()
+
+
+def _host_of(value: bytes) -> str:
+    host = value.decode("latin-1").lower()
+    if host.startswith("["):
+        return host.split("]", 1)[0] + "]"
+    return host.rsplit(":", 1)[0] if ":" in host else host
+
+
+class DataPlane:
+    """ASGI callable for the data port."""
+
+    def __init__(self, catalog: Catalog, metrics: RunnerMetrics) -> None:
+        self.catalog = catalog
+        self.metrics = metrics
+        self._lookup_match = metrics.route_lookups.labels("match")
+        self._lookup_miss = metrics.route_lookups.labels("not_found")
+        self._lookup_405 = metrics.route_lookups.labels("method_not_allowed")
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await _lifespan(receive, send)
+            return
+        started = time.perf_counter()
+        request_id = ""
+        host = b""
+        declared: int | None = None
+        connection_tokens: set[bytes] = set()
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                if _REQUEST_ID.match(value):
+                    request_id = value.decode()
+            elif name == b"host":
+                host = value
+            elif name == b"content-length":
+                declared = int(value) if value.isdigit() else -1
+            elif name == b"connection":
+                connection_tokens.update(t.strip().lower() for t in value.split(b","))
+        if not request_id:
+            request_id = _new_request_id()
+        method: str = scope["method"]
+        path: str = scope["path"]
+        function, (status, headers, body) = await self._handle(
+            scope, receive, method, path, _host_of(host), declared, connection_tokens, request_id
+        )
+        headers.append((b"x-request-id", request_id.encode()))
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+        counter, histogram = self._metric_children(function, status)
+        counter.inc()
+        histogram.observe(time.perf_counter() - started)
+
+    def _metric_children(self, function: str, status: int) -> tuple[Any, Any]:
+        key = (function, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.metrics.requests.labels(function, str(status)),
+                self.metrics.duration.labels(function),
+            )
+            self._children[key] = children
+        return children
+
+    async def _handle(
+        self,
+        scope: Scope,
+        receive: Receive,
+        method: str,
+        path: str,
+        host: str,
+        declared: int | None,
+        connection_tokens: set[bytes],
+        request_id: str,
+    ) -> tuple[str, Problem]:
+        """Route and invoke; returns the function name ("" if none) and the response."""
+        snapshot = self.catalog.snapshot
+        found = snapshot.table.lookup(host, method, path)
+        if found is None:
+            self._lookup_miss.inc()
+            return "", problem(404, "no-route", "No route", f"no route matches {method} {path}",
+                           request_id)
+        if isinstance(found, MethodNotAllowed):
+            self._lookup_405.inc()
+            allow = ", ".join(found.allow).encode()
+            return "", problem(405, "method-not-allowed", "Method not allowed",
+                           f"{method} is not allowed here", request_id,
+                           headers=[(b"allow", allow)])
+        self._lookup_match.inc()
+        function = found.function
+        self.metrics.route_requests.labels(found.rule.route, str(found.rule.index)).inc()
+        runtime = snapshot.functions.get(function)
+        if runtime is None:
+            detail = snapshot.failures.get(function, "the function is not loaded")
+            return function, problem(
+                503, "not-loaded", "Function unavailable", detail, request_id,
+                function=function, headers=[(b"retry-after", b"5")])
+        limit = runtime.spec.limits.max_request_bytes
+        if declared is not None and (declared < 0 or declared > limit):
+            return function, self._too_large(declared, limit, request_id, function)
+        try:
+            body = await _read_body(receive, limit)
+        except _TooLarge:
+            return function, self._too_large(None, limit, request_id, function)
+        headers = [
+            (n, v) for n, v in scope["headers"]
+            if n not in HOP_BY_HOP and n not in connection_tokens and n != b"x-request-id"
+        ]
+        headers.append((b"x-request-id", request_id.encode()))
+        try:
+            for attempt in (1, 2):
+                try:
+                    if runtime.spec.abi == "wagi":
+                        result = await runtime.invoke_wagi(
+                            self._cgi_request(scope, method, host, headers, body, found.rule.path,
+                                              found.params),
+                            request_id,
+                        )
+                    else:
+                        envelope = encode_request(
+                            method.encode(),
+                            scope.get("raw_path") or path.encode(),
+                            scope["query_string"],
+                            [(k.encode(), v.encode()) for k, v in found.params],
+                            headers,
+                            body,
+                        )
+                        result = await runtime.invoke_edge(envelope, request_id)
+                    break
+                except InvocationError as error:
+                    if attempt == 1 and not error.guest_started and method in IDEMPOTENT \
+                            and error.status != 503:
+                        log.warning("retrying %s after %s before the guest started",
+                                    function, error.reason,
+                                    extra={"function": function, "request_id": request_id})
+                        continue
+                    raise
+        except InvocationError as error:
+            self.metrics.invocation_errors.labels(function, error.reason).inc()
+            log.warning("invocation failed: %s", error.detail,
+                        extra={"function": function, "request_id": request_id,
+                               "reason": error.reason})
+            return function, from_invocation_error(error, request_id, function)
+        return function, _finish_response(result, connection_tokens)
+
+    @staticmethod
+    def _too_large(size: int | None, limit: int, request_id: str, function: str) -> Problem:
+        got = f"{size} bytes" if size and size > 0 else "the body"
+        return problem(413, "body-too-large", "Request body too large",
+                       f"{got} is over maxRequestBytes ({limit})", request_id, function=function)
+
+    @staticmethod
+    def _cgi_request(
+        scope: Scope, method: str, host: str, headers: list[tuple[bytes, bytes]], body: bytes,
+        route_path: str, params: tuple[tuple[str, str], ...],
+    ) -> CgiRequest:
+        client = scope.get("client") or ("", 0)
+        server = scope.get("server") or ("", 0)
+        return CgiRequest(
+            method=method, path=scope["path"], query=scope["query_string"].decode("latin-1"),
+            headers=headers, body=body, host=host or str(server[0]),
+            scheme=scope.get("scheme", "http"), client=str(client[0]),
+            server_port=int(server[1] or 0), route_path=route_path, params=params,
+        )
+
+
+def _finish_response(
+    result: tuple[int, list[tuple[bytes, bytes]], bytes], connection_tokens: set[bytes]
+) -> Problem:
+    status, guest_headers, body = result
+    headers = [(n, v) for n, v in guest_headers if n not in HOP_BY_HOP and n != b"x-request-id"]
+    if not any(n == b"content-type" for n, _ in headers):
+        headers.append((b"content-type", content_type.detect(body)))
+    return status, headers, body
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise _TooLarge
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    if len(chunks) == 1:
+        return chunks[0]
+    return b"".join(chunks)
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

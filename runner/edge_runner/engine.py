@@ -1,0 +1,146 @@
+"""The process-lifetime wasmtime engine, its epoch ticker and module compilation.
+
+Three lifetimes, three types (as in Spin): the :class:`WasmEngine` lives as long
+as the runner; a :class:`CompiledModule` lives from load until its function is
+replaced; a store lives for one instance (see :mod:`edge_runner.abi_edge`).
+
+Time limits use epoch interruption: a ticker thread advances the engine epoch
+every ``tick`` seconds (catching up if it was late), and each invocation sets a
+deadline in ticks.  Fuel metering is on engine-wide; a function without a fuel
+limit gets an effectively infinite budget per call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+import wasmtime
+
+#: Imports a guest may have: WASI preview 1, nothing else (DESIGN.md section 3).
+ALLOWED_IMPORT_MODULE = "wasi_snapshot_preview1"
+UNLIMITED_FUEL = 2**63 - 1
+
+_EXPORTS = {
+    "edge": {"edge_alloc": (["i32"], ["i32"]), "edge_handle": (["i32", "i32"], ["i64"])},
+    "wagi": {"_start": ([], [])},
+}
+
+
+class ModuleRejected(ValueError):
+    """The module does not compile, or does not fit its ABI; message says why."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledModule:
+    digest: str
+    size: int
+    abi: str
+    module: wasmtime.Module
+    pre: wasmtime.InstancePre
+    has_initialize: bool
+
+
+class WasmEngine:
+    """One engine, one linker with WASI, one ticker thread."""
+
+    def __init__(self, *, tick: float = 0.005, max_wasm_stack: int = 512 * 1024) -> None:
+        config = wasmtime.Config()
+        config.epoch_interruption = True
+        config.consume_fuel = True
+        config.max_wasm_stack = max_wasm_stack
+        self.engine = wasmtime.Engine(config)
+        self.linker = wasmtime.Linker(self.engine)
+        self.linker.define_wasi()
+        self.tick = tick
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._run_ticker, name="epoch-ticker", daemon=True)
+        self._ticker.start()
+
+    def _run_ticker(self) -> None:
+        start = time.monotonic()
+        done = 0
+        while not self._stop.wait(self.tick):
+            due = int((time.monotonic() - start) / self.tick)
+            while done < due:
+                self.engine.increment_epoch()
+                done += 1
+
+    def close(self) -> None:
+        self._stop.set()
+        self._ticker.join(timeout=1)
+
+    def deadline_ticks(self, seconds: float) -> int:
+        """Ticks to set so an invocation runs at least ``seconds`` and at most one tick more."""
+        return max(1, math.ceil(seconds / self.tick)) + 1
+
+    def compile(self, wasm: bytes, abi: str) -> CompiledModule:
+        """Compile and check a module for ``abi``; raises :class:`ModuleRejected`.
+
+        Blocking (tens of milliseconds to seconds): call it off the event loop.
+        """
+        digest = hashlib.sha256(wasm).hexdigest()
+        try:
+            module = wasmtime.Module(self.engine, wasm)
+        except wasmtime.WasmtimeError as exc:
+            raise ModuleRejected("CompileError", f"module does not compile: {exc}") from exc
+        return self.check(module, digest=digest, size=len(wasm), abi=abi)
+
+    def check(self, module: wasmtime.Module, *, digest: str, size: int, abi: str) -> CompiledModule:
+        """Check imports and exports of a compiled module against its ABI."""
+        for imp in module.imports:
+            if imp.module != ALLOWED_IMPORT_MODULE:
+                raise ModuleRejected(
+                    "ImportNotAllowed",
+                    f"import {imp.module}.{imp.name} is not granted to {abi} functions"
+                    f" (only {ALLOWED_IMPORT_MODULE} is)",
+                )
+        exports = {exp.name: exp.type for exp in module.exports}
+        wanted = _EXPORTS[abi]
+        if abi == "edge" and not isinstance(exports.get("memory"), wasmtime.MemoryType):
+            raise ModuleRejected("MissingExport", "edge functions must export `memory`")
+        for name in wanted:
+            if not isinstance(exports.get(name), wasmtime.FuncType):
+                raise ModuleRejected(
+                    "MissingExport", f"{abi} functions must export function `{name}`"
+                )
+        try:
+            pre = self.linker.instantiate_pre(module)
+        except wasmtime.WasmtimeError as exc:
+            raise ModuleRejected("ImportNotAllowed", f"imports cannot be satisfied: {exc}") from exc
+        self._check_signatures(module, abi)
+        return CompiledModule(
+            digest=digest,
+            size=size,
+            abi=abi,
+            module=module,
+            pre=pre,
+            has_initialize=isinstance(exports.get("_initialize"), wasmtime.FuncType),
+        )
+
+    def _check_signatures(self, module: wasmtime.Module, abi: str) -> None:
+        exports = {exp.name: exp.type for exp in module.exports}
+        for name, (params, results) in _EXPORTS[abi].items():
+            ty = exports[name]
+            assert isinstance(ty, wasmtime.FuncType)
+            got = ([str(p) for p in ty.params], [str(r) for r in ty.results])
+            if got != (params, results):
+                raise ModuleRejected(
+                    "BadSignature",
+                    f"export `{name}` must be ({', '.join(params)}) -> ({', '.join(results)})",
+                )
+
+    def new_store(self, *, memory: int, wasi: wasmtime.WasiConfig) -> wasmtime.Store:
+        """A store capped to ``memory`` bytes of linear memory, with WASI configured."""
+        store = wasmtime.Store(self.engine)
+        store.set_limits(memory_size=memory, instances=4, tables=4, memories=1)
+        store.set_wasi(wasi)
+        store.set_fuel(UNLIMITED_FUEL)
+        return store

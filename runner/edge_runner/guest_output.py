@@ -1,0 +1,55 @@
+"""Bounded capture of a guest's stdout/stderr, logged with function and request id.
+
+The sandbox (DESIGN.md section 3) sends guest output to the runner's log, never
+to the client.  Each instance owns one :class:`GuestOutput`; the executors set
+the request id before an invocation and call :meth:`GuestOutput.flush` after it.
+Anything past ``limit`` bytes per invocation is counted and dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger("edge_runner.guest")
+
+DEFAULT_LIMIT = 4096
+
+
+class GuestOutput:
+    __slots__ = ("function", "request_id", "limit", "_chunks", "_size", "_dropped")
+
+    def __init__(self, function: str, limit: int = DEFAULT_LIMIT) -> None:
+        self.function = function
+        self.request_id = ""
+        self.limit = limit
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._dropped = 0
+
+    def write(self, data: bytes) -> int:
+        """WASI output callback: keep what fits, report everything as written."""
+        room = self.limit - self._size
+        if room > 0:
+            kept = data[:room]
+            self._chunks.append(kept)
+            self._size += len(kept)
+        self._dropped += max(0, len(data) - max(room, 0))
+        return len(data)
+
+    def flush(self) -> None:
+        """Log what the guest wrote during the last invocation, then forget it."""
+        if not self._chunks and not self._dropped:
+            return
+        text = b"".join(self._chunks).decode("utf-8", "replace").rstrip("\n")
+        log.info(
+            "guest output",
+            extra={
+                "function": self.function,
+                "request_id": self.request_id,
+                "guest_output": text,
+                "guest_output_dropped": self._dropped,
+            },
+        )
+        self._chunks.clear()
+        self._size = 0
+        self._dropped = 0

@@ -1,0 +1,83 @@
+"""The runner's Prometheus metrics (DESIGN.md section 6).
+
+One :class:`RunnerMetrics` per runner process, on its own registry (tests make
+a fresh one each).  Labels are bounded: function names, status codes, reasons,
+route ``name/rule`` identifiers; never a path or a request id.  The data plane
+caches label children per (function, code) so the hot path does no formatting.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+
+
+class RunnerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "edge_requests_total",
+            "HTTP requests answered by the data plane, by function and status code.",
+            ["function", "code"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "edge_request_duration_seconds",
+            "Time from request start to the last response byte, by function.",
+            ["function"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.route_requests = Counter(
+            "edge_route_requests_total",
+            "Requests matched per route rule (route name/rule index).",
+            ["route", "rule"],
+            registry=r,
+        )
+        self.invocation_errors = Counter(
+            "edge_invocation_errors_total",
+            "Failed invocations by function and reason (timeout, trap, memory, fuel, ...).",
+            ["function", "reason"],
+            registry=r,
+        )
+        self.cold_starts = Counter(
+            "edge_cold_starts_total",
+            "Instances created (a request that could not reuse a hot instance).",
+            ["function"],
+            registry=r,
+        )
+        self.module_cache = Counter(
+            "edge_module_cache_requests_total",
+            "Compiled-module cache lookups by result (hit, disk_hit, miss).",
+            ["result"],
+            registry=r,
+        )
+        self.instances = Gauge(
+            "edge_instances",
+            "Instances per function by state (idle, busy).",
+            ["function", "state"],
+            registry=r,
+        )
+        self.route_lookups = Counter(
+            "edge_route_lookups_total",
+            "Route lookups by result (match, not_found, method_not_allowed).",
+            ["result"],
+            registry=r,
+        )
+        self.functions_loaded = Gauge(
+            "edge_functions", "Functions known to the runner by state (ready, error).", ["state"],
+            registry=r,
+        )
+        self.route_conflicts = Gauge(
+            "edge_route_conflicts", "Route rules left out because they conflict.", registry=r
+        )
+        self.reloads = Counter(
+            "edge_config_reloads_total",
+            "Applications of a new desired configuration by result (ok, error).",
+            ["result"],
+            registry=r,
+        )
