@@ -144,11 +144,10 @@ class Match(_Model):
     def _template_syntax(self) -> Match:
         if self.path_type == "Template":
             for segment in self.path.split("/"):
-                if "{" in segment or "}" in segment:
-                    if not _TEMPLATE_SEGMENT.match(segment):
-                        raise ValueError(
-                            f"template segment {segment!r} must be a whole segment like {{id}}"
-                        )
+                if ("{" in segment or "}" in segment) and not _TEMPLATE_SEGMENT.match(segment):
+                    raise ValueError(
+                        f"template segment {segment!r} must be a whole segment like {{id}}"
+                    )
         return self
 
 
@@ -193,16 +192,16 @@ class Metadata(BaseModel):
 
 
 class EdgeFunction(_Model):
-    api_version: Literal["edgerunner.dev/v1alpha1"] = API_VERSION
-    kind: Literal["EdgeFunction"] = KIND_FUNCTION
+    api_version: Literal["edgerunner.dev/v1alpha1"] = "edgerunner.dev/v1alpha1"
+    kind: Literal["EdgeFunction"] = "EdgeFunction"
     metadata: Metadata
     spec: EdgeFunctionSpec
     status: dict[str, Any] | None = None
 
 
 class EdgeRoute(_Model):
-    api_version: Literal["edgerunner.dev/v1alpha1"] = API_VERSION
-    kind: Literal["EdgeRoute"] = KIND_ROUTE
+    api_version: Literal["edgerunner.dev/v1alpha1"] = "edgerunner.dev/v1alpha1"
+    kind: Literal["EdgeRoute"] = "EdgeRoute"
     metadata: Metadata
     spec: EdgeRouteSpec
     status: dict[str, Any] | None = None

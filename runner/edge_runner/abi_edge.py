@@ -37,8 +37,17 @@ class EdgeInstance:
     """A live instance of an edge-ABI module; discard it after any failure."""
 
     __slots__ = (
-        "name", "store", "memory", "_alloc", "_handle", "_ticks", "_fuel",
-        "_memory_limit", "_max_response", "output", "served",
+        "_alloc",
+        "_fuel",
+        "_handle",
+        "_max_response",
+        "_memory_limit",
+        "_ticks",
+        "memory",
+        "name",
+        "output",
+        "served",
+        "store",
     )
 
     def __init__(

@@ -68,8 +68,8 @@ def cgi_environment(request: CgiRequest) -> list[tuple[str, str]]:
             continue
         else:
             env[f"HTTP_{key}"] = text
-    for name, value in request.params:
-        env[f"X_PARAM_{name.upper()}"] = value
+    for param, captured in request.params:
+        env[f"X_PARAM_{param.upper()}"] = captured
     return list(env.items())
 
 
@@ -121,11 +121,13 @@ class _BoundedStdout:
 
 def _set_stdin(wasi: wasmtime.WasiConfig, body: bytes) -> None:
     vec = ffi.wasm_byte_vec_t()
-    ffi.wasm_byte_vec_new(ctypes.byref(vec), len(body), ctypes.c_char_p(body))
+    data = (ctypes.c_ubyte * len(body)).from_buffer_copy(body)
+    ffi.wasm_byte_vec_new(ctypes.byref(vec), len(body), data)
     ffi.wasi_config_set_stdin_bytes(wasi.ptr(), ctypes.byref(vec))  # takes ownership
 
 
 def run_wagi(
+    *,
     engine: WasmEngine,
     compiled: CompiledModule,
     name: str,

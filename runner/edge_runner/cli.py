@@ -12,11 +12,17 @@ from edge_runner.server import ServeOptions, serve
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-runner", description="Run WebAssembly HTTP functions.")
+    parser = argparse.ArgumentParser(
+        prog="edge-runner", description="Run WebAssembly HTTP functions."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("serve", help="serve functions (standalone with --manifests, else cluster mode)")
+    run = commands.add_parser(
+        "serve", help="serve functions (standalone with --manifests, else cluster mode)"
+    )
     defaults = ServeOptions()
-    run.add_argument("--manifests", type=Path, help="folder of EdgeFunction/EdgeRoute YAML (standalone mode)")
+    run.add_argument(
+        "--manifests", type=Path, help="folder of EdgeFunction/EdgeRoute YAML (standalone mode)"
+    )
     run.add_argument("--host", default=defaults.host, help="data plane bind address")
     run.add_argument("--port", type=int, default=defaults.port, help="data plane port")
     run.add_argument("--admin-host", default=defaults.admin_host, help="admin plane bind address")

@@ -19,6 +19,8 @@ _MAGIC: tuple[tuple[bytes, bytes], ...] = (
     (b"\x00asm", b"application/wasm"),
 )
 _WEBP = (b"RIFF", b"WEBP")
+#: Control bytes that never occur in text (WHATWG MIME sniffing's "binary data bytes").
+_BINARY_BYTES = frozenset([*range(0x00, 0x09), 0x0B, *range(0x0E, 0x1B), *range(0x1C, 0x20)])
 _HTML_STARTS = (b"<!doctype html", b"<html", b"<head", b"<body")
 
 TEXT = b"text/plain; charset=utf-8"
@@ -44,6 +46,8 @@ def detect(body: bytes) -> bytes:
             return JSON
     if head.lower().startswith(_HTML_STARTS):
         return HTML
+    if _BINARY_BYTES.intersection(body[:512]):
+        return BINARY
     try:
         body.decode("utf-8")
     except UnicodeDecodeError:

@@ -97,9 +97,16 @@ class DataPlane:
             request_id = _new_request_id()
         method: str = scope["method"]
         path: str = scope["path"]
-        function, (status, headers, body) = await self._handle(
-            scope, receive, method, path, _host_of(host), declared, connection_tokens, request_id
-        )
+        try:
+            function, (status, headers, body) = await self._handle(
+                scope, receive, method=method, path=path, host=_host_of(host), declared=declared,
+                connection_tokens=connection_tokens, request_id=request_id,
+            )
+        except Exception:  # a bug of ours: answer, log, keep serving
+            log.exception("internal error", extra={"request_id": request_id})
+            function, (status, headers, body) = "", problem(
+                500, "internal", "Internal error", "the runner failed; see its log", request_id
+            )
         headers.append((b"x-request-id", request_id.encode()))
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -123,6 +130,7 @@ class DataPlane:
         self,
         scope: Scope,
         receive: Receive,
+        *,
         method: str,
         path: str,
         host: str,
@@ -147,6 +155,7 @@ class DataPlane:
         function = found.function
         self.metrics.route_requests.labels(found.rule.route, str(found.rule.index)).inc()
         runtime = snapshot.functions.get(function)
+        # Guests see HEAD as GET; the body is dropped on the way out.
         if runtime is None:
             detail = snapshot.failures.get(function, "the function is not loaded")
             return function, problem(
@@ -169,13 +178,15 @@ class DataPlane:
                 try:
                     if runtime.spec.abi == "wagi":
                         result = await runtime.invoke_wagi(
-                            self._cgi_request(scope, method, host, headers, body, found.rule.path,
-                                              found.params),
+                            self._cgi_request(
+                                scope, method=method, host=host, headers=headers, body=body,
+                                route_path=found.rule.path, params=found.params,
+                            ),
                             request_id,
                         )
                     else:
                         envelope = encode_request(
-                            method.encode(),
+                            b"GET" if method == "HEAD" else method.encode(),
                             scope.get("raw_path") or path.encode(),
                             scope["query_string"],
                             [(k.encode(), v.encode()) for k, v in found.params],
@@ -208,13 +219,21 @@ class DataPlane:
 
     @staticmethod
     def _cgi_request(
-        scope: Scope, method: str, host: str, headers: list[tuple[bytes, bytes]], body: bytes,
-        route_path: str, params: tuple[tuple[str, str], ...],
+        scope: Scope,
+        *,
+        method: str,
+        host: str,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        route_path: str,
+        params: tuple[tuple[str, str], ...],
     ) -> CgiRequest:
         client = scope.get("client") or ("", 0)
         server = scope.get("server") or ("", 0)
         return CgiRequest(
-            method=method, path=scope["path"], query=scope["query_string"].decode("latin-1"),
+            method="GET" if method == "HEAD" else method,
+            path=scope["path"],
+            query=scope["query_string"].decode("latin-1"),
             headers=headers, body=body, host=host or str(server[0]),
             scheme=scope.get("scheme", "http"), client=str(client[0]),
             server_port=int(server[1] or 0), route_path=route_path, params=params,

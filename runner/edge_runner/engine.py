@@ -24,7 +24,7 @@ import wasmtime
 ALLOWED_IMPORT_MODULE = "wasi_snapshot_preview1"
 UNLIMITED_FUEL = 2**63 - 1
 
-_EXPORTS = {
+_EXPORTS: dict[str, dict[str, tuple[list[str], list[str]]]] = {
     "edge": {"edge_alloc": (["i32"], ["i32"]), "edge_handle": (["i32", "i32"], ["i64"])},
     "wagi": {"_start": ([], [])},
 }

@@ -30,7 +30,7 @@ class EnvelopeError(ValueError):
     """A response envelope that does not follow the layout (the guest's fault)."""
 
 
-def encode_request(
+def encode_request(  # noqa: PLR0917 - positional on the hot path, fields in layout order
     method: bytes, path: bytes, query: bytes, params: Pairs, headers: Pairs, body: bytes
 ) -> bytes:
     """Encode a request envelope; header names must already be lower-case."""

@@ -18,8 +18,7 @@ from __future__ import annotations
 import ctypes
 
 import wasmtime
-from wasmtime import Func, Store, Trap, WasmtimeError
-from wasmtime import _bindings
+from wasmtime import Func, Store, Trap, WasmtimeError, _bindings
 from wasmtime import _ffi as ffi
 
 _call_unchecked = _bindings._wasmtime_func_call_unchecked  # noqa: SLF001
@@ -40,7 +39,7 @@ def check_signature(store: Store, func: Func, params: list[str], results: list[s
 class RawCall:
     """Calls one export of one store; not thread-safe (neither is a store)."""
 
-    __slots__ = ("_context", "_func", "_values", "_size", "_trap")
+    __slots__ = ("_context", "_func", "_size", "_trap", "_values")
 
     def __init__(self, store: Store, func: Func, slots: int) -> None:
         self._context = store._context()  # noqa: SLF001 - stable for the store's life

@@ -16,7 +16,7 @@ DEFAULT_LIMIT = 4096
 
 
 class GuestOutput:
-    __slots__ = ("function", "request_id", "limit", "_chunks", "_size", "_dropped")
+    __slots__ = ("_chunks", "_dropped", "_size", "function", "limit", "request_id")
 
     def __init__(self, function: str, limit: int = DEFAULT_LIMIT) -> None:
         self.function = function

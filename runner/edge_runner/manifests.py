@@ -30,9 +30,12 @@ MAX_MODULE_BYTES = 64 * 2**20
 
 def manifest_files(folder: Path) -> Iterator[Path]:
     for path in sorted(folder.rglob("*")):
-        if path.suffix in (".yaml", ".yml") and path.is_file():
-            if not SKIPPED_DIRS.intersection(path.relative_to(folder).parts):
-                yield path
+        if (
+            path.suffix in (".yaml", ".yml")
+            and path.is_file()
+            and not SKIPPED_DIRS.intersection(path.relative_to(folder).parts)
+        ):
+            yield path
 
 
 def _read_documents(path: Path) -> Iterator[Any]:

@@ -94,7 +94,8 @@ class FunctionRuntime:
     def _slot(self) -> _Slot:
         return _Slot(self)
 
-    async def _acquire(self) -> None:
+    async def acquire_slot(self) -> None:
+        """Wait (bounded) for a concurrency slot; raises Unavailable."""
         stats = self.stats
         if self._slots.locked():
             if stats.waiting >= self._queue.max_waiting:
@@ -115,7 +116,7 @@ class FunctionRuntime:
             await self._slots.acquire()
         stats.busy += 1
 
-    def _release(self) -> None:
+    def release_slot(self) -> None:
         self.stats.busy -= 1
         self.stats.last_used = time.monotonic()
         self._slots.release()
@@ -138,7 +139,14 @@ class FunctionRuntime:
     def _run_wagi(self, request: CgiRequest, request_id: str) -> Response:
         self.stats.cold_starts += 1
         self._on_cold_start()
-        response = run_wagi(self.engine, self.compiled, self.name, self.spec, request, request_id)
+        response = run_wagi(
+            engine=self.engine,
+            compiled=self.compiled,
+            name=self.name,
+            spec=self.spec,
+            request=request,
+            request_id=request_id,
+        )
         self.stats.served += 1
         return response
 
@@ -177,7 +185,7 @@ class _Slot:
         self._runtime = runtime
 
     async def __aenter__(self) -> None:
-        await self._runtime._acquire()
+        await self._runtime.acquire_slot()
 
     async def __aexit__(self, *exc: object) -> None:
-        self._runtime._release()
+        self._runtime.release_slot()

@@ -123,7 +123,7 @@ def _match_template(
     if len(pattern) != len(segments):
         return None
     params = []
-    for want, got in zip(pattern, segments):
+    for want, got in zip(pattern, segments, strict=True):
         if want.startswith("{"):
             if not got:
                 return None

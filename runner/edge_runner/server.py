@@ -96,7 +96,8 @@ async def serve(options: ServeOptions) -> None:
         queue=QueuePolicy(max_waiting=options.max_waiting, max_wait=options.max_wait),
     )
     lifecycle = Lifecycle()
-    data = _Server(_uvicorn_config(DataPlane(catalog, metrics), options.host, options.port, options))
+    data_app = DataPlane(catalog, metrics)
+    data = _Server(_uvicorn_config(data_app, options.host, options.port, options))
     admin = _Server(
         _uvicorn_config(
             build_admin_app(catalog, metrics, lifecycle),
@@ -131,7 +132,9 @@ async def serve(options: ServeOptions) -> None:
         log.info("stopped")
 
 
-def _source(options: ServeOptions, catalog: Catalog, stop: asyncio.Event) -> Coroutine[Any, Any, None]:
+def _source(
+    options: ServeOptions, catalog: Catalog, stop: asyncio.Event
+) -> Coroutine[Any, Any, None]:
     if options.manifests is not None:
         return watch_folder(options.manifests, catalog, stop)
     from edge_runner.cluster import watch_cluster

@@ -1,0 +1,105 @@
+"""EdgeFunction / EdgeRoute models: defaults, normalization and errors that name the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from edge_api import EdgeFunction, EdgeRoute, ManifestError, parse_manifest
+
+
+def function(spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "edgerunner.dev/v1alpha1", "kind": "EdgeFunction",
+            "metadata": {"name": "f"}, "spec": spec}
+
+
+def route(spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "edgerunner.dev/v1alpha1", "kind": "EdgeRoute",
+            "metadata": {"name": "r"}, "spec": spec}
+
+
+def test_function_defaults() -> None:
+    parsed = parse_manifest(function({"source": {"path": "a.wasm"}}))
+    assert isinstance(parsed, EdgeFunction)
+    spec = parsed.spec
+    assert spec.abi == "edge"
+    assert spec.limits.memory == 64 * 2**20
+    assert spec.limits.timeout == 1.0
+    assert spec.limits.fuel == 0
+    assert spec.limits.max_request_bytes == 2**20
+    assert spec.limits.max_response_bytes == 8 * 2**20
+    assert spec.pool.reuse is True
+    assert spec.pool.max_instances == 8
+    assert spec.pool.idle_timeout == 300.0
+
+
+def test_normalized_spec_round_trips() -> None:
+    parsed = parse_manifest(function({
+        "source": {"configMapRef": {"name": "m"}}, "abi": "wagi",
+        "limits": {"memory": "16Mi", "timeout": "250ms", "fuel": 1000},
+        "env": [{"name": "A", "value": "1"}], "pool": {"reuse": False, "idleTimeout": "1m"},
+    }))
+    assert isinstance(parsed, EdgeFunction)
+    dumped = parsed.spec.model_dump(by_alias=True, exclude_none=True)
+    assert dumped["limits"]["memory"] == 16 * 2**20
+    assert dumped["source"] == {"configMapRef": {"name": "m", "key": "module.wasm"}}
+    again = parse_manifest(function(dumped))
+    assert isinstance(again, EdgeFunction)
+    assert again.spec == parsed.spec
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"source": {}}, "spec.source"),
+        ({"source": {"path": "a", "inline": "AA=="}}, "spec.source"),
+        ({"source": {"inline": "not base64!"}}, "spec.source.inline"),
+        ({"source": {"path": "a"}, "abi": "cgi"}, "spec.abi"),
+        ({"source": {"path": "a"}, "limits": {"memory": "64MB"}}, "spec.limits.memory"),
+        ({"source": {"path": "a"}, "limits": {"timeout": "soon"}}, "spec.limits.timeout"),
+        ({"source": {"path": "a"}, "limits": {"fuel": -1}}, "spec.limits.fuel"),
+        ({"source": {"path": "a"}, "env": [{"name": "1X"}]}, "spec.env.0.name"),
+        ({"source": {"path": "a"}, "env": [{"name": "A"}, {"name": "A"}]}, "spec.env"),
+        ({"source": {"path": "a"}, "pool": {"maxInstances": 0}}, "spec.pool.maxInstances"),
+        ({"source": {"url": {"url": "ftp://x", "sha256": "0" * 64}}}, "spec.source.url.url"),
+        ({"source": {"path": "a"}, "extra": 1}, "spec.extra"),
+    ],
+)
+def test_function_errors_name_the_field(spec: dict[str, Any], field: str) -> None:
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(function(spec))
+    assert f"{field}:" in str(caught.value)
+
+
+def test_route_targets_and_errors() -> None:
+    parsed = parse_manifest(route({"rules": [{"match": {"path": "/a"}, "backends": [
+        {"function": "a", "weight": 90}, {"function": "b", "weight": 10}]}]}))
+    assert isinstance(parsed, EdgeRoute)
+    assert [b.function for b in parsed.spec.rules[0].targets()] == ["a", "b"]
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"rules": []}, "spec.rules"),
+        ({"rules": [{"match": {"path": "a"}, "function": "f"}]}, "spec.rules.0.match.path"),
+        ({"rules": [{"match": {"path": "/a"}}]}, "spec.rules.0"),
+        ({"rules": [{"match": {"path": "/a"}, "function": "f", "backends": [{"function": "g"}]}]},
+         "spec.rules.0"),
+        ({"rules": [{"match": {"path": "/a", "methods": ["FETCH"]}, "function": "f"}]},
+         "spec.rules.0.match.methods.0"),
+        ({"rules": [{"match": {"path": "/a/{x", "pathType": "Template"}, "function": "f"}]},
+         "spec.rules.0.match"),
+        ({"hosts": ["Bad_Host"], "rules": [{"match": {"path": "/"}, "function": "f"}]},
+         "spec.hosts.0"),
+    ]
+    for spec, field in cases:
+        with pytest.raises(ManifestError) as caught:
+            parse_manifest(route(spec))
+        assert f"{field}:" in str(caught.value), (spec, str(caught.value))
+
+
+def test_wrong_kind_or_version() -> None:
+    with pytest.raises(ManifestError, match="apiVersion"):
+        parse_manifest({"apiVersion": "v1", "kind": "EdgeFunction"})
+    with pytest.raises(ManifestError, match="kind"):
+        parse_manifest({"apiVersion": "edgerunner.dev/v1alpha1", "kind": "Pod"})
+    with pytest.raises(ManifestError, match="mapping"):
+        parse_manifest(["not", "a", "mapping"])

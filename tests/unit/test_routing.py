@@ -1,0 +1,128 @@
+"""The route table: matching, precedence, 404/405 and conflicts (pure code)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from edge_api.models import EdgeRouteSpec
+from edge_runner.routing import MethodNotAllowed, RouteMatch, RouteTable, build_table
+
+
+def spec(*rules: dict[str, Any], hosts: list[str] | None = None) -> EdgeRouteSpec:
+    return EdgeRouteSpec.model_validate({"hosts": hosts or [], "rules": list(rules)})
+
+
+def rule(path: str, function: str, path_type: str = "Prefix", methods: list[str] | None = None
+         ) -> dict[str, Any]:
+    return {"match": {"path": path, "pathType": path_type, "methods": methods or []},
+            "function": function}
+
+
+def target(table: RouteTable, path: str, method: str = "GET", host: str = "x") -> str | None:
+    found = table.lookup(host, method, path)
+    return found.function if isinstance(found, RouteMatch) else None
+
+
+def test_prefix_is_element_wise() -> None:
+    table = build_table([("r", spec(rule("/hello", "h"), rule("/", "root")))])
+    assert target(table, "/hello") == "h"
+    assert target(table, "/hello/x/y") == "h"
+    assert target(table, "/helloworld") == "root"
+    assert target(table, "/") == "root"
+
+
+def test_longest_prefix_wins() -> None:
+    table = build_table([("a", spec(rule("/api", "api"))), ("b", spec(rule("/api/v2", "v2")))])
+    assert target(table, "/api/v2/users") == "v2"
+    assert target(table, "/api/v1/users") == "api"
+
+
+def test_exact_beats_template_beats_prefix() -> None:
+    table = build_table([("r", spec(
+        rule("/users", "prefix"),
+        rule("/users/{id}", "template", "Template"),
+        rule("/users/me", "exact", "Exact"),
+    ))])
+    assert target(table, "/users/me") == "exact"
+    assert target(table, "/users/42") == "template"
+    assert target(table, "/users/42/posts") == "prefix"
+
+
+def test_template_captures_and_literal_segments_first() -> None:
+    table = build_table([("r", spec(
+        rule("/u/{id}/posts/{post}", "any", "Template"),
+        rule("/u/{id}/posts/latest", "latest", "Template"),
+    ))])
+    found = table.lookup("x", "GET", "/u/7/posts/3")
+    assert isinstance(found, RouteMatch)
+    assert found.function == "any"
+    assert found.params == (("id", "7"), ("post", "3"))
+    assert target(table, "/u/7/posts/latest") == "latest"
+    assert target(table, "/u//posts/3") is None
+
+
+def test_host_precedence_and_fallthrough() -> None:
+    table = build_table([
+        ("any", spec(rule("/", "any"))),
+        ("wild", spec(rule("/", "wild"), hosts=["*.example.com"])),
+        ("deeper", spec(rule("/", "deeper"), hosts=["*.api.example.com"])),
+        ("exact", spec(rule("/only", "exact"), hosts=["a.example.com"])),
+    ])
+    assert target(table, "/only", host="a.example.com") == "exact"
+    assert target(table, "/other", host="a.example.com") == "wild"
+    assert target(table, "/", host="v1.api.example.com") == "deeper"
+    assert target(table, "/", host="example.com") == "any"
+    assert target(table, "/", host="elsewhere.org") == "any"
+
+
+def test_method_not_allowed_lists_allow() -> None:
+    table = build_table([("r", spec(
+        rule("/items", "read", methods=["GET"]), rule("/items", "write", "Exact", ["POST"]),
+    ))])
+    assert target(table, "/items", "POST") == "write"
+    assert target(table, "/items", "GET") == "read"
+    assert target(table, "/items", "HEAD") == "read"
+    found = table.lookup("x", "DELETE", "/items")
+    assert isinstance(found, MethodNotAllowed)
+    assert found.allow == ("GET", "HEAD", "POST")
+    assert table.lookup("x", "GET", "/nothing") is None
+
+
+def test_conflicts_are_reported_and_first_wins() -> None:
+    table = build_table([
+        ("b-route", spec(rule("/x", "b"))),
+        ("a-route", spec(rule("/x", "a"), rule("/t/{id}", "t1", "Template"))),
+        ("c-route", spec(rule("/t/{name}", "t2", "Template"),
+                         rule("/x", "c-post", methods=["POST"]))),
+    ])
+    described = sorted(c.describe() for c in table.conflicts)
+    assert described == [
+        "b-route/0 conflicts with a-route/0 on any host /x; a-route/0 wins",
+        "c-route/0 conflicts with a-route/1 on any host /t/{name}; a-route/1 wins",
+        "c-route/1 conflicts with a-route/0 on any host /x; a-route/0 wins",
+    ]
+    assert target(table, "/x") == "a"
+
+
+def test_disjoint_methods_do_not_conflict() -> None:
+    table = build_table([("r", spec(
+        rule("/x", "get", methods=["GET"]), rule("/x", "post", methods=["POST"]),
+    ))])
+    assert table.conflicts == ()
+    assert target(table, "/x", "POST") == "post"
+
+
+@pytest.mark.parametrize("draws", [4000])
+def test_weighted_backends(draws: int) -> None:
+    table = build_table([("r", spec({"match": {"path": "/"}, "backends": [
+        {"function": "a", "weight": 90}, {"function": "b", "weight": 10},
+        {"function": "never", "weight": 0}]}))])
+    chosen = Counter(target(table, "/") for _ in range(draws))
+    assert set(chosen) == {"a", "b"}
+    assert 0.85 < chosen["a"] / draws < 0.95
+    only = table.rules[0]
+    assert only.pick(0.0) == "a"
+    assert only.pick(0.95) == "b"
