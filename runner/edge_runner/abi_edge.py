@@ -16,9 +16,9 @@ from edge_api.models import EdgeFunctionSpec
 from edge_runner.engine import UNLIMITED_FUEL, CompiledModule, WasmEngine
 from edge_runner.envelope import EnvelopeError, decode_response
 from edge_runner.errors import GuestFailure, InvocationError
-from edge_runner.fastcall import RawCall, memory_base
+from edge_runner.fastcall import RawCall, StoreHandle
 from edge_runner.guest_output import GuestOutput
-from edge_runner.traps import classify
+from edge_runner.traps import WASM_PAGE, classify
 
 Response = tuple[int, list[tuple[bytes, bytes]], bytes]
 
@@ -33,6 +33,10 @@ def make_wasi(spec: EdgeFunctionSpec, output: GuestOutput, argv0: str) -> wasmti
     return wasi
 
 
+class BudgetExceeded(Exception):
+    """A speculative call ran out of its small fuel budget; rerun it elsewhere."""
+
+
 class EdgeInstance:
     """A live instance of an edge-ABI module; discard it after any failure."""
 
@@ -40,6 +44,7 @@ class EdgeInstance:
         "_alloc",
         "_fuel",
         "_handle",
+        "_handle_store",
         "_max_response",
         "_memory_limit",
         "_ticks",
@@ -86,29 +91,38 @@ class EdgeInstance:
         finally:
             self.output.flush()
         self.memory = memory
+        self._handle_store = StoreHandle(self.store, memory)
         self._alloc = RawCall(self.store, alloc, 1)
         self._handle = RawCall(self.store, handle, 2)
 
     def memory_bytes(self) -> int:
         """Linear memory this instance holds now."""
-        return memory_base(self.store, self.memory)[1]
+        return self._handle_store.memory()[1]
 
-    def invoke(self, envelope: bytes, request_id: str) -> Response:
-        """Run one request; raises :class:`InvocationError` (then discard the instance)."""
-        store = self.store
+    def invoke(self, envelope: bytes, request_id: str, *, budget: int = 0) -> Response:
+        """Run one request; raises :class:`InvocationError` (then discard the instance).
+
+        ``budget`` > 0 caps the fuel of this call below the function's own limit
+        (speculative inline execution, see :mod:`edge_runner.pool`); running out
+        of it raises :class:`BudgetExceeded` instead of a fuel error.
+        """
+        handle = self._handle_store
         self.output.request_id = request_id
-        store.set_epoch_deadline(self._ticks)
-        store.set_fuel(self._fuel)
+        speculative = 0 < budget < self._fuel
+        handle.prepare(self._ticks, budget if speculative else self._fuel)
         self.served += 1
         try:
             size = len(envelope)
             ptr = self._alloc.i32_to_i32(size) & 0xFFFFFFFF
-            base, length = memory_base(store, self.memory)
+            base, length = handle.memory()
             if ptr == 0 or ptr + size > length:
-                raise GuestFailure("bad_response", f"edge_alloc({size}) returned {ptr:#x}")
+                reason = "memory" if length + WASM_PAGE > self._memory_limit else "bad_response"
+                raise GuestFailure(reason, f"edge_alloc({size}) returned {ptr:#x}")
             ctypes.memmove(base + ptr, envelope, size)
             packed = self._handle.i32_i32_to_i64(ptr, size) & 0xFFFFFFFFFFFFFFFF
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            if speculative and getattr(exc, "trap_code", None) == wasmtime.TrapCode.OUT_OF_FUEL:
+                raise BudgetExceeded from exc
             raise classify(
                 exc,
                 function=self.name,
@@ -126,7 +140,7 @@ class EdgeInstance:
                 "response_too_large",
                 f"response of {size} bytes is over maxResponseBytes ({self._max_response})",
             )
-        base, length = memory_base(self.store, self.memory)
+        base, length = self._handle_store.memory()
         if ptr + size > length:
             raise GuestFailure(
                 "bad_response", f"response envelope {ptr:#x}+{size} is outside guest memory"

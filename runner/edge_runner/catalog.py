@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from edge_api.models import EdgeFunctionSpec, EdgeRouteSpec
 from edge_runner.engine import CompiledModule, ModuleRejected, WasmEngine
 from edge_runner.metrics import RunnerMetrics
-from edge_runner.pool import FunctionRuntime, QueuePolicy
+from edge_runner.pool import FunctionRuntime, InlinePolicy, QueuePolicy
 from edge_runner.routing import EMPTY_TABLE, RouteTable, build_table
 
 log = logging.getLogger("edge_runner.catalog")
@@ -67,12 +67,14 @@ class Catalog:
         executor: Executor,
         metrics: RunnerMetrics,
         queue: QueuePolicy | None = None,
+        inline: InlinePolicy | None = None,
         compiled_cache_size: int = 256,
     ) -> None:
         self.engine = engine
         self.executor = executor
         self.metrics = metrics
         self.queue = queue or QueuePolicy()
+        self.inline = inline or InlinePolicy()
         self.snapshot = EMPTY
         #: True once the first complete desired state was applied (/readyz).
         self.synced = False
@@ -130,6 +132,7 @@ class Catalog:
             engine=self.engine,
             executor=self.executor,
             queue=self.queue,
+            inline=self.inline,
             on_cold_start=cold.inc,
         )
         log.info("function %s loaded (sha256:%s, %d bytes)", source.name, digest[:12],

@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="seconds between failing /readyz and closing the data port on SIGTERM")
     run.add_argument("--grace", type=float, default=defaults.grace,
                      help="seconds in-flight requests get to finish on shutdown")
+    run.add_argument("--inline-fuel", type=int, default=defaults.inline_fuel,
+                     help="fuel a call may use on the event loop before moving to a thread"
+                     " (0 = always use threads)")
     run.add_argument("--namespace", help="namespace to watch in cluster mode (default: own)")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.add_argument("--log-format", default="json", choices=["json", "text"])
@@ -60,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         max_wait=args.max_wait,
         drain_delay=args.drain_delay,
         grace=args.grace,
+        inline_fuel=args.inline_fuel,
         namespace=args.namespace,
     )
     try:

@@ -14,7 +14,7 @@ is FastAPI.
 from __future__ import annotations
 
 import logging
-import os
+import random
 import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -27,7 +27,7 @@ from edge_runner.envelope import encode_request
 from edge_runner.errors import InvocationError
 from edge_runner.metrics import RunnerMetrics
 from edge_runner.problems import Problem, from_invocation_error, problem
-from edge_runner.routing import MethodNotAllowed
+from edge_runner.routing import CompiledRule, MethodNotAllowed, RouteTable
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -52,7 +52,8 @@ class _TooLarge(Exception):
 
 
 def _new_request_id() -> str:
-    return os.urandom(12).hex()
+    # Not a secret, just unique: getrandbits avoids a getrandom() syscall per request.
+    return f"{random.getrandbits(96):024x}"
 
 
 def _host_of(value: bytes) -> str:
@@ -72,6 +73,8 @@ class DataPlane:
         self._lookup_miss = metrics.route_lookups.labels("not_found")
         self._lookup_405 = metrics.route_lookups.labels("method_not_allowed")
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._rule_counters: dict[CompiledRule, Any] = {}
+        self._table: RouteTable | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -140,6 +143,9 @@ class DataPlane:
     ) -> tuple[str, Problem]:
         """Route and invoke; returns the function name ("" if none) and the response."""
         snapshot = self.catalog.snapshot
+        if snapshot.table is not self._table:
+            self._table = snapshot.table
+            self._rule_counters = {}
         found = snapshot.table.lookup(host, method, path)
         if found is None:
             self._lookup_miss.inc()
@@ -153,7 +159,12 @@ class DataPlane:
                            headers=[(b"allow", allow)])
         self._lookup_match.inc()
         function = found.function
-        self.metrics.route_requests.labels(found.rule.route, str(found.rule.index)).inc()
+        rule = found.rule
+        rule_counter = self._rule_counters.get(rule)
+        if rule_counter is None:
+            rule_counter = self.metrics.route_requests.labels(rule.route, str(rule.index))
+            self._rule_counters[rule] = rule_counter
+        rule_counter.inc()
         runtime = snapshot.functions.get(function)
         # Guests see HEAD as GET; the body is dropped on the way out.
         if runtime is None:

@@ -30,6 +30,13 @@ _EXPORTS: dict[str, dict[str, tuple[list[str], list[str]]]] = {
 }
 
 
+ERRNO_NOTSUP = 58
+
+
+def _refuse_poll_oneoff(_in: int, _out: int, _count: int, _events: int) -> int:
+    return ERRNO_NOTSUP
+
+
 class ModuleRejected(ValueError):
     """The module does not compile, or does not fit its ABI; message says why."""
 
@@ -59,6 +66,15 @@ class WasmEngine:
         self.engine = wasmtime.Engine(config)
         self.linker = wasmtime.Linker(self.engine)
         self.linker.define_wasi()
+        # poll_oneoff is WASI's only blocking call (a clock subscription sleeps in the
+        # host, where neither fuel nor epochs can stop it): guests get ENOTSUP instead.
+        self.linker.allow_shadowing = True
+        self.linker.define_func(
+            ALLOWED_IMPORT_MODULE,
+            "poll_oneoff",
+            wasmtime.FuncType([wasmtime.ValType.i32()] * 4, [wasmtime.ValType.i32()]),
+            _refuse_poll_oneoff,
+        )
         self.tick = tick
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._run_ticker, name="epoch-ticker", daemon=True)

@@ -77,9 +77,33 @@ class RawCall:
         self._invoke()
 
 
-def memory_base(store: Store, memory: wasmtime.Memory) -> tuple[int, int]:
-    """Address and length of a linear memory right now (it may move on growth)."""
-    context = store._context()  # noqa: SLF001
-    extern = ctypes.byref(memory._memory)  # noqa: SLF001
-    base = ctypes.cast(ffi.wasmtime_memory_data(context, extern), ctypes.c_void_p).value
-    return int(base or 0), int(ffi.wasmtime_memory_data_size(context, extern))
+_set_deadline = _bindings._wasmtime_context_set_epoch_deadline  # noqa: SLF001
+_set_fuel = _bindings._wasmtime_context_set_fuel  # noqa: SLF001
+# Our own function object for memory_data, returning the address as an int.
+_memory_data = ffi.dll["wasmtime_memory_data"]
+_memory_data.restype = ctypes.c_void_p
+_memory_data.argtypes = _bindings._wasmtime_memory_data.argtypes  # noqa: SLF001
+_memory_size = _bindings._wasmtime_memory_data_size  # noqa: SLF001
+
+
+class StoreHandle:
+    """Per-call store settings and memory access without wrapper overhead."""
+
+    __slots__ = ("_context", "_memory")
+
+    def __init__(self, store: Store, memory: wasmtime.Memory) -> None:
+        self._context = store._context()  # noqa: SLF001
+        self._memory = ctypes.byref(memory._memory)  # noqa: SLF001
+
+    def prepare(self, ticks: int, fuel: int) -> None:
+        """Set the epoch deadline (ticks from now) and the fuel of the next call."""
+        _set_deadline(self._context, ticks)
+        error = _set_fuel(self._context, fuel)
+        if error:
+            raise WasmtimeError._from_ptr(error)  # noqa: SLF001
+
+    def memory(self) -> tuple[int, int]:
+        """Address and length of the linear memory right now (it moves on growth)."""
+        return _memory_data(self._context, self._memory) or 0, _memory_size(
+            self._context, self._memory
+        )

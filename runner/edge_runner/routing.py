@@ -29,9 +29,9 @@ from edge_api.models import EdgeRouteSpec
 ANY_HOST = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class CompiledRule:
-    """One rule of one route, ready for matching."""
+    """One rule of one route, ready for matching (compared by identity)."""
 
     route: str
     index: int

@@ -27,7 +27,7 @@ from edge_runner.dataplane import DataPlane
 from edge_runner.engine import WasmEngine
 from edge_runner.manifests import watch_folder
 from edge_runner.metrics import RunnerMetrics
-from edge_runner.pool import QueuePolicy
+from edge_runner.pool import InlinePolicy, QueuePolicy
 
 log = logging.getLogger("edge_runner.server")
 
@@ -55,6 +55,8 @@ class ServeOptions:
     grace: float = 25.0
     #: Slow clients: seconds an idle keep-alive connection stays open.
     keep_alive: float = 5.0
+    #: Fuel a call may use on the event loop before it is moved to a thread (0 = never).
+    inline_fuel: int = 1_000_000
     #: Namespace to watch in cluster mode (default: the pod's own).
     namespace: str | None = None
 
@@ -76,6 +78,7 @@ def _uvicorn_config(app: Any, host: str, port: int, options: ServeOptions) -> uv
         access_log=False,
         log_config=None,
         server_header=False,
+        proxy_headers=False,
         date_header=False,
         http="httptools",
         loop="none",
@@ -94,6 +97,7 @@ async def serve(options: ServeOptions) -> None:
         executor=executor,
         metrics=metrics,
         queue=QueuePolicy(max_waiting=options.max_waiting, max_wait=options.max_wait),
+        inline=InlinePolicy(budget=options.inline_fuel),
     )
     lifecycle = Lifecycle()
     data_app = DataPlane(catalog, metrics)

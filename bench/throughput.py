@@ -1,0 +1,102 @@
+"""Throughput benchmark: the runner vs a bare ASGI app, same load generator, one run.
+
+Starts (1) ``edge-runner serve`` with the ``constant`` function (built from
+source) and (2) ``bench/baseline_app.py`` under the same uvicorn settings, drives
+each with wrk (Debian's) on loopback, and prints req/s, p50 and p99 side by side
+with the ratio.  Not a test: run it with ``make bench``.
+
+    python bench/throughput.py [--duration 10] [--connections 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from support.runner import RunnerProcess, free_port, wait_until  # noqa: E402
+from support.wasm import build_function  # noqa: E402
+
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+def _seconds(text: str) -> float:
+    match = re.fullmatch(r"([0-9.]+)(us|ms|s)", text)
+    assert match, text
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def wrk(url: str, duration: int, connections: int) -> dict[str, float]:
+    """Run wrk once; return req/s, p50 and p99 in seconds, and the error count."""
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _seconds(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _seconds(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "p50": p50, "p99": p99, "errors": float(errors.group(1)) if errors else 0}
+
+
+def run_baseline(port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "baseline_app:app", "--host", "127.0.0.1",
+         "--port", str(port), "--http", "httptools", "--loop", "uvloop", "--no-access-log",
+         "--log-level", "warning"],
+        cwd=ROOT / "bench",
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=16)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is missing: apt-get install wrk", file=sys.stderr)
+        return 2
+    module = build_function("constant")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        shutil.copytree(module.parent / "manifests", folder / "manifests")
+        shutil.copy(module, folder / module.name)
+        results: dict[str, dict[str, float]] = {}
+        with RunnerProcess(folder, extra_args=["--log-level", "warning"]) as runner:
+            assert runner.client.get("/constant").text == "ok"
+            wrk(f"{runner.url}/constant", 2, args.connections)  # warm-up
+            results["edge-runner"] = wrk(f"{runner.url}/constant", args.duration, args.connections)
+        port = free_port()
+        baseline = run_baseline(port)
+        try:
+            import httpx
+
+            wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/").status_code == 200,
+                       what="baseline app")
+            wrk(f"http://127.0.0.1:{port}/", 2, args.connections)
+            results["bare ASGI"] = wrk(f"http://127.0.0.1:{port}/", args.duration,
+                                       args.connections)
+        finally:
+            baseline.terminate()
+            baseline.wait()
+    print(f"wrk -t1 -c{args.connections} -d{args.duration}s on loopback, {os.cpu_count()} cores")
+    print(f"{'server':<14}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}")
+    for name, r in results.items():
+        print(f"{name:<14}{r['rps']:>10.0f}{r['p50'] * 1e3:>10.2f}{r['p99'] * 1e3:>10.2f}"
+              f"{r['errors']:>10.0f}")
+    runner_r, base_r = results["edge-runner"], results["bare ASGI"]
+    print(f"ratio runner/bare: throughput {runner_r['rps'] / base_r['rps']:.2f}x, "
+          f"p99 {runner_r['p99'] / base_r['p99']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
