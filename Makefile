@@ -40,7 +40,7 @@ functions: apt-deps
 	functions/build.sh
 
 run: venv functions
-	$(VENV)/bin/edge-runner serve --manifests functions/hello-world \
+	$(VENV)/bin/edge-runner serve --manifests functions/hello-world/manifests \
 	  --port $(PORT) --admin-port $(ADMIN_PORT) --log-format text
 
 lint: venv

@@ -18,12 +18,13 @@ import logging
 from collections import OrderedDict
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from edge_api.models import EdgeFunctionSpec, EdgeRouteSpec
+from edge_api.routing import EMPTY_TABLE, RouteTable, build_table
 from edge_runner.engine import CompiledModule, ModuleRejected, WasmEngine
 from edge_runner.metrics import RunnerMetrics
 from edge_runner.pool import FunctionRuntime, InlinePolicy, QueuePolicy
-from edge_runner.routing import EMPTY_TABLE, RouteTable, build_table
 
 log = logging.getLogger("edge_runner.catalog")
 
@@ -45,6 +46,8 @@ class DesiredState:
     routes: list[tuple[str, EdgeRouteSpec]] = field(default_factory=list)
     #: Problems that belong to no single function (unreadable files, bad routes).
     errors: list[str] = field(default_factory=list)
+    #: Files outside the source's own folder that it read (module paths), to watch.
+    files: set[Path] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from edge_runner import logs
+from edge_api import logs
 from edge_runner.server import ServeOptions, serve
 
 

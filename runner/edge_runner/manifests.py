@@ -49,12 +49,13 @@ def _is_ours(document: Any) -> bool:
     )
 
 
-def _resolve_module(function: EdgeFunction, manifest: Path) -> bytes:
+def _resolve_module(function: EdgeFunction, manifest: Path, files: set[Path]) -> bytes:
     source = function.spec.source
     if source.inline is not None:
         return source.inline_bytes()
     if source.path is not None:
         module_path = (manifest.parent / source.path).resolve()
+        files.add(module_path)
         if not module_path.is_file():
             raise ManifestError(f"spec.source.path: {module_path} does not exist")
         if module_path.stat().st_size > MAX_MODULE_BYTES:
@@ -111,7 +112,7 @@ def _add_document(
         return
     seen[name] = origin
     try:
-        wasm = _resolve_module(item, path)
+        wasm = _resolve_module(item, path, state.files)
     except (ManifestError, OSError) as exc:
         state.functions.append(FunctionSource(name, item.spec, None, origin, f"{origin}: {exc}"))
         return
@@ -127,12 +128,24 @@ def _watched(folder: Path, name: str) -> bool:
 
 
 async def watch_folder(folder: Path, catalog: Catalog, stop: asyncio.Event) -> None:
-    """Apply the folder now, then again after every change until ``stop`` is set."""
+    """Apply the folder now, then again after every change until ``stop`` is set.
+
+    Module files outside ``folder`` that manifests point at are watched too;
+    when that set changes the watch is restarted with the new set.
+    """
     loop = asyncio.get_running_loop()
-    await catalog.apply(await loop.run_in_executor(None, load_folder, folder))
-    async for changes in watchfiles.awatch(
-        folder, stop_event=stop, debounce=200, step=50, recursive=True,
-        watch_filter=lambda _change, name: _watched(folder, name),
-    ):
-        log.info("manifests changed (%d files); reloading", len(changes))
-        await catalog.apply(await loop.run_in_executor(None, load_folder, folder))
+    state = await loop.run_in_executor(None, load_folder, folder)
+    await catalog.apply(state)
+    while not stop.is_set():
+        outside = sorted({p.parent for p in state.files if not p.is_relative_to(folder.resolve())})
+        watched = [folder, *(p for p in outside if p.is_dir())]
+        async for changes in watchfiles.awatch(
+            *watched, stop_event=stop, debounce=200, step=50, recursive=True,
+            watch_filter=lambda _change, name: _watched(folder, name),
+        ):
+            log.info("manifests changed (%d files); reloading", len(changes))
+            previous = state.files
+            state = await loop.run_in_executor(None, load_folder, folder)
+            await catalog.apply(state)
+            if state.files != previous:
+                break

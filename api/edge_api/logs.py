@@ -1,4 +1,4 @@
-"""Structured JSON logs for the runner and the operator.
+"""Structured JSON logs for the runner and the operator (shared so both log alike).
 
 One JSON object per line with ``time``, ``level``, ``logger``, ``message`` and
 every ``extra`` field a caller passed (``function``, ``request_id``, ``reason``,
@@ -42,3 +42,5 @@ def configure(level: str = "info", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Per-request client logs would drown everything else at info level.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))

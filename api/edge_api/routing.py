@@ -1,5 +1,8 @@
 """The route table: EdgeRoutes compiled into a pure lookup structure.
 
+Shared by both planes: the runner routes requests with it and the operator
+reports conflicts from it, so both agree on what conflicts.
+
 Built by :func:`build_table` whenever the set of routes changes (standalone
 manifests or operator ConfigMaps) and swapped atomically; looked up by the data
 plane (:mod:`edge_runner.dataplane`) once per request.  No I/O, no clock.

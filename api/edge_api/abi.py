@@ -1,0 +1,67 @@
+"""What a module must look like for its ABI (DESIGN.md section 3), checked with wasmtime.
+
+Shared: the operator validates modules before publishing them (ModuleValid
+condition) and the runner checks them again at load, with the same rules and
+the same messages.  Pure apart from compiling with the given engine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import wasmtime
+
+#: Imports a guest may have: WASI preview 1, nothing else.
+ALLOWED_IMPORT_MODULE = "wasi_snapshot_preview1"
+
+#: Exported functions each ABI needs, with their exact signatures.
+EXPORTS: dict[str, dict[str, tuple[list[str], list[str]]]] = {
+    "edge": {"edge_alloc": (["i32"], ["i32"]), "edge_handle": (["i32", "i32"], ["i64"])},
+    "wagi": {"_start": ([], [])},
+}
+
+
+class ModuleRejected(ValueError):
+    """The module does not compile or does not fit its ABI; ``reason`` is a condition reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def compile_module(engine: wasmtime.Engine, wasm: bytes) -> wasmtime.Module:
+    try:
+        return wasmtime.Module(engine, wasm)
+    except wasmtime.WasmtimeError as exc:
+        raise ModuleRejected("CompileError", f"module does not compile: {exc}") from exc
+
+
+def check_module(module: wasmtime.Module, abi: str) -> bool:
+    """Raise :class:`ModuleRejected` unless ``module`` fits ``abi``; returns has-``_initialize``."""
+    for imp in module.imports:
+        if imp.module != ALLOWED_IMPORT_MODULE:
+            raise ModuleRejected(
+                "ImportNotAllowed",
+                f"import {imp.module}.{imp.name} is not granted to {abi} functions"
+                f" (only {ALLOWED_IMPORT_MODULE} is)",
+            )
+    exports = {exp.name: exp.type for exp in module.exports}
+    if abi == "edge" and not isinstance(exports.get("memory"), wasmtime.MemoryType):
+        raise ModuleRejected("MissingExport", "edge functions must export `memory`")
+    for name, (params, results) in EXPORTS[abi].items():
+        ty = exports.get(name)
+        if not isinstance(ty, wasmtime.FuncType):
+            raise ModuleRejected("MissingExport", f"{abi} functions must export function `{name}`")
+        got = ([str(p) for p in ty.params], [str(r) for r in ty.results])
+        if got != (params, results):
+            raise ModuleRejected(
+                "BadSignature",
+                f"export `{name}` must be ({', '.join(params)}) -> ({', '.join(results)})",
+            )
+    return isinstance(exports.get("_initialize"), wasmtime.FuncType)
+
+
+def validate(wasm: bytes, abi: str, engine: wasmtime.Engine | None = None) -> str:
+    """Compile and check a module; returns its ``sha256:`` digest."""
+    check_module(compile_module(engine or wasmtime.Engine(), wasm), abi)
+    return f"sha256:{hashlib.sha256(wasm).hexdigest()}"

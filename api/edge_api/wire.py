@@ -1,0 +1,171 @@
+"""The operator -> runner wire format: one ConfigMap per function and per route.
+
+The operator builds these with :func:`function_configmap` / :func:`route_configmap`;
+runners watch ConfigMaps labelled ``edgerunner.dev/kind`` in their namespace and
+read them back with :func:`parse_configmap`.  Function ConfigMaps carry the
+module in ``binaryData[module.wasm]``, the normalized spec as JSON and the
+module's digest; route ConfigMaps carry the normalized route spec.  Pure code.
+
+A ConfigMap holds at most 1 MiB, so :data:`MAX_MODULE_BYTES` bounds the module
+size this transport accepts (larger modules need an artifact reference).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from edge_api.constants import (
+    ANNOTATION_DIGEST,
+    LABEL_KIND,
+    LABEL_KIND_FUNCTION,
+    LABEL_KIND_ROUTE,
+    LABEL_MANAGED_BY,
+    LABEL_OWNER_NAME,
+    MANAGED_BY,
+)
+from edge_api.models import EdgeFunctionSpec, EdgeRouteSpec, describe_validation_error
+
+#: ConfigMaps are limited to 1 MiB of data; leave room for the spec and metadata.
+MAX_MODULE_BYTES = 1_000_000
+KEY_MODULE = "module.wasm"
+KEY_SPEC = "spec.json"
+KEY_ROUTE = "route.json"
+KEY_NAME = "name"
+KEY_DIGEST = "digest"
+
+
+class WireError(ValueError):
+    """A ConfigMap that is not a valid function or route description."""
+
+
+def _object_name(prefix: str, name: str) -> str:
+    full = f"{prefix}-{name}"
+    if len(full) <= 253:
+        return full
+    return f"{prefix}-{name[:200]}-{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+
+
+def _label_value(name: str) -> str:
+    return name if len(name) <= 63 else hashlib.sha256(name.encode()).hexdigest()[:63]
+
+
+def function_configmap_name(function: str) -> str:
+    return _object_name("edgefn", function)
+
+
+def route_configmap_name(route: str) -> str:
+    return _object_name("edgeroute", route)
+
+
+def _metadata(name: str, namespace: str, kind: str, owner_name: str,
+              owner: dict[str, Any] | None) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "labels": {
+            LABEL_KIND: kind,
+            LABEL_OWNER_NAME: _label_value(owner_name),
+            LABEL_MANAGED_BY: MANAGED_BY,
+        },
+    }
+    if owner is not None:
+        metadata["ownerReferences"] = [owner]
+    return metadata
+
+
+def owner_reference(body: dict[str, Any]) -> dict[str, Any]:
+    """An ownerReference to a custom object, so deleting it deletes its ConfigMap."""
+    return {
+        "apiVersion": body["apiVersion"],
+        "kind": body["kind"],
+        "name": body["metadata"]["name"],
+        "uid": body["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": False,
+    }
+
+
+def spec_json(spec: EdgeFunctionSpec | EdgeRouteSpec) -> str:
+    """Canonical JSON of a normalized spec (stable key order, so equal specs compare equal)."""
+    return json.dumps(spec.model_dump(by_alias=True, exclude_none=True), sort_keys=True,
+                      separators=(",", ":"))
+
+
+def function_configmap(
+    *, name: str, namespace: str, spec: EdgeFunctionSpec, module: bytes,
+    owner: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    if len(module) > MAX_MODULE_BYTES:
+        raise WireError(
+            f"module of {len(module)} bytes is over the {MAX_MODULE_BYTES}-byte ConfigMap limit"
+        )
+    digest = hashlib.sha256(module).hexdigest()
+    metadata = _metadata(function_configmap_name(name), namespace, LABEL_KIND_FUNCTION, name,
+                         owner)
+    metadata["annotations"] = {ANNOTATION_DIGEST: f"sha256:{digest}"}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata,
+        "data": {KEY_NAME: name, KEY_SPEC: spec_json(spec), KEY_DIGEST: f"sha256:{digest}"},
+        "binaryData": {KEY_MODULE: base64.b64encode(module).decode()},
+    }
+
+
+def route_configmap(
+    *, name: str, namespace: str, spec: EdgeRouteSpec, owner: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(route_configmap_name(name), namespace, LABEL_KIND_ROUTE, name,
+                              owner),
+        "data": {KEY_NAME: name, KEY_ROUTE: spec_json(spec)},
+    }
+
+
+@dataclass(frozen=True)
+class FunctionConfig:
+    name: str
+    spec: EdgeFunctionSpec
+    module: bytes
+    digest: str
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    name: str
+    spec: EdgeRouteSpec
+
+
+def parse_configmap(configmap: dict[str, Any]) -> FunctionConfig | RouteConfig:
+    """Read a ConfigMap written by the operator; raises :class:`WireError`."""
+    metadata = configmap.get("metadata") or {}
+    kind = (metadata.get("labels") or {}).get(LABEL_KIND)
+    data = configmap.get("data") or {}
+    name = data.get(KEY_NAME)
+    if not isinstance(name, str) or not name:
+        raise WireError(f"configmap {metadata.get('name')}: no `{KEY_NAME}` key")
+    try:
+        if kind == LABEL_KIND_ROUTE:
+            return RouteConfig(name, EdgeRouteSpec.model_validate_json(data.get(KEY_ROUTE, "")))
+        if kind != LABEL_KIND_FUNCTION:
+            raise WireError(f"configmap {metadata.get('name')}: unknown kind {kind!r}")
+        spec = EdgeFunctionSpec.model_validate_json(data.get(KEY_SPEC, ""))
+    except ValidationError as exc:
+        raise WireError(f"configmap {metadata.get('name')}: {describe_validation_error(exc)}"
+                        ) from exc
+    encoded = (configmap.get("binaryData") or {}).get(KEY_MODULE)
+    if not isinstance(encoded, str):
+        raise WireError(f"configmap {metadata.get('name')}: no binaryData `{KEY_MODULE}`")
+    module = base64.b64decode(encoded)
+    digest = f"sha256:{hashlib.sha256(module).hexdigest()}"
+    if data.get(KEY_DIGEST) != digest:
+        raise WireError(f"configmap {metadata.get('name')}: module digest does not match")
+    return FunctionConfig(name, spec, module, digest)
