@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from edge_api.routing import CompiledRule, MethodNotAllowed, RouteTable
 from edge_runner import content_type
 from edge_runner.abi_wagi import CgiRequest
 from edge_runner.catalog import Catalog
@@ -27,7 +28,6 @@ from edge_runner.envelope import encode_request
 from edge_runner.errors import InvocationError
 from edge_runner.metrics import RunnerMetrics
 from edge_runner.problems import Problem, from_invocation_error, problem
-from edge_runner.routing import CompiledRule, MethodNotAllowed, RouteTable
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

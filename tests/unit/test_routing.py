@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from edge_api.models import EdgeRouteSpec
-from edge_runner.routing import MethodNotAllowed, RouteMatch, RouteTable, build_table
+from edge_api.routing import MethodNotAllowed, RouteMatch, RouteTable, build_table
 
 
 def spec(*rules: dict[str, Any], hosts: list[str] | None = None) -> EdgeRouteSpec:
