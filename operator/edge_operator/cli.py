@@ -15,6 +15,7 @@ from edge_api.kube import KubeClient, load_config
 from edge_operator.config import OperatorConfig
 from edge_operator.handlers import Context, registry
 from edge_operator.metrics import OperatorMetrics
+from edge_operator.propagation import PropagationTracker
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,7 +46,11 @@ async def run(namespaces: list[str], *, metrics: OperatorMetrics, config: Operat
             clusterwide=False,
             namespaces=namespaces,
             liveness_endpoint=f"http://0.0.0.0:{health_port}/healthz" if health_port else None,
-            memo=kopf.Memo(context=Context(kube=kube, config=config, metrics=metrics)),
+            memo=kopf.Memo(context=Context(
+                kube=kube, config=config, metrics=metrics,
+                tracker=PropagationTracker(kube=kube, namespaces=namespaces, metrics=metrics,
+                                           interval=config.rollout_interval),
+            )),
             stop_flag=stop_flag,
         )
     finally:

@@ -17,3 +17,6 @@ class OperatorConfig:
     max_url_bytes: int = 1_000_000
     #: Seconds a ``source.url`` download may take before it counts as failed.
     url_timeout: float = 30.0
+    #: Seconds between rollout recounts when no runner Lease changes; Lease
+    #: events trigger a recount at once, this only catches expiries.
+    rollout_interval: float = 2.0

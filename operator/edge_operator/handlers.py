@@ -8,19 +8,21 @@ in kopf's ``memo`` (:class:`Context`), set up by :func:`startup`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 
-from edge_api.constants import GROUP, PLURAL_FUNCTION, PLURAL_ROUTE, VERSION
+from edge_api.constants import GROUP, LABEL_KIND, PLURAL_FUNCTION, PLURAL_ROUTE, VERSION
 from edge_api.kube import KubeClient, load_config
 from edge_api.wire import function_configmap_name, route_configmap_name
 from edge_operator.conditions import Want, merge
 from edge_operator.config import RESYNC_SECONDS, OperatorConfig
 from edge_operator.functions import reconcile_function
 from edge_operator.metrics import OperatorMetrics
+from edge_operator.propagation import PropagationTracker
 from edge_operator.publish import delete_configmap
 from edge_operator.routes import reconcile_route, sync_conflicts
 
@@ -35,6 +37,8 @@ class Context:
     kube: KubeClient
     config: OperatorConfig
     metrics: OperatorMetrics
+    tracker: PropagationTracker
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 def _context(memo: Any) -> Context:
@@ -59,7 +63,9 @@ async def login(**_: Any) -> kopf.ConnectionInfo:
 
 
 @kopf.on.startup(registry=registry)
-async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    context = _context(memo)
+    context.tasks.append(asyncio.create_task(context.tracker.run(), name="propagation"))
     settings.posting.level = logging.WARNING
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -84,6 +90,20 @@ def _patch_status(body: Any, patch: Any, fields: dict[str, Any], wants: list[Wan
     return bool(changes)
 
 
+@kopf.on.cleanup(registry=registry)
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    for task in _context(memo).tasks:
+        task.cancel()
+    await asyncio.gather(*_context(memo).tasks, return_exceptions=True)
+
+
+@kopf.on.event("coordination.k8s.io", "v1", "leases", labels={LABEL_KIND: "runner"},
+               registry=registry)
+async def runner_lease_event(memo: kopf.Memo, **_: Any) -> None:
+    """A runner registered, renewed, changed what it serves, or left: recount."""
+    _context(memo).tracker.wake.set()
+
+
 # -- EdgeFunction ------------------------------------------------------------------------
 
 
@@ -100,6 +120,8 @@ async def function_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
                                            config=context.config, metrics=context.metrics)
     changed = _patch_status(body, patch, outcome.fields, outcome.conditions)
     context.metrics.reconciles.labels("function", outcome.result).inc()
+    if changed:
+        context.tracker.wake.set()
     if outcome.warning is not None and changed:
         reason, message = outcome.warning
         kopf.warn(body, reason=reason, message=message)

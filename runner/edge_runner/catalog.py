@@ -24,7 +24,7 @@ from edge_api.models import EdgeFunctionSpec, EdgeRouteSpec
 from edge_api.routing import EMPTY_TABLE, RouteTable, build_table
 from edge_runner.engine import CompiledModule, ModuleRejected, WasmEngine
 from edge_runner.metrics import RunnerMetrics
-from edge_runner.pool import FunctionRuntime, InlinePolicy, QueuePolicy
+from edge_runner.pool import FunctionRuntime, InlinePolicy, QueuePolicy, SharedLimits
 
 log = logging.getLogger("edge_runner.catalog")
 
@@ -72,15 +72,19 @@ class Catalog:
         queue: QueuePolicy | None = None,
         inline: InlinePolicy | None = None,
         compiled_cache_size: int = 256,
+        shared: SharedLimits | None = None,
     ) -> None:
         self.engine = engine
         self.executor = executor
         self.metrics = metrics
         self.queue = queue or QueuePolicy()
         self.inline = inline or InlinePolicy()
+        self.shared = shared
         self.snapshot = EMPTY
         #: True once the first complete desired state was applied (/readyz).
         self.synced = False
+        #: Set after every apply (registration reports new digests at once).
+        self.changed = asyncio.Event()
         self._compiled: OrderedDict[tuple[str, str], CompiledModule] = OrderedDict()
         self._cache_size = compiled_cache_size
         self._lock = asyncio.Lock()
@@ -110,6 +114,7 @@ class Catalog:
                 if functions.get(name) is not runtime:
                     runtime.close()
             self.synced = True
+            self.changed.set()
             self._update_gauges(snapshot)
             self.metrics.reloads.labels("error" if failures or desired.errors else "ok").inc()
             return snapshot
@@ -137,6 +142,7 @@ class Catalog:
             queue=self.queue,
             inline=self.inline,
             on_cold_start=cold.inc,
+            shared=self.shared,
         )
         log.info("function %s loaded (sha256:%s, %d bytes)", source.name, digest[:12],
                  len(wasm), extra={"function": source.name})

@@ -25,6 +25,7 @@ from edge_api.constants import LABEL_KIND
 from edge_api.kube import KubeClient, KubeError, load_config, resource_path
 from edge_api.wire import FunctionConfig, RouteConfig, WireError, parse_configmap
 from edge_runner.catalog import Catalog, DesiredState, FunctionSource
+from edge_runner.registration import Registration
 
 log = logging.getLogger("edge_runner.cluster")
 
@@ -97,6 +98,8 @@ async def watch_cluster(
     path = resource_path("", "v1", "configmaps", ns)
     desired = _Desired()
     backoff = 0.5
+    registration = Registration(kube=client, namespace=ns, catalog=catalog)
+    heartbeat: asyncio.Task[None] | None = None
     log.info("watching configmaps in namespace %s", ns)
     try:
         while not stop.is_set():
@@ -105,6 +108,8 @@ async def watch_cluster(
                 desired.replace_all(listing.get("items", []))
                 await catalog.apply(desired.state())
                 backoff = 0.5
+                if heartbeat is None:
+                    heartbeat = asyncio.create_task(registration.run(stop), name="heartbeat")
                 await _follow(client, path, version=listing["metadata"]["resourceVersion"],
                               desired=desired, catalog=catalog, stop=stop,
                               deadline=time.monotonic() + resync)
@@ -115,6 +120,9 @@ async def watch_cluster(
                     await asyncio.wait_for(stop.wait(), backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
     finally:
+        if heartbeat is not None:
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
         await client.close()
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,41 +11,12 @@ import pytest
 
 from support.guests import constant_wat
 from support.k8s import Cluster
+from support.objects import condition, function_yaml, get, route_yaml
 from support.operator import OperatorProcess
 from support.runner import REPO_ROOT, RunnerProcess, wait_until
 from support.wasm import wat_to_wasm
 
 HELLO = REPO_ROOT / "functions" / "hello-world"
-
-
-def get(cluster: Cluster, namespace: str, kind: str, name: str) -> dict[str, Any]:
-    out = cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
-    return json.loads(out.stdout) if out.returncode == 0 else {}
-
-
-def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
-    for item in (obj.get("status") or {}).get("conditions", []):
-        if item["type"] == kind:
-            return dict(item)
-    return {}
-
-
-def function_yaml(name: str, wasm: bytes, *, extra: str = "") -> str:
-    return f"""apiVersion: edgerunner.dev/v1alpha1
-kind: EdgeFunction
-metadata: {{name: {name}}}
-spec:
-  source: {{inline: "{base64.b64encode(wasm).decode()}"}}
-{extra}"""
-
-
-def route_yaml(name: str, path: str, function: str) -> str:
-    return f"""apiVersion: edgerunner.dev/v1alpha1
-kind: EdgeRoute
-metadata: {{name: {name}}}
-spec:
-  rules: [{{match: {{path: {path}}}, function: {function}}}]
-"""
 
 
 @pytest.fixture
