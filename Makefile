@@ -11,7 +11,7 @@ ADMIN_PORT ?= 9090
 APT_PACKAGES := rustc cargo libstd-rust-dev-wasm32 wrk prometheus
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint unit k8s-bins functions apt-deps venv bench clean
+.PHONY: run test lint unit k8s-bins helm-bin functions apt-deps venv bench clean crds
 
 venv: $(STAMP)
 
@@ -51,10 +51,18 @@ lint: venv
 k8s-bins:
 	tests/k8s-bins/build.sh
 
+# helm, built from its Go module once per machine (cached outside the repo).
+helm-bin:
+	tests/helm-bin/build.sh
+
+# The chart ships a copy of crds/ (Helm installs CRDs from the chart's crds/).
+crds:
+	cp crds/*.yaml charts/edge-runner/crds/
+
 unit: venv functions
 	$(PY) -m pytest tests/unit tests/runner
 
-test: venv functions lint k8s-bins
+test: venv functions lint k8s-bins helm-bin
 	$(PY) -m pytest
 
 bench: venv functions

@@ -1,15 +1,27 @@
-"""Shared fixtures: manifest folders and real runner processes."""
+"""Shared fixtures: manifest folders, real runner processes, and the real API server.
+
+``cluster`` (session): a started :class:`support.k8s.Cluster` (local etcd +
+kube-apiserver + kube-controller-manager, or an existing cluster given by
+``KUBECONFIG`` with ``EDGE_USE_EXISTING_CLUSTER=1``); it starts only when a test
+asks for it.  ``crds`` (session): the CRDs of crds/ applied and Established.
+``namespace`` (function): a fresh namespace for one test, deleted afterwards.
+"""
 
 from __future__ import annotations
 
+import re
 import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from support.k8s import Cluster
 from support.runner import RunnerProcess
-from support.wasm import build_function
+from support.wasm import REPO_ROOT, build_function
+
+CRDS_DIR = REPO_ROOT / "crds"
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +59,28 @@ def samples_dir(
 def samples_runner(samples_dir: Path) -> Iterator[RunnerProcess]:
     with RunnerProcess(samples_dir) as runner:
         yield runner
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    with Cluster() as started:
+        yield started
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: Cluster) -> list[str]:
+    """Apply every CRD in crds/ and wait until each is Established; their names."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS_DIR))
+    names = sorted(cluster.kubectl("get", "-f", str(CRDS_DIR), "-o", "name").stdout.split())
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
+    return names
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A new namespace named after the test; deleted (without waiting) after it."""
+    stem = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40]
+    name = f"{stem.rstrip('-')}-{uuid.uuid4().hex[:6]}".lstrip("-")
+    cluster.kubectl("create", "namespace", name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")

@@ -16,6 +16,8 @@ from support.operator import OperatorProcess
 from support.runner import REPO_ROOT, RunnerProcess, wait_until
 from support.wasm import wat_to_wasm
 
+pytestmark = pytest.mark.k8s
+
 HELLO = REPO_ROOT / "functions" / "hello-world"
 
 

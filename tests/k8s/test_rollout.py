@@ -18,6 +18,8 @@ from support.operator import OperatorProcess
 from support.runner import RunnerProcess, wait_until
 from support.wasm import wat_to_wasm
 
+pytestmark = pytest.mark.k8s
+
 LEASE_SECONDS = 3
 
 
