@@ -1,4 +1,4 @@
-"""End to end on kind: charts/edge-runner/QUICKSTART.md, step by step.
+"""End to end on kind: the README quickstart, step by step.
 
 Runs only where `kind` and a working Docker engine exist (and the internet is
 reachable for ingress-nginx's manifest); elsewhere it is reported as skipped
