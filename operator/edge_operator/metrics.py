@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class OperatorMetrics:
@@ -19,6 +19,16 @@ class OperatorMetrics:
             "Time one reconcile took, by kind.",
             ["kind"],
             registry=self.registry,
+        )
+        self.function_runners = Gauge(
+            "edge_operator_function_runners",
+            "Live runners per function: state=total, or state=ready (serving its current digest).",
+            ["namespace", "function", "state"],
+            registry=self.registry,
+        )
+        self.live_runners = Gauge(
+            "edge_operator_live_runners", "Runners with an unexpired Lease, by namespace.",
+            ["namespace"], registry=self.registry,
         )
         self.writes = Counter(
             "edge_operator_writes_total",

@@ -67,6 +67,7 @@ class PropagationTracker:
         self.interval = interval
         self.cleanup_after = cleanup_after
         self.wake = asyncio.Event()
+        self._exported: dict[str, set[str]] = {}
 
     async def run(self) -> None:
         while True:
@@ -94,8 +95,15 @@ class PropagationTracker:
                 await self._delete_lease(namespace, record)
         functions = await self.kube.list(resource_path(GROUP, VERSION, PLURAL_FUNCTION,
                                                        namespace))
+        self.metrics.live_runners.labels(namespace).set(len(live))
+        seen = set()
         for function in functions.get("items", []):
+            seen.add(function["metadata"]["name"])
             await self._update(namespace, function, live)
+        for name in self._exported.get(namespace, set()) - seen:
+            for state in ("ready", "total"):
+                self.metrics.function_runners.remove(namespace, name, state)
+        self._exported[namespace] = seen
 
     async def _delete_lease(self, namespace: str, record: RunnerRecord) -> None:
         log.info("runner %s expired; removing its lease", record.runner_id)
@@ -110,6 +118,10 @@ class PropagationTracker:
         ready = find(status.get("conditions"), "Ready")
         digest = status.get("digest") if ready and ready.get("status") == "True" else None
         rollout = aggregate(metadata["name"], digest, live)
+        self.metrics.function_runners.labels(namespace, metadata["name"], "ready").set(
+            rollout.ready)
+        self.metrics.function_runners.labels(namespace, metadata["name"], "total").set(
+            rollout.total)
         fields = rollout.fields()
         current = find(status.get("conditions"), "Propagated")
         unchanged = all(status.get(k) == v for k, v in fields.items()) and current is not None \
