@@ -9,6 +9,8 @@ data plane hands it an encoded request and gets ``(status, headers, body)``.
 from __future__ import annotations
 
 import ctypes
+import re
+from dataclasses import dataclass
 
 import wasmtime
 
@@ -16,15 +18,22 @@ from edge_api.models import EdgeFunctionSpec
 from edge_runner.engine import UNLIMITED_FUEL, CompiledModule, WasmEngine
 from edge_runner.envelope import EnvelopeError, decode_response
 from edge_runner.errors import GuestFailure, InvocationError
-from edge_runner.fastcall import RawCall, StoreHandle
+from edge_runner.fastcall import GlobalReader, RawCall, StoreHandle
 from edge_runner.guest_output import GuestOutput
-from edge_runner.traps import WASM_PAGE, classify
+from edge_runner.traps import classify, instantiation_failure, memory_failure
 
 Response = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 
 def make_wasi(spec: EdgeFunctionSpec, output: GuestOutput, argv0: str) -> wasmtime.WasiConfig:
-    """WASI with only the function's env, no preopens, output into ``output``."""
+    """The whole sandbox a guest sees (DESIGN.md section 3).
+
+    Only ``spec.env`` (never the runner's environment), ``argv`` = the function
+    name, no preopened directories (so no path resolves and no file opens), no
+    sockets (WASI preview 1 can only use inherited socket fds, and there are
+    none), empty stdin, stdout/stderr into ``output``.  ``poll_oneoff`` is
+    refused by the engine's linker (:mod:`edge_runner.engine`).
+    """
     wasi = wasmtime.WasiConfig()
     wasi.argv = [argv0]
     wasi.env = [(e.name, e.value) for e in spec.env]
@@ -34,20 +43,88 @@ def make_wasi(spec: EdgeFunctionSpec, output: GuestOutput, argv0: str) -> wasmti
 
 
 class BudgetExceeded(Exception):
-    """A speculative call ran out of its small fuel budget; rerun it elsewhere."""
+    """A speculative call ran out of its small budget; rerun it elsewhere."""
+
+    def __init__(self, *, by_time: bool) -> None:
+        super().__init__("speculative budget exceeded")
+        #: The epoch deadline stopped it (not fuel).  The epoch ticker catches up
+        #: in bursts when it waited for the GIL, so this can come early.
+        self.by_time = by_time
+
+
+@dataclass(frozen=True, slots=True)
+class Speculation:
+    """The small budget of a speculative run on the event loop (see pool.InlinePolicy).
+
+    Both bounds matter: fuel counts instructions, but a guest calling cheap-fuel,
+    expensive host functions (the WASI clock, output) could use little fuel for
+    a long time, so the epoch deadline is shortened too.
+    """
+
+    fuel: int
+    ticks: int
+
+
+def _preempted(
+    exc: Exception, speculation: Speculation | None, fuel: int, ticks: int
+) -> BudgetExceeded | None:
+    """The BudgetExceeded to raise if a speculative budget (not the function's own
+    limit) stopped this call, else None."""
+    if speculation is None:
+        return None
+    code = getattr(exc, "trap_code", None)
+    if code == wasmtime.TrapCode.OUT_OF_FUEL and speculation.fuel < fuel:
+        return BudgetExceeded(by_time=False)
+    if code == wasmtime.TrapCode.INTERRUPT and speculation.ticks < ticks:
+        return BudgetExceeded(by_time=True)
+    return None
+
+
+#: Response headers a guest may return; more is a malformed envelope (the host
+#: decodes and forwards each one, so this bounds its work per response).
+MAX_RESPONSE_HEADERS = 256
+# Response header syntax (RFC 9110 token; no control characters but HTAB in values).
+_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9a-z]+$")
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def check_response(response: Response) -> Response:
+    """Raise ``bad_response`` for what HTTP cannot carry; shared by both ABIs.
+
+    An informational status as the final answer, too many headers, a header
+    name that is not a lower-case token, or a value with a control character
+    (response splitting) would otherwise break the connection mid-response.
+    """
+    status, headers, _ = response
+    if status < 200:
+        raise GuestFailure("bad_response", f"status {status} is not a final response")
+    if len(headers) > MAX_RESPONSE_HEADERS:
+        raise GuestFailure("bad_response", f"response has more than {MAX_RESPONSE_HEADERS} headers")
+    for name, value in headers:
+        if not _TOKEN.match(name) or _BAD_VALUE.search(value):
+            raise GuestFailure("bad_response", f"invalid response header {name[:40]!r}")
+    return response
 
 
 class EdgeInstance:
-    """A live instance of an edge-ABI module; discard it after any failure."""
+    """A live instance of an edge-ABI module; discard it after any failure.
+
+    Created with a :class:`Speculation` (on the event loop), its start code runs
+    under that budget too and raises :class:`BudgetExceeded` when it needs more.
+    """
 
     __slots__ = (
         "_alloc",
+        "_engine",
         "_fuel",
         "_handle",
         "_handle_store",
         "_max_response",
         "_memory_limit",
+        "_probe",
         "_ticks",
+        "_timeout",
+        "idle_since",
         "memory",
         "name",
         "output",
@@ -56,38 +133,42 @@ class EdgeInstance:
     )
 
     def __init__(
-        self, engine: WasmEngine, compiled: CompiledModule, name: str, spec: EdgeFunctionSpec
+        self, engine: WasmEngine, compiled: CompiledModule, name: str, spec: EdgeFunctionSpec,
+        *, speculation: Speculation | None = None, request_id: str = "",
     ) -> None:
         limits = spec.limits
         self.name = name
         self.output = GuestOutput(name)
+        self.output.request_id = request_id
         self.served = 0
+        self.idle_since = 0.0
+        self._engine = engine
+        self._timeout = limits.timeout
         self._ticks = engine.deadline_ticks(limits.timeout)
         self._fuel = limits.fuel or UNLIMITED_FUEL
         self._memory_limit = limits.memory
         self._max_response = limits.max_response_bytes
+        self._probe: GlobalReader | None = None
+        fuel, ticks = self._fuel, self._ticks
+        if speculation is not None:
+            fuel, ticks = min(fuel, speculation.fuel), min(ticks, speculation.ticks)
         self.store = engine.new_store(memory=limits.memory, wasi=make_wasi(spec, self.output, name))
-        self.store.set_epoch_deadline(self._ticks)
+        self.store.set_epoch_deadline(ticks)
+        self.store.set_fuel(fuel)
         try:
-            instance = compiled.pre.instantiate(self.store)
-            exports = instance.exports(self.store)
-            memory = exports["memory"]
-            alloc = exports["edge_alloc"]
-            handle = exports["edge_handle"]
-            assert isinstance(memory, wasmtime.Memory)
-            assert isinstance(alloc, wasmtime.Func) and isinstance(handle, wasmtime.Func)
-            if compiled.has_initialize:
-                init = exports["_initialize"]
-                assert isinstance(init, wasmtime.Func)
-                self.store.set_fuel(self._fuel)
-                RawCall(self.store, init, 1).void()
+            memory, alloc, handle = self._start(compiled)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-            error = classify(
-                exc, function=name, request_id="", memory_bytes=0, memory_limit=limits.memory
+            preempted = _preempted(exc, speculation, self._fuel, self._ticks)
+            if preempted is not None:
+                self.output.discard()
+                self.close()
+                raise preempted from exc
+            error = instantiation_failure(
+                exc, module=compiled.module, function=name, request_id=request_id,
+                memory_refused=self._refused(), memory_limit=limits.memory,
             )
-            raise GuestFailure(
-                "instantiate", f"instantiation failed: {error.detail}", guest_started=False
-            ) from exc
+            self.close()
+            raise error from exc
         finally:
             self.output.flush()
         self.memory = memory
@@ -95,43 +176,85 @@ class EdgeInstance:
         self._alloc = RawCall(self.store, alloc, 1)
         self._handle = RawCall(self.store, handle, 2)
 
+    def _start(
+        self, compiled: CompiledModule
+    ) -> tuple[wasmtime.Memory, wasmtime.Func, wasmtime.Func]:
+        """Instantiate, find the exports (and the grow probe), run ``_initialize``."""
+        exports = compiled.pre.instantiate(self.store).exports(self.store)
+        memory, alloc, handle = exports["memory"], exports["edge_alloc"], exports["edge_handle"]
+        assert isinstance(memory, wasmtime.Memory)
+        assert isinstance(alloc, wasmtime.Func) and isinstance(handle, wasmtime.Func)
+        if compiled.grow_probe is not None:
+            probe = exports[compiled.grow_probe]
+            assert isinstance(probe, wasmtime.Global)
+            self._probe = GlobalReader(self.store, probe)
+        if compiled.has_initialize:
+            init = exports["_initialize"]
+            assert isinstance(init, wasmtime.Func)
+            RawCall(self.store, init, 1).void()
+        return memory, alloc, handle
+
+    def close(self) -> None:
+        """Free the store and its memory now (a failed instance sits in reference
+        cycles with its exception's traceback until the garbage collector runs, and
+        the memory budget has already released it).  The instance is unusable after."""
+        self.store.close()
+
+    def _refused(self) -> bool:
+        """Did the store limit refuse a ``memory.grow`` (see :mod:`edge_runner.growprobe`)?"""
+        return self._probe is not None and self._probe.i32() != 0
+
     def memory_bytes(self) -> int:
         """Linear memory this instance holds now."""
         return self._handle_store.memory()[1]
 
-    def invoke(self, envelope: bytes, request_id: str, *, budget: int = 0) -> Response:
+    def invoke(
+        self, envelope: bytes, request_id: str, *, speculation: Speculation | None = None,
+        spent: float = 0.0,
+    ) -> Response:
         """Run one request; raises :class:`InvocationError` (then discard the instance).
 
-        ``budget`` > 0 caps the fuel of this call below the function's own limit
+        ``speculation`` caps this call below the function's own limits
         (speculative inline execution, see :mod:`edge_runner.pool`); running out
-        of it raises :class:`BudgetExceeded` instead of a fuel error.
+        of it raises :class:`BudgetExceeded` instead of a fuel or time error.
+        ``spent`` is wall time a speculative attempt already used, taken off the
+        deadline.
         """
         handle = self._handle_store
         self.output.request_id = request_id
-        speculative = 0 < budget < self._fuel
-        handle.prepare(self._ticks, budget if speculative else self._fuel)
+        fuel = self._fuel
+        ticks = self._engine.deadline_ticks(self._timeout - spent) if spent else self._ticks
+        if speculation is not None:
+            handle.prepare(min(ticks, speculation.ticks), min(fuel, speculation.fuel))
+        else:
+            handle.prepare(ticks, fuel)
         self.served += 1
         try:
             size = len(envelope)
             ptr = self._alloc.i32_to_i32(size) & 0xFFFFFFFF
             base, length = handle.memory()
             if ptr == 0 or ptr + size > length:
-                reason = "memory" if length + WASM_PAGE > self._memory_limit else "bad_response"
-                raise GuestFailure(reason, f"edge_alloc({size}) returned {ptr:#x}")
+                if self._refused():
+                    raise memory_failure(self._memory_limit)
+                raise GuestFailure("bad_response", f"edge_alloc({size}) returned {ptr:#x}")
             ctypes.memmove(base + ptr, envelope, size)
             packed = self._handle.i32_i32_to_i64(ptr, size) & 0xFFFFFFFFFFFFFFFF
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-            if speculative and getattr(exc, "trap_code", None) == wasmtime.TrapCode.OUT_OF_FUEL:
-                raise BudgetExceeded from exc
+            preempted = _preempted(exc, speculation, fuel, ticks)
+            if preempted is not None:
+                self.output.discard()
+                raise preempted from exc
             raise classify(
                 exc,
                 function=self.name,
                 request_id=request_id,
-                memory_bytes=self.memory_bytes(),
+                memory_refused=self._refused(),
                 memory_limit=self._memory_limit,
             ) from exc
         finally:
             self.output.flush()
+        if self._probe is not None and self._probe.i32():
+            raise memory_failure(self._memory_limit)
         return self._read_response(packed >> 32, packed & 0xFFFFFFFF)
 
     def _read_response(self, ptr: int, size: int) -> Response:
@@ -145,10 +268,15 @@ class EdgeInstance:
             raise GuestFailure(
                 "bad_response", f"response envelope {ptr:#x}+{size} is outside guest memory"
             )
+        raw = ctypes.string_at(base + ptr, size)
+        if size >= 8 and int.from_bytes(raw[4:8], "little") > MAX_RESPONSE_HEADERS:
+            raise GuestFailure(
+                "bad_response", f"response has more than {MAX_RESPONSE_HEADERS} headers"
+            )
         try:
-            return decode_response(ctypes.string_at(base + ptr, size))
+            return check_response(decode_response(raw))
         except EnvelopeError as exc:
             raise GuestFailure("bad_response", str(exc)) from exc
 
 
-__all__ = ["EdgeInstance", "InvocationError", "Response", "make_wasi"]
+__all__ = ["EdgeInstance", "InvocationError", "Response", "check_response", "make_wasi"]

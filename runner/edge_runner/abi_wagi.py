@@ -3,7 +3,10 @@
 The request becomes CGI/WAGI environment variables plus the function's own
 ``env``; the body is stdin; ``_start`` runs; stdout carries CGI headers
 (``Content-Type``, ``Status``, ``Location``), a blank line, then the body.
-Called by the pool (:mod:`edge_runner.pool`) from a worker thread.
+Called by the pool (:mod:`edge_runner.pool`) from a worker thread.  Failures:
+a non-zero ``proc_exit`` is ``exit`` (502), stdout over ``maxResponseBytes`` is
+``response_too_large`` (502), the rest as in :mod:`edge_runner.traps`.  Guest
+stderr goes to the log, bounded, like the edge ABI's output.
 """
 
 from __future__ import annotations
@@ -15,11 +18,11 @@ import wasmtime
 from wasmtime import _ffi as ffi
 
 from edge_api.models import EdgeFunctionSpec
-from edge_runner.abi_edge import Response, make_wasi
+from edge_runner.abi_edge import Response, check_response, make_wasi
 from edge_runner.engine import UNLIMITED_FUEL, CompiledModule, WasmEngine
 from edge_runner.errors import GuestFailure
 from edge_runner.guest_output import GuestOutput
-from edge_runner.traps import classify
+from edge_runner.traps import classify, instantiation_failure, memory_failure
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,38 +150,42 @@ def run_wagi(
     store = engine.new_store(memory=limits.memory, wasi=wasi)
     store.set_epoch_deadline(engine.deadline_ticks(limits.timeout))
     store.set_fuel(limits.fuel or UNLIMITED_FUEL)
-    memory_bytes = 0
+    probe: wasmtime.Global | None = None
+
+    def refused() -> bool:
+        return probe is not None and bool(probe.value(store))
+
     try:
         try:
             instance = compiled.pre.instantiate(store)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-            raise GuestFailure(
-                "instantiate", f"instantiation failed: {exc}"[:300], guest_started=False
+            raise instantiation_failure(
+                exc, module=compiled.module, function=name, request_id=request_id,
+                memory_refused=False, memory_limit=limits.memory,
             ) from exc
         exports = instance.exports(store)
         start = exports["_start"]
         assert isinstance(start, wasmtime.Func)
-        memory = exports.get("memory") if hasattr(exports, "get") else None
+        if compiled.grow_probe is not None:
+            found = exports[compiled.grow_probe]
+            assert isinstance(found, wasmtime.Global)
+            probe = found
         try:
             start(store)
-        except wasmtime.ExitTrap as exc:
-            if exc.code != 0:
-                raise GuestFailure("exit", f"guest exited with code {exc.code}") from exc
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-            if isinstance(memory, wasmtime.Memory):
-                memory_bytes = memory.data_len(store)
-            raise classify(
-                exc,
-                function=name,
-                request_id=request_id,
-                memory_bytes=memory_bytes,
-                memory_limit=limits.memory,
-            ) from exc
+            if not (isinstance(exc, wasmtime.ExitTrap) and exc.code == 0):
+                raise classify(
+                    exc, function=name, request_id=request_id, memory_refused=refused(),
+                    memory_limit=limits.memory,
+                ) from exc
+        if refused():
+            raise memory_failure(limits.memory)
     finally:
         log_output.flush()
+        store.close()  # free the instance's memory now, not when the GC finds the cycle
     if stdout.overflow:
         raise GuestFailure(
             "response_too_large",
             f"output of {stdout.size} bytes is over maxResponseBytes ({stdout.limit})",
         )
-    return parse_cgi_output(b"".join(stdout.chunks))
+    return check_response(parse_cgi_output(b"".join(stdout.chunks)))

@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 from edge_api import logs
+from edge_api.units import parse_quantity
+from edge_runner.budget import BudgetSettings
+from edge_runner.httpguard import HttpLimits
 from edge_runner.server import ServeOptions, serve
 
 
@@ -40,6 +43,30 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--inline-fuel", type=int, default=defaults.inline_fuel,
                      help="fuel a call may use on the event loop before moving to a thread"
                      " (0 = always use threads)")
+    run.add_argument("--max-queued", type=int, default=defaults.max_queued,
+                     help="requests queued runner-wide for a worker thread")
+    run.add_argument("--max-connections", type=int, default=defaults.max_connections,
+                     help="open connections per port before 503")
+    run.add_argument("--worker-nice", type=int, default=defaults.worker_nice,
+                     help="nice increment of guest worker threads (0 = same as the event loop)")
+    memory, http = BudgetSettings(), HttpLimits()
+    run.add_argument("--memory-limit", type=parse_quantity,
+                     help="memory limit to budget against (e.g. 512Mi); default: the cgroup's")
+    run.add_argument("--memory-default", type=parse_quantity, default=memory.default_limit,
+                     help="memory limit when there is no cgroup limit")
+    run.add_argument("--memory-fraction", type=float, default=memory.fraction,
+                     help="share of the memory limit guests + runner baseline may reserve")
+    run.add_argument("--cgroup-root", type=Path,
+                     help="cgroup filesystem root (default: $EDGE_RUNNER_CGROUP_ROOT or"
+                     " /sys/fs/cgroup)")
+    run.add_argument("--max-head-bytes", type=int, default=http.max_head_bytes,
+                     help="request line + headers, bytes (over: 431)")
+    run.add_argument("--max-headers", type=int, default=http.max_headers,
+                     help="request header fields (over: 431)")
+    run.add_argument("--head-timeout", type=float, default=http.head_timeout,
+                     help="seconds a client has to send a request head (slowloris: 408)")
+    run.add_argument("--body-timeout", type=float, default=http.body_timeout,
+                     help="seconds a client has to send a request body (408)")
     run.add_argument("--namespace", help="namespace to watch in cluster mode (default: own)")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.add_argument("--log-format", default="json", choices=["json", "text"])
@@ -65,6 +92,17 @@ def main(argv: list[str] | None = None) -> int:
         grace=args.grace,
         inline_fuel=args.inline_fuel,
         namespace=args.namespace,
+        max_queued=args.max_queued,
+        max_connections=args.max_connections,
+        worker_nice=args.worker_nice,
+        memory=BudgetSettings(
+            limit=args.memory_limit, default_limit=args.memory_default,
+            fraction=args.memory_fraction, cgroup_root=args.cgroup_root,
+        ),
+        http=HttpLimits(
+            max_head_bytes=args.max_head_bytes, max_headers=args.max_headers,
+            head_timeout=args.head_timeout, body_timeout=args.body_timeout,
+        ),
     )
     try:
         import uvloop

@@ -4,7 +4,9 @@ Per request: read the snapshot of the catalog once, route (404/405), read the
 body up to ``maxRequestBytes`` (413 without buffering the rest), encode the
 request for the function's ABI, invoke it through its pool, and send the
 response with hop-by-hop headers removed, a detected ``content-type`` when the
-guest set none, and ``x-request-id``.  Every error is problem+json.
+guest set none, and ``x-request-id``.  Every error is problem+json.  A client
+that leaves before its body arrived never reaches the guest.  Limits on the
+request head and on slow clients live in :mod:`edge_runner.httpguard`.
 
 Deliberately not FastAPI: this is the hot path, and nothing here needs
 dependency injection or validation; the admin plane (:mod:`edge_runner.admin`)
@@ -13,6 +15,7 @@ is FastAPI.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import re
@@ -44,11 +47,23 @@ HOP_BY_HOP = frozenset(
     }
 )
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+#: Failures retried once for an idempotent method: wasmtime could not create the
+#: instance and no guest code ran (possibly transient, e.g. mmap failed).  A
+#: deterministic refusal (initial memory over the limit, reason ``memory``) is not.
+RETRIED = frozenset({"instantiate"})
+#: Statuses whose responses carry no body and no content-length.
+NO_BODY = frozenset({204, 304})
+#: Status for the metrics of a request whose client left before its body arrived.
+CLIENT_CLOSED = 499
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class _TooLarge(Exception):
     pass
+
+
+class _Disconnected(Exception):
+    """The client went away (or was cut off) before its body arrived: run nothing."""
 
 
 def _new_request_id() -> str:
@@ -105,15 +120,19 @@ class DataPlane:
                 scope, receive, method=method, path=path, host=_host_of(host), declared=declared,
                 connection_tokens=connection_tokens, request_id=request_id,
             )
+        except asyncio.CancelledError:  # shutdown: the grace period ran out; try elsewhere
+            await _send(send, method, request_id, problem(
+                503, "shutting-down", "Runner shutting down",
+                "the runner stopped before the function finished", request_id,
+                headers=[(b"retry-after", b"1"), (b"connection", b"close")],
+            ))
+            raise
         except Exception:  # a bug of ours: answer, log, keep serving
             log.exception("internal error", extra={"request_id": request_id})
             function, (status, headers, body) = "", problem(
                 500, "internal", "Internal error", "the runner failed; see its log", request_id
             )
-        headers.append((b"x-request-id", request_id.encode()))
-        headers.append((b"content-length", str(len(body)).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+        await _send(send, method, request_id, (status, headers, body))
         counter, histogram = self._metric_children(function, status)
         counter.inc()
         histogram.observe(time.perf_counter() - started)
@@ -179,6 +198,8 @@ class DataPlane:
             body = await _read_body(receive, limit)
         except _TooLarge:
             return function, self._too_large(None, limit, request_id, function)
+        except _Disconnected:
+            return function, (CLIENT_CLOSED, [], b"")
         headers = [
             (n, v) for n, v in scope["headers"]
             if n not in HOP_BY_HOP and n not in connection_tokens and n != b"x-request-id"
@@ -205,13 +226,16 @@ class DataPlane:
                             body,
                         )
                         result = await runtime.invoke_edge(envelope, request_id)
-                    break
+                    return function, _finish_response(result)
                 except InvocationError as error:
+                    # Only a guest that never started, and only an idempotent method: a
+                    # started guest is never re-run, whatever it did (see errors.py).
                     if attempt == 1 and not error.guest_started and method in IDEMPOTENT \
-                            and error.status != 503:
-                        log.warning("retrying %s after %s before the guest started",
-                                    function, error.reason,
-                                    extra={"function": function, "request_id": request_id})
+                            and error.reason in RETRIED:
+                        log.warning("retrying %s after %s before the guest started: %s",
+                                    function, error.reason, error.detail,
+                                    extra={"function": function, "request_id": request_id,
+                                           "reason": error.reason})
                         continue
                     raise
         except InvocationError as error:
@@ -220,7 +244,7 @@ class DataPlane:
                         extra={"function": function, "request_id": request_id,
                                "reason": error.reason})
             return function, from_invocation_error(error, request_id, function)
-        return function, _finish_response(result, connection_tokens)
+        raise AssertionError("unreachable: the loop returns or raises")
 
     @staticmethod
     def _too_large(size: int | None, limit: int, request_id: str, function: str) -> Problem:
@@ -251,23 +275,38 @@ class DataPlane:
         )
 
 
-def _finish_response(
-    result: tuple[int, list[tuple[bytes, bytes]], bytes], connection_tokens: set[bytes]
-) -> Problem:
+def _finish_response(result: tuple[int, list[tuple[bytes, bytes]], bytes]) -> Problem:
+    """Complete a guest's response (already checked by its executor, see abi_edge)."""
     status, guest_headers, body = result
     headers = [(n, v) for n, v in guest_headers if n not in HOP_BY_HOP and n != b"x-request-id"]
-    if not any(n == b"content-type" for n, _ in headers):
+    if status in NO_BODY:
+        body = b""
+    elif not any(n == b"content-type" for n, _ in headers):
         headers.append((b"content-type", content_type.detect(body)))
     return status, headers, body
 
 
+async def _send(send: Send, method: str, request_id: str, response: Problem) -> None:
+    status, headers, body = response
+    headers.append((b"x-request-id", request_id.encode()))
+    if status not in NO_BODY:
+        headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+
+
 async def _read_body(receive: Receive, limit: int) -> bytes:
+    """The whole request body; raises _TooLarge past ``limit``, _Disconnected if the client left.
+
+    How long a client may take is bounded by the HTTP protocol
+    (:mod:`edge_runner.httpguard`: ``body_timeout``), which then disconnects.
+    """
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            raise _Disconnected
         chunk = message.get("body", b"")
         if chunk:
             size += len(chunk)

@@ -6,13 +6,17 @@ replaced; a store lives for one instance (see :mod:`edge_runner.abi_edge`).
 
 Time limits use epoch interruption: a ticker thread advances the engine epoch
 every ``tick`` seconds (catching up if it was late), and each invocation sets a
-deadline in ticks.  Fuel metering is on engine-wide; a function without a fuel
-limit gets an effectively infinite budget per call.
+deadline in ticks, so a call is stopped between ``timeout`` and ``timeout`` +
+two ticks (plus scheduling noise).  Fuel metering is on engine-wide; a function
+without a fuel limit gets an effectively infinite budget per call.  Memory is
+capped per store (:meth:`WasmEngine.new_store`); modules are compiled with a
+grow probe (:mod:`edge_runner.growprobe`) so hitting that cap is known exactly.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import threading
 import time
@@ -20,9 +24,16 @@ from dataclasses import dataclass
 
 import wasmtime
 
+from edge_runner import growprobe
+
+log = logging.getLogger("edge_runner.engine")
+
 #: Imports a guest may have: WASI preview 1, nothing else (DESIGN.md section 3).
 ALLOWED_IMPORT_MODULE = "wasi_snapshot_preview1"
 UNLIMITED_FUEL = 2**63 - 1
+#: Table elements a store may hold (8 bytes each, outside linear memory): a
+#: ``table.grow`` bomb gets -1 past this, like ``memory.grow`` at its cap.
+MAX_TABLE_ELEMENTS = 100_000
 
 _EXPORTS: dict[str, dict[str, tuple[list[str], list[str]]]] = {
     "edge": {"edge_alloc": (["i32"], ["i32"]), "edge_handle": (["i32", "i32"], ["i64"])},
@@ -53,6 +64,8 @@ class CompiledModule:
     module: wasmtime.Module
     pre: wasmtime.InstancePre
     has_initialize: bool
+    #: Export name of the grow probe global (:mod:`edge_runner.growprobe`), if any.
+    grow_probe: str | None = None
 
 
 class WasmEngine:
@@ -94,7 +107,10 @@ class WasmEngine:
         self._ticker.join(timeout=1)
 
     def deadline_ticks(self, seconds: float) -> int:
-        """Ticks to set so an invocation runs at least ``seconds`` and at most one tick more."""
+        """Ticks to set so an invocation runs at least ``seconds``, at most two ticks more.
+
+        The deadline counts from the current epoch, which is already partly over.
+        """
         return max(1, math.ceil(seconds / self.tick)) + 1
 
     def compile(self, wasm: bytes, abi: str) -> CompiledModule:
@@ -104,12 +120,33 @@ class WasmEngine:
         """
         digest = hashlib.sha256(wasm).hexdigest()
         try:
-            module = wasmtime.Module(self.engine, wasm)
+            probed = growprobe.instrument(wasm)
+        except growprobe.Unsupported as exc:
+            log.info("module sha256:%s compiled without a grow probe: %s", digest[:12], exc)
+            probed = growprobe.Instrumented(wasm, None, 0)
+        try:
+            module = wasmtime.Module(self.engine, probed.wasm)
         except wasmtime.WasmtimeError as exc:
-            raise ModuleRejected("CompileError", f"module does not compile: {exc}") from exc
-        return self.check(module, digest=digest, size=len(wasm), abi=abi)
+            if probed.probe is None:
+                raise ModuleRejected("CompileError", f"module does not compile: {exc}") from exc
+            # Our rewrite must never be why a module is refused: judge the original.
+            try:
+                module = wasmtime.Module(self.engine, wasm)
+            except wasmtime.WasmtimeError as original:
+                raise ModuleRejected(
+                    "CompileError", f"module does not compile: {original}"
+                ) from original
+            log.warning("module sha256:%s: grow probe failed (%s); compiled without it",
+                        digest[:12], exc)
+            probed = growprobe.Instrumented(wasm, None, 0)
+        return self.check(
+            module, digest=digest, size=len(wasm), abi=abi, grow_probe=probed.probe
+        )
 
-    def check(self, module: wasmtime.Module, *, digest: str, size: int, abi: str) -> CompiledModule:
+    def check(
+        self, module: wasmtime.Module, *, digest: str, size: int, abi: str,
+        grow_probe: str | None = None,
+    ) -> CompiledModule:
         """Check imports and exports of a compiled module against its ABI."""
         for imp in module.imports:
             if imp.module != ALLOWED_IMPORT_MODULE:
@@ -139,6 +176,7 @@ class WasmEngine:
             module=module,
             pre=pre,
             has_initialize=isinstance(exports.get("_initialize"), wasmtime.FuncType),
+            grow_probe=grow_probe,
         )
 
     def _check_signatures(self, module: wasmtime.Module, abi: str) -> None:
@@ -156,7 +194,10 @@ class WasmEngine:
     def new_store(self, *, memory: int, wasi: wasmtime.WasiConfig) -> wasmtime.Store:
         """A store capped to ``memory`` bytes of linear memory, with WASI configured."""
         store = wasmtime.Store(self.engine)
-        store.set_limits(memory_size=memory, instances=4, tables=4, memories=1)
+        store.set_limits(
+            memory_size=memory, table_elements=MAX_TABLE_ELEMENTS, instances=1, tables=4,
+            memories=1,
+        )
         store.set_wasi(wasi)
         store.set_fuel(UNLIMITED_FUEL)
         return store

@@ -5,9 +5,13 @@ and the pool (:mod:`edge_runner.pool`); turned into problem+json responses by
 :mod:`edge_runner.problems`.  ``reason`` is the bounded metric label.
 
     InvocationError
-    ├── GuestFailure (502): trap, memory, stack_overflow, bad_response, exit, instantiate
+    ├── GuestFailure (502): trap, memory, stack_overflow, bad_response,
+    │                       response_too_large, exit, instantiate
     ├── GuestTimeout (504): timeout, fuel
-    └── Unavailable (503 + Retry-After): not_loaded, concurrency, memory_budget
+    └── Unavailable (503 + Retry-After): concurrency, memory_budget
+
+``guest_started`` says whether guest code may have run: the data plane retries
+an idempotent request once only when it is False (DESIGN.md section 4).
 """
 
 from __future__ import annotations

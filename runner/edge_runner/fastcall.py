@@ -107,3 +107,22 @@ class StoreHandle:
         return _memory_data(self._context, self._memory) or 0, _memory_size(
             self._context, self._memory
         )
+
+
+_global_get = _bindings._wasmtime_global_get  # noqa: SLF001
+
+
+class GlobalReader:
+    """Reads one i32 global of one store without wrapper overhead (the grow probe)."""
+
+    __slots__ = ("_context", "_global", "_value", "_value_ref")
+
+    def __init__(self, store: Store, glob: wasmtime.Global) -> None:
+        self._context = store._context()  # noqa: SLF001
+        self._global = ctypes.byref(glob._global)  # noqa: SLF001
+        self._value = ffi.wasmtime_val_t()
+        self._value_ref = ctypes.byref(self._value)
+
+    def i32(self) -> int:
+        _global_get(self._context, self._global, self._value_ref)
+        return int(self._value.of.i32)

@@ -2,8 +2,10 @@
 
 The sandbox (DESIGN.md section 3) sends guest output to the runner's log, never
 to the client.  Each instance owns one :class:`GuestOutput`; the executors set
-the request id before an invocation and call :meth:`GuestOutput.flush` after it.
-Anything past ``limit`` bytes per invocation is counted and dropped.
+the request id before an invocation and call :meth:`GuestOutput.flush` after it
+(or :meth:`GuestOutput.discard` after a speculative run that will be re-run, so
+the log shows each request's output once).  Anything past ``limit`` bytes per
+invocation is counted and dropped.
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ class GuestOutput:
                 "guest_output_dropped": self._dropped,
             },
         )
+        self.discard()
+
+    def discard(self) -> None:
+        """Forget what the guest wrote since the last flush."""
         self._chunks.clear()
         self._size = 0
         self._dropped = 0

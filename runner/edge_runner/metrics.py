@@ -75,6 +75,14 @@ class RunnerMetrics:
         self.route_conflicts = Gauge(
             "edge_route_conflicts", "Route rules left out because they conflict.", registry=r
         )
+        self.memory_budget = Gauge(
+            "edge_memory_budget_bytes",
+            "The runner's guest memory budget by kind: limit (cgroup or configured), baseline"
+            " (own resident memory at start), usable (fraction of limit minus baseline),"
+            " reserved (limits.memory of live instances), headroom (usable minus reserved).",
+            ["kind"],
+            registry=r,
+        )
         self.reloads = Counter(
             "edge_config_reloads_total",
             "Applications of a new desired configuration by result (ok, error).",

@@ -2,14 +2,25 @@
 
 :class:`FunctionRuntime` is what the catalog (:mod:`edge_runner.catalog`) keeps
 per function: the spec, the compiled module and the instances.  The data plane
-calls :meth:`FunctionRuntime.invoke`, which waits for a concurrency slot (at
-most ``pool.maxInstances`` at once, a bounded queue with a bounded wait), then
-runs the guest in a worker thread so a slow guest never blocks the event loop.
+calls :meth:`FunctionRuntime.invoke_edge` / :meth:`FunctionRuntime.invoke_wagi`;
+an invocation passes, in order:
 
+1. the function's gate (:mod:`edge_runner.admission`): at most
+   ``pool.maxInstances`` at once, a bounded queue, a bounded wait, else 503;
+2. for edge calls, a speculative run on the event loop under a small fuel
+   budget (:class:`InlinePolicy`);
+3. otherwise the runner-wide gate (one slot per worker thread, same bounded
+   wait) and a worker thread, so a slow or endless guest never blocks the
+   event loop or other functions.
+
+Every instance reserves its ``limits.memory`` in the runner's memory budget
+(:mod:`edge_runner.budget`) before it is created and releases it when it is
+dropped; an instance that does not fit is refused with 503 (``memory_budget``).
 With ``pool.reuse`` an instance that served a request successfully goes back
 to the idle stack (most recently used first, so the hottest stay warm) and its
-globals persist; an instance that failed in any way is dropped.  Without reuse
-every request gets a fresh instance from the pre-instantiated template.
+globals persist; it is dropped after ``pool.idleTimeout`` unused, when the
+budget needs room, or after any failure.  Without reuse every request gets a
+fresh instance from the pre-instantiated template.
 """
 
 from __future__ import annotations
@@ -22,8 +33,10 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from edge_api.models import EdgeFunctionSpec
-from edge_runner.abi_edge import BudgetExceeded, EdgeInstance, Response
+from edge_runner.abi_edge import BudgetExceeded, EdgeInstance, Response, Speculation
 from edge_runner.abi_wagi import CgiRequest, run_wagi
+from edge_runner.admission import Gate, GateFull
+from edge_runner.budget import MemoryBudget
 from edge_runner.engine import CompiledModule, WasmEngine
 from edge_runner.errors import Unavailable
 
@@ -36,7 +49,8 @@ class QueuePolicy:
 
     #: Requests allowed to wait per function once all its instances are busy.
     max_waiting: int = 64
-    #: Seconds a request may wait for a slot before it gets 503.
+    #: Seconds a request may wait for a slot (function and runner-wide gates
+    #: together) before it gets 503.
     max_wait: float = 1.0
 
 
@@ -46,28 +60,65 @@ class InlinePolicy:
 
     Handing a call to a worker thread and back costs ~100 us of thread wake-ups
     on a small VM, several times the call itself (~16 us for a small guest).
-    So a call first runs on the event loop with a small fuel budget; a guest
-    that needs more is stopped there (bounded stall: ``budget`` instructions),
-    its instance discarded, the request re-run from scratch on a worker thread
-    with the function's full limits, and the function stays on threads for
-    ``backoff`` seconds.  Re-running is safe: a guest has no side effects outside
-    its own instance, which is thrown away.
+    So a call first runs on the event loop with a small budget; a guest that
+    needs more (in its start code or its handler) is stopped there (bounded
+    stall: ``budget`` instructions and at most ``max_stall`` seconds plus one
+    epoch tick), its instance discarded, the request re-run from scratch on a
+    worker thread with the function's full limits (minus the wall time already
+    spent), and the function stays on threads for ``backoff`` seconds.  Time is
+    judged with more care, because a VM pause or a GIL hand-off can make any one
+    call look slow: a function goes to threads for ``slow_backoff`` seconds only
+    after ``slow_calls`` inline calls in a row took longer than ``slow_call`` or
+    were stopped by ``max_stall``.  Repeat offenders wait twice as long each
+    time (up to 32x); one fast inline call forgives them.
+
+    Re-running is safe because a speculative run has no effect outside its own
+    instance, which is thrown away: the guest has no filesystem, network or
+    clock it can change (:func:`edge_runner.abi_edge.make_wasi`), its output is
+    discarded unlogged, and the client has seen nothing yet.  This is not a
+    retry of a failed request: the first run did not fail, it was preempted.
     """
 
     #: Wasm fuel (roughly instructions) a call may use inline; 0 = never inline.
     budget: int = 1_000_000
-    #: Seconds a function that exceeded the budget runs on threads only.
+    #: Seconds a call may run inline (rounded up to epoch ticks, plus one): host
+    #: calls such as the WASI clock cost time but little fuel.  A few ticks, not
+    #: one: the ticker catches up in bursts after waiting for the GIL, and a call
+    #: stopped by the clock before ``max_stall`` really passed is re-run on a
+    #: thread without demoting the function.
+    max_stall: float = 0.01
+    #: Seconds an inline call may take, however it ends: the bound for guests whose
+    #: time goes to host calls that fuel does not see (WASI output is handed to
+    #: another thread and back).
+    slow_call: float = 0.005
+    #: Slow inline calls in a row that move a function to threads.
+    slow_calls: int = 3
+    #: Seconds a function that needed more fuel than ``budget`` runs on threads only.
     backoff: float = 30.0
+    #: Seconds a function that was too slow runs on threads only.
+    slow_backoff: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class SharedLimits:
+    """What all functions of one runner share: the memory budget and the thread gate."""
+
+    budget: MemoryBudget
+    #: One slot per worker thread: guest calls running off the event loop.
+    threads: Gate
+
+    @classmethod
+    def unbounded(cls) -> SharedLimits:
+        return cls(budget=MemoryBudget.unlimited(), threads=Gate(2**31, 0))
 
 
 @dataclass(slots=True)
 class PoolStats:
     cold_starts: int = 0
-    busy: int = 0
-    waiting: int = 0
     discarded: int = 0
     served: int = 0
     demotions: int = 0
+    evicted: int = 0
     last_used: float = field(default_factory=time.monotonic)
 
 
@@ -85,6 +136,7 @@ class FunctionRuntime:
         queue: QueuePolicy,
         inline: InlinePolicy = InlinePolicy(),
         on_cold_start: Callable[[], None] = lambda: None,
+        shared: SharedLimits | None = None,
     ) -> None:
         self.name = name
         self.spec = spec
@@ -96,101 +148,245 @@ class FunctionRuntime:
         self._on_cold_start = on_cold_start
         self._inline = inline
         self._inline_after = 0.0
-        self._slots = asyncio.Semaphore(spec.pool.max_instances)
+        self._slow_streak = 0
+        self._repeat_demotions = 0
+        self._speculation = Speculation(
+            fuel=inline.budget, ticks=engine.deadline_ticks(inline.max_stall)
+        )
+        self._gate = Gate(spec.pool.max_instances, queue.max_waiting)
+        shared = shared or SharedLimits.unbounded()
+        self._threads = shared.threads
+        self._budget = shared.budget
+        self._reservation = spec.limits.memory
         self._idle: list[EdgeInstance] = []
         self.stats = PoolStats()
         self.closed = False
+        self._budget.register(self)
 
     # -- what the data plane calls -------------------------------------------------
 
     async def invoke_edge(self, envelope: bytes, request_id: str) -> Response:
-        async with self._slot():
+        gate = self._gate
+        waited = 0.0 if gate.try_enter() else await self._wait(gate, self._queue.max_wait)
+        try:
+            spent = 0.0
             inline = self._inline
-            if inline.budget and time.monotonic() >= self._inline_after:
+            started = time.monotonic()
+            if inline.budget and started >= self._inline_after:
                 try:
-                    return self._run_edge(envelope, request_id, inline.budget)
-                except BudgetExceeded:
-                    self._inline_after = time.monotonic() + inline.backoff
-                    self.stats.demotions += 1
-                    log.info("%s needs more than the inline budget; running it on threads",
-                             self.name, extra={"function": self.name})
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(
-                self._executor, self._run_edge, envelope, request_id, 0
+                    return self._run_edge(envelope, request_id, self._speculation, 0.0)
+                except BudgetExceeded as exceeded:
+                    spent = time.monotonic() - started
+                    if not exceeded.by_time:
+                        self._demote(inline.backoff)  # needs more fuel: deterministic
+                    elif spent >= inline.max_stall:
+                        self._slow()
+                    # else: stopped by a clock that jumped ahead, not really slow:
+                    # re-run it on a thread this once, and keep the function inline.
+            return await self._on_thread(
+                waited, self._run_edge, envelope, request_id, None, spent
             )
+        finally:
+            gate.leave()
+
+    def _demote(self, base: float) -> None:
+        now = time.monotonic()
+        if now < self._inline_after:
+            return
+        backoff = base * 2 ** min(self._repeat_demotions, 5)
+        self._repeat_demotions += 1
+        self._inline_after = now + backoff
+        self.stats.demotions += 1
+        log.info("%s is too slow to run on the event loop; running it on threads for %.0fs",
+                 self.name, backoff, extra={"function": self.name})
 
     async def invoke_wagi(self, request: CgiRequest, request_id: str) -> Response:
-        async with self._slot():
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(
-                self._executor, self._run_wagi, request, request_id
-            )
-
-    def _slot(self) -> _Slot:
-        return _Slot(self)
-
-    async def acquire_slot(self) -> None:
-        """Wait (bounded) for a concurrency slot; raises Unavailable."""
-        stats = self.stats
-        if self._slots.locked():
-            if stats.waiting >= self._queue.max_waiting:
-                raise Unavailable(
-                    "concurrency", f"{self.name}: all instances busy and the queue is full"
-                )
-            stats.waiting += 1
-            try:
-                await asyncio.wait_for(self._slots.acquire(), self._queue.max_wait)
-            except TimeoutError as exc:
-                raise Unavailable(
-                    "concurrency",
-                    f"{self.name}: no instance became free within {self._queue.max_wait}s",
-                ) from exc
-            finally:
-                stats.waiting -= 1
-        else:
-            await self._slots.acquire()
-        stats.busy += 1
-
-    def release_slot(self) -> None:
-        self.stats.busy -= 1
-        self.stats.last_used = time.monotonic()
-        self._slots.release()
-
-    # -- worker-thread side ----------------------------------------------------------
-
-    def _run_edge(self, envelope: bytes, request_id: str, budget: int) -> Response:
-        reuse = self.spec.pool.reuse
-        instance = self._idle.pop() if (reuse and self._idle) else self._new_instance()
+        gate = self._gate
+        waited = 0.0 if gate.try_enter() else await self._wait(gate, self._queue.max_wait)
         try:
-            response = instance.invoke(envelope, request_id, budget=budget)
+            return await self._on_thread(waited, self._run_wagi, request, request_id)
+        finally:
+            gate.leave()
+
+    async def _on_thread(
+        self, waited: float, work: Callable[..., Response], *args: object
+    ) -> Response:
+        threads = self._threads
+        if not threads.try_enter():
+            await self._wait(threads, self._queue.max_wait - waited, runner_wide=True)
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, work, *args)
+        finally:
+            threads.leave()
+
+    async def _wait(self, gate: Gate, timeout: float, *, runner_wide: bool = False) -> float:
+        """Queue at ``gate``; returns seconds waited or raises Unavailable (503)."""
+        what = "the runner's worker threads are" if runner_wide else "all instances are"
+        started = time.monotonic()
+        try:
+            entered = await gate.wait(timeout)
+        except GateFull as exc:
+            raise Unavailable(
+                "concurrency", f"{self.name}: {what} busy and the queue is full"
+            ) from exc
+        if not entered:
+            raise Unavailable(
+                "concurrency",
+                f"{self.name}: {what} busy; none became free within {self._queue.max_wait}s",
+            )
+        return time.monotonic() - started
+
+    # -- worker-thread (or inline) side ----------------------------------------------
+
+    def _run_edge(
+        self, envelope: bytes, request_id: str, speculation: Speculation | None, spent: float
+    ) -> Response:
+        reuse = self.spec.pool.reuse
+        instance = None
+        if reuse and self._idle:
+            try:
+                instance = self._idle.pop()
+            except IndexError:  # another thread took the last one
+                instance = None
+        if instance is None:
+            instance = self._new_instance(request_id, speculation)
+        try:
+            if speculation is None:
+                response = instance.invoke(envelope, request_id, spent=spent)
+            else:
+                response = self._invoke_inline(instance, envelope, request_id, speculation)
         except BaseException:
             self.stats.discarded += 1
+            self._drop(instance)
             raise
         self.stats.served += 1
         if reuse and not self.closed:
+            instance.idle_since = self.stats.last_used = time.monotonic()
             self._idle.append(instance)
+            if self.closed:  # closed meanwhile: nobody else will drain it
+                self._drain_idle()
+        else:
+            self._drop(instance)
         return response
 
+    def _invoke_inline(
+        self, instance: EdgeInstance, envelope: bytes, request_id: str, speculation: Speculation
+    ) -> Response:
+        """A speculative call, timed (not the creation of a cold instance): see :meth:`_slow`.
+
+        A call the speculative budget preempted is judged by :meth:`invoke_edge`.
+        """
+        started = time.monotonic()
+        try:
+            response = instance.invoke(envelope, request_id, speculation=speculation)
+        except BudgetExceeded:
+            raise  # preempted: judged by invoke_edge
+        except BaseException:
+            self._judge(time.monotonic() - started)
+            raise
+        self._judge(time.monotonic() - started)
+        return response
+
+    def _judge(self, took: float) -> None:
+        if took > self._inline.slow_call:
+            self._slow()
+        elif self._slow_streak or self._repeat_demotions:
+            self._slow_streak = self._repeat_demotions = 0
+
+    def _slow(self) -> None:
+        """A slow inline call; ``slow_calls`` in a row move the function to threads."""
+        self._slow_streak += 1
+        if self._slow_streak >= self._inline.slow_calls:
+            self._slow_streak = 0
+            self._demote(self._inline.slow_backoff)
+
     def _run_wagi(self, request: CgiRequest, request_id: str) -> Response:
-        self.stats.cold_starts += 1
-        self._on_cold_start()
-        response = run_wagi(
-            engine=self.engine,
-            compiled=self.compiled,
-            name=self.name,
-            spec=self.spec,
-            request=request,
-            request_id=request_id,
-        )
+        self._reserve()
+        try:
+            self.stats.cold_starts += 1
+            self._on_cold_start()
+            response = run_wagi(
+                engine=self.engine,
+                compiled=self.compiled,
+                name=self.name,
+                spec=self.spec,
+                request=request,
+                request_id=request_id,
+            )
+        finally:
+            self._release()
         self.stats.served += 1
         return response
 
-    def _new_instance(self) -> EdgeInstance:
+    def _new_instance(self, request_id: str, speculation: Speculation | None) -> EdgeInstance:
+        self._reserve()
+        try:
+            instance = EdgeInstance(
+                self.engine, self.compiled, self.name, self.spec, speculation=speculation,
+                request_id=request_id,
+            )
+        except BaseException:
+            self._release()  # EdgeInstance closed its own store
+            raise
         self.stats.cold_starts += 1
         self._on_cold_start()
-        return EdgeInstance(self.engine, self.compiled, self.name, self.spec)
+        return instance
+
+    def _reserve(self) -> None:
+        if not self._budget.reserve(self._reservation):
+            budget = self._budget
+            raise Unavailable(
+                "memory_budget",
+                f"{self.name}: an instance needs {self._reservation} bytes of memory and the"
+                f" runner has {max(budget.headroom, 0)} left of its budget",
+            )
+
+    def _drop(self, instance: EdgeInstance) -> None:
+        """Forget one instance (already out of the idle stack): free it, release its memory."""
+        instance.close()
+        self._release()
+
+    def _release(self) -> None:
+        self._budget.release(self._reservation)
 
     # -- housekeeping ----------------------------------------------------------------
+
+    @property
+    def last_used(self) -> float:
+        return self.stats.last_used
+
+    def evict_idle(self) -> bool:
+        """Drop the least recently used idle instance (the budget needs room)."""
+        try:
+            instance = self._idle.pop(0)
+        except IndexError:
+            return False
+        self.stats.evicted += 1
+        self._drop(instance)
+        return True
+
+    def expire_idle(self, now: float) -> int:
+        """Drop instances idle for longer than ``pool.idleTimeout``; returns how many."""
+        cutoff = now - self.spec.pool.idle_timeout
+        dropped = 0
+        idle = self._idle
+        while idle and idle[0].idle_since < cutoff:
+            try:
+                instance = idle.pop(0)
+            except IndexError:
+                break
+            self._drop(instance)
+            dropped += 1
+        return dropped
+
+    def _drain_idle(self) -> None:
+        while True:
+            try:
+                instance = self._idle.pop()
+            except IndexError:
+                return
+            self._drop(instance)
 
     def idle_count(self) -> int:
         return len(self._idle)
@@ -198,30 +394,19 @@ class FunctionRuntime:
     def close(self) -> None:
         """Drop idle instances; in-flight requests finish on theirs, which are not kept."""
         self.closed = True
-        self._idle.clear()
+        self._drain_idle()
+        self._budget.unregister(self)
 
     def describe(self) -> dict[str, object]:
         return {
             "idle": len(self._idle),
-            "busy": self.stats.busy,
-            "waiting": self.stats.waiting,
+            "busy": self._gate.busy,
+            "waiting": self._gate.waiting,
             "coldStarts": self.stats.cold_starts,
             "served": self.stats.served,
             "discarded": self.stats.discarded,
+            "evicted": self.stats.evicted,
             "inline": time.monotonic() >= self._inline_after and self._inline.budget > 0,
             "maxInstances": self.spec.pool.max_instances,
             "reuse": self.spec.pool.reuse,
         }
-
-
-class _Slot:
-    __slots__ = ("_runtime",)
-
-    def __init__(self, runtime: FunctionRuntime) -> None:
-        self._runtime = runtime
-
-    async def __aenter__(self) -> None:
-        await self._runtime.acquire_slot()
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._runtime.release_slot()

@@ -1,33 +1,49 @@
 """Runs the data plane and the admin plane in one process and one event loop.
 
-Called by the CLI (:mod:`edge_runner.cli`).  Builds the engine, the catalog and
-both ASGI apps, starts the configuration source (a manifest folder, or the
-operator's ConfigMaps), and owns graceful shutdown: on SIGTERM ``/readyz``
-fails first, then after ``drain_delay`` the data port stops accepting, in-flight
-requests get ``grace`` seconds to finish, and the process exits.
+Called by the CLI (:mod:`edge_runner.cli`).  Builds the engine, the memory
+budget (:mod:`edge_runner.budget`), the runner-wide thread gate, the catalog and
+both ASGI apps (each behind :mod:`edge_runner.httpguard`), starts the
+configuration source (a manifest folder, or the operator's ConfigMaps) and the
+idle-instance sweeper, and owns graceful shutdown: on SIGTERM ``/readyz`` fails
+first, then after ``drain_delay`` the data port stops accepting (idle
+keep-alive connections are closed), in-flight requests get ``grace`` seconds to
+finish, and the process exits.  Guests still running then are cancelled from
+the client's point of view and stopped by their own deadline.
+
+Worker threads (guests that outgrew the inline budget, and WAGI) run at a lower
+CPU priority (``worker_nice``) than the event loop thread, so guests burning
+CPU cannot starve request handling and inline calls of healthy functions.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
+import math
+import os
 import signal
+import threading
+import time
 from collections.abc import Coroutine, Generator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 
 from edge_runner.admin import Lifecycle, build_admin_app
+from edge_runner.admission import Gate
+from edge_runner.budget import BudgetSettings, MemoryBudget
 from edge_runner.catalog import Catalog
 from edge_runner.dataplane import DataPlane
 from edge_runner.engine import WasmEngine
+from edge_runner.httpguard import HttpLimits, guarded_protocol
 from edge_runner.manifests import watch_folder
 from edge_runner.metrics import RunnerMetrics
-from edge_runner.pool import InlinePolicy, QueuePolicy
+from edge_runner.pool import InlinePolicy, QueuePolicy, SharedLimits
 
 log = logging.getLogger("edge_runner.server")
 
@@ -42,12 +58,19 @@ class ServeOptions:
     port: int = 8080
     admin_host: str = "0.0.0.0"
     admin_port: int = 9090
-    #: Guest invocations running at once across all functions (worker threads).
+    #: Guest invocations running at once on worker threads across all functions
+    #: (one thread each; inline calls on the event loop are not counted).
     max_concurrency: int = 32
     #: Requests that may wait per function when its instances are all busy.
     max_waiting: int = 64
-    #: Seconds a request may wait for a free instance before 503.
+    #: Requests that may wait runner-wide for a worker thread.
+    max_queued: int = 256
+    #: Seconds a request may wait for a free instance and thread before 503.
     max_wait: float = 1.0
+    #: Open connections (plus running requests) per port before uvicorn answers 503.
+    max_connections: int = 1000
+    #: Nice increment of worker threads relative to the event loop (0 = same priority).
+    worker_nice: int = 10
     #: Seconds between failing /readyz and closing the data port on SIGTERM
     #: (time for endpoints to be removed from Services).
     drain_delay: float = 0.0
@@ -59,6 +82,12 @@ class ServeOptions:
     inline_fuel: int = 1_000_000
     #: Namespace to watch in cluster mode (default: the pod's own).
     namespace: str | None = None
+    #: Request-head limits and slow-client deadlines.
+    http: HttpLimits = field(default_factory=HttpLimits)
+    #: How the memory budget is sized.
+    memory: BudgetSettings = field(default_factory=BudgetSettings)
+    #: Seconds between sweeps for instances idle longer than pool.idleTimeout.
+    idle_sweep: float = 1.0
 
 
 class _Server(uvicorn.Server):
@@ -80,24 +109,63 @@ def _uvicorn_config(app: Any, host: str, port: int, options: ServeOptions) -> uv
         server_header=False,
         proxy_headers=False,
         date_header=False,
-        http="httptools",
+        http=guarded_protocol(options.http),
+        ws="none",
         loop="none",
-        timeout_keep_alive=int(options.keep_alive),
-        timeout_graceful_shutdown=int(options.grace),
-        h11_max_incomplete_event_size=16 * 1024,
+        limit_concurrency=options.max_connections,
+        timeout_keep_alive=math.ceil(options.keep_alive),
+        timeout_graceful_shutdown=math.ceil(options.grace),
     )
+
+
+def _lower_priority(increment: int) -> None:
+    """Executor initializer: this worker thread yields the CPU to the event loop.
+
+    On Linux the nice value is per thread, so this leaves the event loop alone.
+    """
+    if increment:
+        tid = threading.get_native_id()
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + increment)
+
+
+def _bind_budget_metrics(metrics: RunnerMetrics, budget: MemoryBudget) -> None:
+    gauge = metrics.memory_budget
+    gauge.labels("limit").set(budget.limit)
+    gauge.labels("baseline").set(budget.baseline)
+    gauge.labels("usable").set(budget.usable)
+    gauge.labels("reserved").set_function(lambda: budget.reserved)
+    gauge.labels("headroom").set_function(lambda: budget.headroom)
+
+
+async def _sweep_idle(catalog: Catalog, stop: asyncio.Event, every: float) -> None:
+    """Drop instances idle past their function's pool.idleTimeout until ``stop``."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+        now = time.monotonic()
+        for runtime in catalog.snapshot.functions.values():
+            runtime.expire_idle(now)
 
 
 async def serve(options: ServeOptions) -> None:
     engine = WasmEngine()
-    executor = ThreadPoolExecutor(max_workers=options.max_concurrency, thread_name_prefix="wasm")
+    executor = ThreadPoolExecutor(
+        max_workers=options.max_concurrency, thread_name_prefix="wasm",
+        initializer=_lower_priority, initargs=(options.worker_nice,),
+    )
     metrics = RunnerMetrics()
+    budget = MemoryBudget.detect(options.memory)
+    _bind_budget_metrics(metrics, budget)
     catalog = Catalog(
         engine=engine,
         executor=executor,
         metrics=metrics,
         queue=QueuePolicy(max_waiting=options.max_waiting, max_wait=options.max_wait),
         inline=InlinePolicy(budget=options.inline_fuel),
+        shared=SharedLimits(
+            budget=budget, threads=Gate(options.max_concurrency, options.max_queued)
+        ),
     )
     lifecycle = Lifecycle()
     data_app = DataPlane(catalog, metrics)
@@ -111,6 +179,11 @@ async def serve(options: ServeOptions) -> None:
         )
     )
     stop = asyncio.Event()
+    # Everything built so far lives as long as the process: keep the cyclic garbage
+    # collector from walking it again on every full collection (a several-ms pause
+    # of the event loop, more frequent when failing guests create garbage).
+    gc.collect()
+    gc.freeze()
 
     async def shutdown() -> None:
         lifecycle.shutting_down = True
@@ -124,14 +197,17 @@ async def serve(options: ServeOptions) -> None:
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(shutdown()))
 
     source = asyncio.create_task(_source(options, catalog, stop), name="config-source")
+    sweeper = asyncio.create_task(_sweep_idle(catalog, stop, options.idle_sweep), name="sweeper")
     admin_task = asyncio.create_task(admin.serve(), name="admin")
     try:
         await data.serve()
     finally:
+        stop.set()
         source.cancel()
         admin.should_exit = True
-        await asyncio.gather(source, admin_task, return_exceptions=True)
-        executor.shutdown(wait=False, cancel_futures=True)
+        await asyncio.gather(source, sweeper, admin_task, return_exceptions=True)
+        # Guests still on threads stop by their own deadline, which needs the ticker.
+        await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
         engine.close()
         log.info("stopped")
 

@@ -1,0 +1,218 @@
+"""The runner's memory budget: guest memory is reserved before it exists.
+
+A runner pod shares one memory limit among all its functions.  Each instance
+may grow its linear memory up to its function's ``limits.memory``, so before
+the pool (:mod:`edge_runner.pool`) creates an instance it reserves that much
+here; the reservation is released when the instance is discarded.  The
+invariant is::
+
+    baseline + sum(limits.memory of each live instance) <= fraction * limit
+
+where ``limit`` is, first found: ``--memory-limit``; ``$EDGE_RUNNER_MEMORY_LIMIT``
+(the Helm chart sets it from the container's ``limits.memory`` through the
+downward API); the cgroup memory limit of the pod (cgroup v2 ``memory.max``,
+else v1 ``memory.limit_in_bytes``; the tightest along the hierarchy); or a
+default when there is none (a laptop); and
+``baseline`` is the runner's own resident memory measured at start-up, after
+the engine and both servers exist.  An instance that does not fit first evicts
+idle instances (least recently used pool first); if it still does not fit the
+request gets 503 + ``Retry-After`` (reason ``memory_budget``) instead of the
+kernel OOM-killing the pod.  Reservations are upper bounds (untouched pages
+cost nothing), so the budget is conservative, never optimistic.
+
+Built by :mod:`edge_runner.server`; exposed as ``edge_memory_budget_bytes``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from edge_api.units import parse_quantity
+
+log = logging.getLogger("edge_runner.budget")
+
+#: Environment variable naming the cgroup filesystem root (tests point it at a fake).
+CGROUP_ROOT_ENV = "EDGE_RUNNER_CGROUP_ROOT"
+#: Environment variable with the memory limit (bytes or a quantity such as 512Mi).
+MEMORY_LIMIT_ENV = "EDGE_RUNNER_MEMORY_LIMIT"
+DEFAULT_CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_SELF_CGROUP = Path("/proc/self/cgroup")
+#: cgroup v1 spells "no limit" as a huge page-rounded number; anything above this is none.
+NO_LIMIT_ABOVE = 2**60
+
+
+def _parse_limit(text: str) -> int | None:
+    value = text.strip()
+    if not value.isdigit():  # "max" (v2) or garbage
+        return None
+    number = int(value)
+    return number if 0 < number < NO_LIMIT_ABOVE else None
+
+
+def _own_cgroups(proc_cgroup: Path) -> tuple[str, str]:
+    """This process's (v2 path, v1 memory path) from /proc/self/cgroup ("/" if unknown)."""
+    v2 = v1 = "/"
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return v2, v1
+    for line in lines:
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hierarchy == "0" and controllers == "":
+            v2 = path or "/"
+        elif "memory" in controllers.split(","):
+            v1 = path or "/"
+    return v2, v1
+
+
+def _ancestors(base: Path, path: str) -> list[Path]:
+    """``base/path`` and each parent up to ``base`` itself."""
+    parts = [p for p in path.split("/") if p and p not in (".", "..")]
+    return [base.joinpath(*parts[:depth]) for depth in range(len(parts), -1, -1)]
+
+
+def read_cgroup_limit(root: Path, proc_cgroup: Path = PROC_SELF_CGROUP) -> tuple[int, Path] | None:
+    """The tightest memory limit over this process's cgroup and its ancestors, and its file.
+
+    cgroup v2 (``memory.max``) is read first, then v1
+    (``memory/memory.limit_in_bytes``).  Returns None when no limit is set.
+    """
+    v2, v1 = _own_cgroups(proc_cgroup)
+    candidates = [d / "memory.max" for d in _ancestors(root, v2)]
+    candidates += [d / "memory.limit_in_bytes" for d in _ancestors(root / "memory", v1)]
+    found: list[tuple[int, Path]] = []
+    for path in candidates:
+        try:
+            limit = _parse_limit(path.read_text())
+        except OSError:
+            continue
+        if limit is not None:
+            found.append((limit, path))
+    return min(found) if found else None
+
+
+def resident_bytes() -> int:
+    """This process's resident set size now (bytes)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetSettings:
+    """How the budget is sized (``edge-runner serve`` options)."""
+
+    #: Bytes; overrides the cgroup limit when set.
+    limit: int | None = None
+    #: Limit used when there is no cgroup limit (a laptop): 2 GiB.
+    default_limit: int = 2 * 2**30
+    #: Share of the limit that baseline + reservations may use; the rest is slack
+    #: for what the budget does not count (Python heap growth, compiled code,
+    #: wasmtime's per-store overhead, socket buffers).
+    fraction: float = 0.8
+    #: Root of the cgroup filesystem; default from $EDGE_RUNNER_CGROUP_ROOT or /sys/fs/cgroup.
+    cgroup_root: Path | None = None
+
+
+class Reclaimable(Protocol):
+    """A pool whose idle instances the budget may evict (see :mod:`edge_runner.pool`)."""
+
+    @property
+    def last_used(self) -> float: ...
+
+    def evict_idle(self) -> bool: ...
+
+
+class MemoryBudget:
+    """Reservations of guest linear memory against the pod's limit; thread-safe."""
+
+    def __init__(self, *, limit: int, fraction: float, baseline: int, source: str) -> None:
+        self.limit = limit
+        self.baseline = baseline
+        self.usable = int(limit * fraction) - baseline
+        self.source = source
+        self.reserved = 0
+        self.refusals = 0
+        self._lock = threading.Lock()
+        self._pools: weakref.WeakSet[Reclaimable] = weakref.WeakSet()
+
+    @classmethod
+    def unlimited(cls) -> MemoryBudget:
+        return cls(limit=2**62, fraction=1.0, baseline=0, source="unlimited")
+
+    @classmethod
+    def detect(cls, settings: BudgetSettings) -> MemoryBudget:
+        """Size the budget from the settings, the cgroup and the resident memory now."""
+        from_env = os.environ.get(MEMORY_LIMIT_ENV)
+        if settings.limit is not None:
+            limit, source = settings.limit, "--memory-limit"
+        elif from_env:
+            limit, source = parse_quantity(from_env.strip()), f"${MEMORY_LIMIT_ENV}"
+        else:
+            root = settings.cgroup_root or Path(
+                os.environ.get(CGROUP_ROOT_ENV) or DEFAULT_CGROUP_ROOT
+            )
+            found = read_cgroup_limit(root)
+            if found is not None:
+                limit, source = found[0], str(found[1])
+            else:
+                limit, source = settings.default_limit, "default (no cgroup limit)"
+        budget = cls(
+            limit=limit, fraction=settings.fraction, baseline=resident_bytes(), source=source
+        )
+        log.info(
+            "memory budget: limit %d bytes from %s, baseline %d, usable for guests %d",
+            budget.limit, budget.source, budget.baseline, budget.usable,
+        )
+        if budget.usable <= 0:
+            log.warning("memory budget leaves nothing for guests: every instance will get 503")
+        return budget
+
+    @property
+    def headroom(self) -> int:
+        return self.usable - self.reserved
+
+    def register(self, pool: Reclaimable) -> None:
+        with self._lock:
+            self._pools.add(pool)
+
+    def unregister(self, pool: Reclaimable) -> None:
+        with self._lock:
+            self._pools.discard(pool)
+
+    def reserve(self, size: int) -> bool:
+        """Reserve ``size`` bytes, evicting idle instances if needed; False if it cannot fit."""
+        while True:
+            with self._lock:
+                if self.reserved + size <= self.usable:
+                    self.reserved += size
+                    return True
+                pools = sorted(
+                    (p for p in self._pools), key=lambda p: p.last_used
+                )
+            if not any(pool.evict_idle() for pool in pools):
+                with self._lock:
+                    self.refusals += 1
+                return False
+
+    def release(self, size: int) -> None:
+        with self._lock:
+            self.reserved -= size
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "limit": self.limit, "source": self.source, "baseline": self.baseline,
+            "usable": self.usable, "reserved": self.reserved, "headroom": self.headroom,
+            "refusals": self.refusals,
+        }

@@ -1,0 +1,202 @@
+"""Limits of spec.limits and spec.pool made real, against real runner processes (issue #4).
+
+Time (epoch deadline, measured at the client), fuel (inline and threaded
+paths), concurrency (per function and runner-wide, bounded queue, bounded
+wait, 503 + Retry-After), the memory budget against a fake cgroup, idle
+expiry, and retries only where no guest code ran.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from support import guests
+from support.guests import write_function
+from support.runner import RunnerProcess, metric_value, wait_until
+
+MiB = 2**20
+
+
+def _timed_get(url: str) -> tuple[float, httpx.Response]:
+    """GET ``url`` on a connection made beforehand; returns (seconds, response)."""
+    with httpx.Client(timeout=10.0) as client:  # not timed: building a client takes ~40 ms
+        client.get(url.rsplit("/", 1)[0] + "/__warm__")
+        started = time.perf_counter()
+        response = client.get(url)
+        return time.perf_counter() - started, response
+
+
+def _pool(runner: RunnerProcess, name: str) -> dict[str, object]:
+    pool = runner.functions()[name]["pool"]
+    assert isinstance(pool, dict)
+    return pool
+
+
+@pytest.mark.slow
+def test_timeouts_are_enforced_within_ten_percent_or_20ms(manifest_dir: Path) -> None:
+    requested = {"t50": 0.05, "t200": 0.2, "t1000": 1.0}
+    for name, seconds in requested.items():
+        write_function(manifest_dir, name, guests.endless_wat(),
+                       limits={"timeout": f"{int(seconds * 1000)}ms"})
+    with RunnerProcess(manifest_dir) as runner:
+        for name, seconds in requested.items():
+            samples = []
+            for _ in range(3):
+                elapsed, response = _timed_get(f"{runner.url}/{name}")
+                assert response.status_code == 504
+                assert response.json()["type"].endswith("/timeout")
+                samples.append(elapsed)
+            observed = statistics.median(samples)
+            assert seconds <= observed <= seconds + max(0.1 * seconds, 0.02), (name, samples)
+
+
+def test_fuel_limit_on_the_inline_and_the_threaded_path(manifest_dir: Path) -> None:
+    # 100k < the inline budget (runs inline with its own fuel); 5M > it (rerun on a thread).
+    write_function(manifest_dir, "small", guests.endless_wat(), limits={"fuel": 100_000})
+    write_function(manifest_dir, "large", guests.endless_wat(), limits={"fuel": 5_000_000})
+    with RunnerProcess(manifest_dir) as runner:
+        for name in ("small", "large"):
+            response = runner.client.get(f"/{name}")
+            assert response.status_code == 504
+            assert response.json()["type"].endswith("/fuel")
+        assert _pool(runner, "small")["inline"] is True
+        assert _pool(runner, "large")["inline"] is False  # demoted: it outgrew the budget
+        assert metric_value(runner.metrics(), "edge_invocation_errors_total",
+                            {"function": "large", "reason": "fuel"}) == 1
+
+
+def test_endless_guests_do_not_stall_other_functions(manifest_dir: Path) -> None:
+    write_function(manifest_dir, "endless", guests.endless_wat(), limits={"timeout": "2s"},
+                   pool={"maxInstances": 4})
+    write_function(manifest_dir, "healthy", guests.constant_wat(b"fine"))
+    with RunnerProcess(manifest_dir) as runner, ThreadPoolExecutor(4) as pool:
+        stuck = [pool.submit(_timed_get, f"{runner.url}/endless") for _ in range(3)]
+        wait_until(lambda: _pool(runner, "endless")["busy"] == 3, what="3 endless guests")
+        latencies = []
+        while not all(f.done() for f in stuck):
+            started = time.perf_counter()
+            assert runner.client.get("/healthy").text == "fine"
+            latencies.append(time.perf_counter() - started)
+        assert all(f.result()[1].status_code == 504 for f in stuck)
+        assert len(latencies) > 20
+        assert max(latencies) < 0.1, sorted(latencies)[-5:]
+
+
+def test_per_function_cap_queues_then_answers_503(manifest_dir: Path) -> None:
+    write_function(manifest_dir, "slow", guests.busy_wat(1500), limits={"timeout": "5s"},
+                   pool={"maxInstances": 1})
+    args = ["--max-waiting", "1", "--max-wait", "0.3"]
+    with RunnerProcess(manifest_dir, extra_args=args) as runner, ThreadPoolExecutor(2) as pool:
+        first = pool.submit(_timed_get, f"{runner.url}/slow")
+        wait_until(lambda: _pool(runner, "slow")["busy"] == 1, what="first request running")
+        queued = pool.submit(_timed_get, f"{runner.url}/slow")
+        wait_until(lambda: _pool(runner, "slow")["waiting"] == 1, what="second request queued")
+        elapsed, full = _timed_get(f"{runner.url}/slow")  # the queue (1) is full: at once
+        assert full.status_code == 503 and elapsed < 0.25
+        waited, timed_out = queued.result()
+        assert timed_out.status_code == 503 and 0.3 <= waited < 1.0
+        for response in (full, timed_out):
+            assert response.headers["retry-after"] == "1"
+            assert response.json()["type"].endswith("/concurrency")
+        assert first.result()[1].text == "done"
+        assert metric_value(runner.metrics(), "edge_invocation_errors_total",
+                            {"function": "slow", "reason": "concurrency"}) == 2
+
+
+def test_runner_wide_thread_cap_still_serves_inline_functions(manifest_dir: Path) -> None:
+    for name in ("spin-a", "spin-b"):
+        write_function(manifest_dir, name, guests.endless_wat(), limits={"timeout": "2s"})
+    write_function(manifest_dir, "slow", guests.busy_wat(100))
+    write_function(manifest_dir, "healthy", guests.constant_wat(b"fine"))
+    args = ["--max-concurrency", "2", "--max-wait", "0.3"]
+    with RunnerProcess(manifest_dir, extra_args=args) as runner, ThreadPoolExecutor(2) as pool:
+        spinning = [pool.submit(_timed_get, f"{runner.url}/{n}") for n in ("spin-a", "spin-b")]
+        # Busy seen from the admin plane means past the inline attempt (same event loop).
+        wait_until(lambda: all(_pool(runner, n)["busy"] == 1 for n in ("spin-a", "spin-b")),
+                   what="both threads busy")
+        elapsed, refused = _timed_get(f"{runner.url}/slow")
+        assert refused.status_code == 503 and 0.3 <= elapsed < 1.0
+        assert "worker threads" in refused.json()["detail"]
+        assert runner.client.get("/healthy").text == "fine"  # inline: needs no thread
+        assert [f.result()[1].status_code for f in spinning] == [504, 504]
+        assert runner.client.get("/slow").text == "done"
+
+
+@pytest.fixture
+def fake_cgroup(tmp_path: Path) -> Path:
+    root = tmp_path / "cgroup"
+    root.mkdir()
+    (root / "memory.max").write_text(f"{1024 * MiB}\n")
+    return root
+
+
+def test_memory_budget_refuses_instances_that_do_not_fit(
+    manifest_dir: Path, fake_cgroup: Path
+) -> None:
+    # usable = 0.8 x 1 GiB - baseline (~0.1 GiB): two 300 MiB instances fit, three do not.
+    write_function(manifest_dir, "big", guests.busy_wat(1500),
+                   limits={"memory": "300Mi", "timeout": "5s"}, pool={"maxInstances": 4})
+    write_function(manifest_dir, "other", guests.constant_wat(b"fine"),
+                   limits={"memory": "300Mi"})
+    env = {"EDGE_RUNNER_CGROUP_ROOT": str(fake_cgroup)}
+    with RunnerProcess(manifest_dir, env=env) as runner, ThreadPoolExecutor(2) as pool:
+        text = runner.metrics()
+        assert metric_value(text, "edge_memory_budget_bytes", {"kind": "limit"}) == 1024 * MiB
+        baseline = metric_value(text, "edge_memory_budget_bytes", {"kind": "baseline"})
+        assert 0 < baseline < 200 * MiB
+        running = [pool.submit(_timed_get, f"{runner.url}/big") for _ in range(2)]
+        wait_until(lambda: metric_value(runner.metrics(), "edge_memory_budget_bytes",
+                                        {"kind": "reserved"}) == 600 * MiB
+                   and _pool(runner, "big")["busy"] == 2, what="two instances reserved")
+        refused = runner.client.get("/big")
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json()["type"].endswith("/memory-budget")
+        assert [f.result()[1].text for f in running] == ["done", "done"]
+        assert _pool(runner, "big")["idle"] == 2  # kept warm, still reserved
+        # Another function needs room: the least recently used idle instance is evicted.
+        assert runner.client.get("/other").text == "fine"
+        assert _pool(runner, "big")["evicted"] == 1
+        assert metric_value(runner.metrics(), "edge_memory_budget_bytes",
+                            {"kind": "reserved"}) == 600 * MiB
+        assert metric_value(runner.metrics(), "edge_invocation_errors_total",
+                            {"function": "big", "reason": "memory_budget"}) == 1
+        assert f"from {fake_cgroup / 'memory.max'}" in runner.log()
+
+
+def test_idle_instances_expire_after_idle_timeout(manifest_dir: Path) -> None:
+    write_function(manifest_dir, "warm", guests.counter_wat(),
+                   pool={"reuse": True, "idleTimeout": "1s"})
+    with RunnerProcess(manifest_dir, extra_args=["--memory-limit", "1Gi"]) as runner:
+        runner.client.get("/warm")
+        assert _pool(runner, "warm")["idle"] == 1
+        reserved = metric_value(runner.metrics(), "edge_memory_budget_bytes", {"kind": "reserved"})
+        assert reserved == 64 * MiB
+        wait_until(lambda: _pool(runner, "warm")["idle"] == 0, timeout=5, what="expiry")
+        assert metric_value(runner.metrics(), "edge_memory_budget_bytes",
+                            {"kind": "reserved"}) == 0
+        assert runner.client.get("/warm").content == (1).to_bytes(4, "little")  # fresh instance
+
+
+def test_retries_only_idempotent_requests_whose_guest_never_started(manifest_dir: Path) -> None:
+    # A table over the store's element limit: wasmtime refuses the instance, no guest code runs.
+    refused = guests.constant_wat(b"never", extra="(table 200000 funcref)")
+    write_function(manifest_dir, "refused", refused, path_type="Prefix")
+    write_function(manifest_dir, "trap", guests.trap_wat())
+    with RunnerProcess(manifest_dir) as runner:
+        requests = {"get-1": ("GET", "/refused"), "post-1": ("POST", "/refused"),
+                    "trap-1": ("GET", "/trap")}
+        for request_id, (method, path) in requests.items():
+            response = runner.client.request(method, path, headers={"x-request-id": request_id})
+            assert response.status_code == 502
+        entries = [json.loads(line) for line in runner.log().splitlines() if line.startswith("{")]
+        retried = [e["request_id"] for e in entries if e["message"].startswith("retrying")]
+        assert retried == ["get-1"]
+        assert runner.client.get("/refused").json()["type"].endswith("/instantiate")
