@@ -16,14 +16,19 @@ import asyncio
 import hashlib
 import logging
 from collections import OrderedDict
+from collections.abc import Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import wasmtime
+
+from edge_api.abi import ModuleRejected
 from edge_api.models import EdgeFunctionSpec, EdgeRouteSpec
 from edge_api.routing import EMPTY_TABLE, RouteTable, build_table
-from edge_runner.engine import CompiledModule, ModuleRejected, WasmEngine
+from edge_runner.engine import CompiledModule, WasmEngine
 from edge_runner.metrics import RunnerMetrics
+from edge_runner.modcache import DiskCache
 from edge_runner.pool import FunctionRuntime, InlinePolicy, QueuePolicy, SharedLimits
 
 log = logging.getLogger("edge_runner.catalog")
@@ -73,6 +78,8 @@ class Catalog:
         inline: InlinePolicy | None = None,
         compiled_cache_size: int = 256,
         shared: SharedLimits | None = None,
+        disk_cache: DiskCache | None = None,
+        instance_max_requests: int = 0,
     ) -> None:
         self.engine = engine
         self.executor = executor
@@ -80,6 +87,8 @@ class Catalog:
         self.queue = queue or QueuePolicy()
         self.inline = inline or InlinePolicy()
         self.shared = shared
+        self.disk_cache = disk_cache
+        self.instance_max_requests = instance_max_requests
         self.snapshot = EMPTY
         #: True once the first complete desired state was applied (/readyz).
         self.synced = False
@@ -88,6 +97,13 @@ class Catalog:
         self._compiled: OrderedDict[tuple[str, str], CompiledModule] = OrderedDict()
         self._cache_size = compiled_cache_size
         self._lock = asyncio.Lock()
+        metrics.watch_instances(self._instance_counts)
+
+    def _instance_counts(self) -> Iterator[tuple[str, str, int]]:
+        for name, runtime in self.snapshot.functions.items():
+            pool = runtime.describe()
+            for state in ("idle", "busy", "waiting"):
+                yield name, state, int(str(pool[state]))
 
     async def apply(self, desired: DesiredState) -> Snapshot:
         """Make ``desired`` the served configuration; returns the new snapshot."""
@@ -132,7 +148,6 @@ class Catalog:
             compiled = await self._compile(wasm, digest, spec.abi)
         except ModuleRejected as exc:
             return current, f"{exc.reason}: {exc}"
-        cold = self.metrics.cold_starts.labels(source.name)
         runtime = FunctionRuntime(
             name=source.name,
             spec=spec,
@@ -141,7 +156,8 @@ class Catalog:
             executor=self.executor,
             queue=self.queue,
             inline=self.inline,
-            on_cold_start=cold.inc,
+            events=self.metrics.pool_events(source.name),
+            max_requests=self.instance_max_requests,
             shared=self.shared,
         )
         log.info("function %s loaded (sha256:%s, %d bytes)", source.name, digest[:12],
@@ -155,12 +171,37 @@ class Catalog:
             self._compiled.move_to_end(key)
             self.metrics.module_cache.labels("hit").inc()
             return cached
-        self.metrics.module_cache.labels("miss").inc()
         loop = asyncio.get_running_loop()
-        compiled = await loop.run_in_executor(None, self.engine.compile, wasm, abi)
+        compiled = await loop.run_in_executor(None, self._from_disk, digest, len(wasm), abi)
+        if compiled is not None:
+            self.metrics.module_cache.labels("disk_hit").inc()
+        else:
+            self.metrics.module_cache.labels("miss").inc()
+            compiled = await loop.run_in_executor(None, self._compile_and_store, wasm, abi)
         self._compiled[key] = compiled
         while len(self._compiled) > self._cache_size:
             self._compiled.popitem(last=False)
+        return compiled
+
+    def _from_disk(self, digest: str, size: int, abi: str) -> CompiledModule | None:
+        """The compiled module from the disk cache, if a valid artifact is there."""
+        if self.disk_cache is None:
+            return None
+        artifact = self.disk_cache.load(digest)
+        if artifact is None:
+            return None
+        try:
+            return self.engine.load_artifact(artifact, digest=digest, size=size, abi=abi)
+        except wasmtime.WasmtimeError as exc:
+            log.warning("module cache: artifact of sha256:%s refused (%s); recompiling",
+                        digest[:12], exc)
+            self.disk_cache.discard(digest)
+            return None
+
+    def _compile_and_store(self, wasm: bytes, abi: str) -> CompiledModule:
+        compiled = self.engine.compile(wasm, abi)
+        if self.disk_cache is not None:
+            self.disk_cache.store(compiled.digest, bytes(compiled.module.serialize()))
         return compiled
 
     def _update_gauges(self, snapshot: Snapshot) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +13,14 @@ from edge_api.units import parse_quantity
 from edge_runner.budget import BudgetSettings
 from edge_runner.httpguard import HttpLimits
 from edge_runner.server import ServeOptions, serve
+
+
+def _default_cache_dir() -> Path:
+    configured = os.environ.get("EDGE_RUNNER_CACHE_DIR")
+    if configured is not None:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "edge-runner" / "modules"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--body-timeout", type=float, default=http.body_timeout,
                      help="seconds a client has to send a request body (408)")
     run.add_argument("--namespace", help="namespace to watch in cluster mode (default: own)")
+    run.add_argument("--cache-dir", type=Path, default=_default_cache_dir(),
+                     help="compiled-module disk cache (default: $EDGE_RUNNER_CACHE_DIR or"
+                     " ~/.cache/edge-runner/modules); '' disables it")
+    run.add_argument("--instance-max-requests", type=int,
+                     default=defaults.instance_max_requests,
+                     help="requests after which an instance is recycled (0 = never)")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.add_argument("--log-format", default="json", choices=["json", "text"])
     return parser
@@ -91,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         drain_delay=args.drain_delay,
         grace=args.grace,
         inline_fuel=args.inline_fuel,
+        cache_dir=args.cache_dir if str(args.cache_dir) not in ("", ".") else None,
+        instance_max_requests=args.instance_max_requests,
         namespace=args.namespace,
         max_queued=args.max_queued,
         max_connections=args.max_connections,

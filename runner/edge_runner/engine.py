@@ -16,6 +16,7 @@ grow probe (:mod:`edge_runner.growprobe`) so hitting that cap is known exactly.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import logging
 import math
 import threading
@@ -24,36 +25,22 @@ from dataclasses import dataclass
 
 import wasmtime
 
+from edge_api.abi import ALLOWED_IMPORT_MODULE, ModuleRejected, check_module
 from edge_runner import growprobe
+from edge_runner.modcache import fingerprint
 
 log = logging.getLogger("edge_runner.engine")
 
-#: Imports a guest may have: WASI preview 1, nothing else (DESIGN.md section 3).
-ALLOWED_IMPORT_MODULE = "wasi_snapshot_preview1"
 UNLIMITED_FUEL = 2**63 - 1
 #: Table elements a store may hold (8 bytes each, outside linear memory): a
 #: ``table.grow`` bomb gets -1 past this, like ``memory.grow`` at its cap.
 MAX_TABLE_ELEMENTS = 100_000
-
-_EXPORTS: dict[str, dict[str, tuple[list[str], list[str]]]] = {
-    "edge": {"edge_alloc": (["i32"], ["i32"]), "edge_handle": (["i32", "i32"], ["i64"])},
-    "wagi": {"_start": ([], [])},
-}
-
 
 ERRNO_NOTSUP = 58
 
 
 def _refuse_poll_oneoff(_in: int, _out: int, _count: int, _events: int) -> int:
     return ERRNO_NOTSUP
-
-
-class ModuleRejected(ValueError):
-    """The module does not compile, or does not fit its ABI; message says why."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +76,12 @@ class WasmEngine:
             _refuse_poll_oneoff,
         )
         self.tick = tick
+        #: What a serialized artifact of this engine depends on (its disk cache key).
+        self.fingerprint = fingerprint(
+            f"wasmtime {importlib.metadata.version('wasmtime')}",
+            f"epoch=1 fuel=1 max_wasm_stack={max_wasm_stack}",
+            f"growprobe {growprobe.VERSION}",
+        )
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._run_ticker, name="epoch-ticker", daemon=True)
         self._ticker.start()
@@ -147,49 +140,33 @@ class WasmEngine:
         self, module: wasmtime.Module, *, digest: str, size: int, abi: str,
         grow_probe: str | None = None,
     ) -> CompiledModule:
-        """Check imports and exports of a compiled module against its ABI."""
-        for imp in module.imports:
-            if imp.module != ALLOWED_IMPORT_MODULE:
-                raise ModuleRejected(
-                    "ImportNotAllowed",
-                    f"import {imp.module}.{imp.name} is not granted to {abi} functions"
-                    f" (only {ALLOWED_IMPORT_MODULE} is)",
-                )
-        exports = {exp.name: exp.type for exp in module.exports}
-        wanted = _EXPORTS[abi]
-        if abi == "edge" and not isinstance(exports.get("memory"), wasmtime.MemoryType):
-            raise ModuleRejected("MissingExport", "edge functions must export `memory`")
-        for name in wanted:
-            if not isinstance(exports.get(name), wasmtime.FuncType):
-                raise ModuleRejected(
-                    "MissingExport", f"{abi} functions must export function `{name}`"
-                )
+        """Check a compiled module against its ABI (shared rules: :mod:`edge_api.abi`)."""
+        has_initialize = check_module(module, abi)
         try:
             pre = self.linker.instantiate_pre(module)
         except wasmtime.WasmtimeError as exc:
             raise ModuleRejected("ImportNotAllowed", f"imports cannot be satisfied: {exc}") from exc
-        self._check_signatures(module, abi)
         return CompiledModule(
             digest=digest,
             size=size,
             abi=abi,
             module=module,
             pre=pre,
-            has_initialize=isinstance(exports.get("_initialize"), wasmtime.FuncType),
+            has_initialize=has_initialize,
             grow_probe=grow_probe,
         )
 
-    def _check_signatures(self, module: wasmtime.Module, abi: str) -> None:
-        exports = {exp.name: exp.type for exp in module.exports}
-        for name, (params, results) in _EXPORTS[abi].items():
-            ty = exports[name]
-            assert isinstance(ty, wasmtime.FuncType)
-            got = ([str(p) for p in ty.params], [str(r) for r in ty.results])
-            if got != (params, results):
-                raise ModuleRejected(
-                    "BadSignature",
-                    f"export `{name}` must be ({', '.join(params)}) -> ({', '.join(results)})",
-                )
+    def load_artifact(self, artifact: bytes, *, digest: str, size: int, abi: str
+                      ) -> CompiledModule:
+        """A module from a serialized artifact of this engine (see :mod:`edge_runner.modcache`).
+
+        Raises ``wasmtime.WasmtimeError`` if wasmtime refuses it (other version
+        or settings); the caller then compiles from source.
+        """
+        module = wasmtime.Module.deserialize(self.engine, artifact)
+        probe = growprobe.PROBE_EXPORT if any(
+            e.name == growprobe.PROBE_EXPORT for e in module.exports) else None
+        return self.check(module, digest=digest, size=size, abi=abi, grow_probe=probe)
 
     def new_store(self, *, memory: int, wasi: wasmtime.WasiConfig) -> wasmtime.Store:
         """A store capped to ``memory`` bytes of linear memory, with WASI configured."""

@@ -29,6 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 PROBE_EXPORT = "edge-runner:memory-grow-refused"
+#: Bump when the rewrite changes: cached compiled artifacts depend on it.
+VERSION = 1
 
 _MAGIC = b"\x00asm\x01\x00\x00\x00"
 _TYPE, _IMPORT, _FUNCTION, _MEMORY, _GLOBAL, _EXPORT, _CODE, _TAG = 1, 2, 3, 5, 6, 7, 10, 13

@@ -8,14 +8,61 @@ caches label children per (function, code) so the hot path does no formatting.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from edge_runner.pool import PoolEvents
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )
 
 
+class _PoolEvents(PoolEvents):
+    """Pool events of one function, counted with pre-resolved label children."""
+
+    def __init__(self, metrics: RunnerMetrics, function: str) -> None:
+        self._cold = metrics.cold_starts.labels(function)
+        self._duration = metrics.cold_start_duration.labels(function)
+        self._evictions = metrics.evictions
+        self._function = function
+
+    def cold_start(self, seconds: float | None) -> None:
+        self._cold.inc()
+        if seconds is not None:
+            self._duration.observe(seconds)
+
+    def evicted(self, cause: str, count: int = 1) -> None:
+        self._evictions.labels(self._function, cause).inc(count)
+
+
+class InstancesCollector(Collector):
+    """``edge_instances{function,state}``, read from the live pools at scrape time."""
+
+    def __init__(self, read: Callable[[], Iterable[tuple[str, str, int]]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "edge_instances", "Instances per function by state (idle, busy, waiting requests).",
+            labels=["function", "state"],
+        )
+        for function, state, value in self._read():
+            family.add_metric([function, state], value)
+        yield family
+
+
 class RunnerMetrics:
+    def pool_events(self, function: str) -> PoolEvents:
+        return _PoolEvents(self, function)
+
+    def watch_instances(self, read: Callable[[], Iterable[tuple[str, str, int]]]) -> None:
+        """Export ``edge_instances`` from ``read`` (called at every scrape)."""
+        self.registry.register(InstancesCollector(read))
+
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
@@ -56,10 +103,18 @@ class RunnerMetrics:
             ["result"],
             registry=r,
         )
-        self.instances = Gauge(
-            "edge_instances",
-            "Instances per function by state (idle, busy).",
-            ["function", "state"],
+        self.cold_start_duration = Histogram(
+            "edge_cold_start_duration_seconds",
+            "Time to create an instance (instantiate from the compiled module), by function.",
+            ["function"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.evictions = Counter(
+            "edge_instance_evictions_total",
+            "Instances dropped by cause: failure, recycle (served its quota), idle"
+            " (idleTimeout), budget (memory budget needed room).",
+            ["function", "cause"],
             registry=r,
         )
         self.route_lookups = Counter(

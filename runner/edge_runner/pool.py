@@ -112,6 +112,17 @@ class SharedLimits:
         return cls(budget=MemoryBudget.unlimited(), threads=Gate(2**31, 0))
 
 
+class PoolEvents:
+    """Where a pool reports what metrics count.  The catalog passes one wired to
+    Prometheus; this default ignores everything."""
+
+    def cold_start(self, seconds: float | None) -> None:
+        """An instance was created; ``seconds`` it took (None: not timed, WAGI)."""
+
+    def evicted(self, cause: str, count: int = 1) -> None:
+        """Instances were dropped, by cause: failure, recycle, idle or budget."""
+
+
 @dataclass(slots=True)
 class PoolStats:
     cold_starts: int = 0
@@ -135,7 +146,8 @@ class FunctionRuntime:
         executor: Executor,
         queue: QueuePolicy,
         inline: InlinePolicy = InlinePolicy(),
-        on_cold_start: Callable[[], None] = lambda: None,
+        events: PoolEvents | None = None,
+        max_requests: int = 0,
         shared: SharedLimits | None = None,
     ) -> None:
         self.name = name
@@ -145,7 +157,9 @@ class FunctionRuntime:
         self.engine = engine
         self._executor = executor
         self._queue = queue
-        self._on_cold_start = on_cold_start
+        self._events = events or PoolEvents()
+        #: Requests after which an instance is recycled (0 = never).
+        self._max_requests = max_requests
         self._inline = inline
         self._inline_after = 0.0
         self._slow_streak = 0
@@ -258,10 +272,14 @@ class FunctionRuntime:
                 response = self._invoke_inline(instance, envelope, request_id, speculation)
         except BaseException:
             self.stats.discarded += 1
+            self._events.evicted("failure")
             self._drop(instance)
             raise
         self.stats.served += 1
-        if reuse and not self.closed:
+        if self._max_requests and instance.served >= self._max_requests:
+            self._events.evicted("recycle")
+            self._drop(instance)
+        elif reuse and not self.closed:
             instance.idle_since = self.stats.last_used = time.monotonic()
             self._idle.append(instance)
             if self.closed:  # closed meanwhile: nobody else will drain it
@@ -305,7 +323,7 @@ class FunctionRuntime:
         self._reserve()
         try:
             self.stats.cold_starts += 1
-            self._on_cold_start()
+            self._events.cold_start(None)
             response = run_wagi(
                 engine=self.engine,
                 compiled=self.compiled,
@@ -321,6 +339,7 @@ class FunctionRuntime:
 
     def _new_instance(self, request_id: str, speculation: Speculation | None) -> EdgeInstance:
         self._reserve()
+        started = time.perf_counter()
         try:
             instance = EdgeInstance(
                 self.engine, self.compiled, self.name, self.spec, speculation=speculation,
@@ -330,7 +349,7 @@ class FunctionRuntime:
             self._release()  # EdgeInstance closed its own store
             raise
         self.stats.cold_starts += 1
-        self._on_cold_start()
+        self._events.cold_start(time.perf_counter() - started)
         return instance
 
     def _reserve(self) -> None:
@@ -363,6 +382,7 @@ class FunctionRuntime:
         except IndexError:
             return False
         self.stats.evicted += 1
+        self._events.evicted("budget")
         self._drop(instance)
         return True
 
@@ -378,6 +398,8 @@ class FunctionRuntime:
                 break
             self._drop(instance)
             dropped += 1
+        if dropped:
+            self._events.evicted("idle", dropped)
         return dropped
 
     def _drain_idle(self) -> None:
@@ -401,6 +423,7 @@ class FunctionRuntime:
         return {
             "idle": len(self._idle),
             "busy": self._gate.busy,
+            "maxRequests": self._max_requests,
             "waiting": self._gate.waiting,
             "coldStarts": self.stats.cold_starts,
             "served": self.stats.served,

@@ -81,6 +81,8 @@ class RunnerProcess:
         ]
         if self.manifests is not None:
             args += ["--manifests", str(self.manifests)]
+        if "--cache-dir" not in self.extra_args:  # each runner its own disk cache
+            args += ["--cache-dir", tempfile.mkdtemp(prefix="edge-cache-")]
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 args, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=REPO_ROOT
