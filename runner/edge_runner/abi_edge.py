@@ -128,6 +128,7 @@ class EdgeInstance:
         "memory",
         "name",
         "output",
+        "reserved",
         "served",
         "store",
     )
@@ -141,6 +142,8 @@ class EdgeInstance:
         self.output = GuestOutput(name)
         self.output.request_id = request_id
         self.served = 0
+        #: Bytes of the memory budget this instance holds (managed by the pool).
+        self.reserved = 0
         self.idle_since = 0.0
         self._engine = engine
         self._timeout = limits.timeout

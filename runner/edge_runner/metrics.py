@@ -113,7 +113,8 @@ class RunnerMetrics:
         self.evictions = Counter(
             "edge_instance_evictions_total",
             "Instances dropped by cause: failure, recycle (served its quota), idle"
-            " (idleTimeout), budget (memory budget needed room).",
+            " (idleTimeout), budget (memory budget needed room), preempted (an inline"
+            " call re-run on a thread).",
             ["function", "cause"],
             registry=r,
         )

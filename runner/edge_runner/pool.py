@@ -263,6 +263,8 @@ class FunctionRuntime:
                 instance = self._idle.pop()
             except IndexError:  # another thread took the last one
                 instance = None
+            else:
+                self._unpark(instance)
         if instance is None:
             instance = self._new_instance(request_id, speculation)
         try:
@@ -270,6 +272,10 @@ class FunctionRuntime:
                 response = instance.invoke(envelope, request_id, spent=spent)
             else:
                 response = self._invoke_inline(instance, envelope, request_id, speculation)
+        except BudgetExceeded:
+            self._events.evicted("preempted")  # re-run on a thread: not a failure
+            self._drop(instance)
+            raise
         except BaseException:
             self.stats.discarded += 1
             self._events.evicted("failure")
@@ -281,6 +287,7 @@ class FunctionRuntime:
             self._drop(instance)
         elif reuse and not self.closed:
             instance.idle_since = self.stats.last_used = time.monotonic()
+            self._park(instance)
             self._idle.append(instance)
             if self.closed:  # closed meanwhile: nobody else will drain it
                 self._drain_idle()
@@ -320,7 +327,7 @@ class FunctionRuntime:
             self._demote(self._inline.slow_backoff)
 
     def _run_wagi(self, request: CgiRequest, request_id: str) -> Response:
-        self._reserve()
+        self._reserve(self._reservation)
         try:
             self.stats.cold_starts += 1
             self._events.cold_start(None)
@@ -333,12 +340,12 @@ class FunctionRuntime:
                 request_id=request_id,
             )
         finally:
-            self._release()
+            self._budget.release(self._reservation)
         self.stats.served += 1
         return response
 
     def _new_instance(self, request_id: str, speculation: Speculation | None) -> EdgeInstance:
-        self._reserve()
+        self._reserve(self._reservation)
         started = time.perf_counter()
         try:
             instance = EdgeInstance(
@@ -346,14 +353,15 @@ class FunctionRuntime:
                 request_id=request_id,
             )
         except BaseException:
-            self._release()  # EdgeInstance closed its own store
+            self._budget.release(self._reservation)  # EdgeInstance closed its own store
             raise
+        instance.reserved = self._reservation
         self.stats.cold_starts += 1
         self._events.cold_start(time.perf_counter() - started)
         return instance
 
-    def _reserve(self) -> None:
-        if not self._budget.reserve(self._reservation):
+    def _reserve(self, size: int) -> None:
+        if not self._budget.reserve(size):
             budget = self._budget
             raise Unavailable(
                 "memory_budget",
@@ -361,13 +369,29 @@ class FunctionRuntime:
                 f" runner has {max(budget.headroom, 0)} left of its budget",
             )
 
+    def _park(self, instance: EdgeInstance) -> None:
+        """An instance goes idle: it cannot grow until it is used again, so it keeps only
+        what its linear memory holds now reserved, and frees the rest of the budget."""
+        held = min(instance.memory_bytes(), self._reservation)
+        self._budget.release(instance.reserved - held)
+        instance.reserved = held
+
+    def _unpark(self, instance: EdgeInstance) -> None:
+        """An idle instance is about to run and may grow to its limit again."""
+        need = self._reservation - instance.reserved
+        if need > 0:
+            try:
+                self._reserve(need)
+            except Unavailable:
+                self._drop(instance)
+                raise
+            instance.reserved = self._reservation
+
     def _drop(self, instance: EdgeInstance) -> None:
         """Forget one instance (already out of the idle stack): free it, release its memory."""
         instance.close()
-        self._release()
-
-    def _release(self) -> None:
-        self._budget.release(self._reservation)
+        self._budget.release(instance.reserved)
+        instance.reserved = 0
 
     # -- housekeeping ----------------------------------------------------------------
 

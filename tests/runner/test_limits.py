@@ -160,12 +160,12 @@ def test_memory_budget_refuses_instances_that_do_not_fit(
         assert refused.headers["retry-after"] == "1"
         assert refused.json()["type"].endswith("/memory-budget")
         assert [f.result()[1].text for f in running] == ["done", "done"]
-        assert _pool(runner, "big")["idle"] == 2  # kept warm, still reserved
-        # Another function needs room: the least recently used idle instance is evicted.
-        assert runner.client.get("/other").text == "fine"
-        assert _pool(runner, "big")["evicted"] == 1
+        # Kept warm; idle, they cannot grow, so they keep only what they hold reserved.
+        assert _pool(runner, "big")["idle"] == 2
         assert metric_value(runner.metrics(), "edge_memory_budget_bytes",
-                            {"kind": "reserved"}) == 600 * MiB
+                            {"kind": "reserved"}) == 2 * 4 * 65536
+        assert runner.client.get("/other").text == "fine"
+        assert _pool(runner, "big")["evicted"] == 0
         assert metric_value(runner.metrics(), "edge_invocation_errors_total",
                             {"function": "big", "reason": "memory_budget"}) == 1
         assert f"from {fake_cgroup / 'memory.max'}" in runner.log()
@@ -178,7 +178,7 @@ def test_idle_instances_expire_after_idle_timeout(manifest_dir: Path) -> None:
         runner.client.get("/warm")
         assert _pool(runner, "warm")["idle"] == 1
         reserved = metric_value(runner.metrics(), "edge_memory_budget_bytes", {"kind": "reserved"})
-        assert reserved == 64 * MiB
+        assert reserved == 4 * 65536  # idle: what its memory holds, not its limit
         wait_until(lambda: _pool(runner, "warm")["idle"] == 0, timeout=5, what="expiry")
         assert metric_value(runner.metrics(), "edge_memory_budget_bytes",
                             {"kind": "reserved"}) == 0

@@ -45,13 +45,18 @@ def test_budget_evicts_the_least_recently_used_idle_instance(
     cgroup = tmp_path / "cgroup"
     cgroup.mkdir()
     (cgroup / "memory.max").write_text(f"{1024 * MiB}\n")
-    # usable = 0.8 x 1 GiB - baseline (~0.1 GiB): three 200 MiB instances fit, four do not.
+    # usable = 0.8 x 1 GiB - baseline (~0.1 GiB).  An idle instance keeps what its
+    # memory holds (~200 MiB here) reserved; a running one its whole limit (250 MiB):
+    # three idle ones and a fourth running one do not fit.
     for name in ("a", "b", "c", "d"):
-        write_function(manifest_dir, name, guests.constant_wat(name.encode()),
-                       limits={"memory": "200Mi"})
+        write_function(manifest_dir, name, guests.grown_wat(name.encode(), 200),
+                       limits={"memory": "250Mi"})
     with RunnerProcess(manifest_dir, env={"EDGE_RUNNER_CGROUP_ROOT": str(cgroup)}) as runner:
         for name in ("a", "b", "c", "a"):  # b is now the least recently used
             assert runner.client.get(f"/{name}").text == name
+        reserved = metric_value(runner.metrics(), "edge_memory_budget_bytes",
+                                {"kind": "reserved"})
+        assert 3 * 200 * MiB <= reserved < 3 * 201 * MiB
         assert runner.client.get("/d").text == "d"
         idle = {n: runner.functions()[n]["pool"]["idle"] for n in "abcd"}  # type: ignore[index]
         assert idle == {"a": 1, "b": 0, "c": 1, "d": 1}

@@ -73,6 +73,13 @@ WASI = "wasi_snapshot_preview1"
 ERRNO_BADF = 8
 
 
+def grown_wat(body: bytes, mebibytes: int) -> str:
+    """Answers ``body`` after growing its memory once by ``mebibytes`` (kept afterwards)."""
+    pages = mebibytes * 16
+    return constant_wat(body, handle_prefix=f"""(if (i32.lt_u (memory.size) (i32.const {pages}))
+      (then (drop (memory.grow (i32.const {pages})))))""")
+
+
 def trap_wat() -> str:
     return constant_wat(b"never", handle_prefix="unreachable")
 
