@@ -11,7 +11,7 @@ ADMIN_PORT ?= 9090
 APT_PACKAGES := rustc cargo libstd-rust-dev-wasm32 wrk prometheus
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint unit k8s-bins helm-bin functions apt-deps venv bench clean crds
+.PHONY: run test lint unit k8s-bins helm-bin functions apt-deps venv bench bench-density clean crds
 
 venv: $(STAMP)
 
@@ -65,8 +65,14 @@ unit: venv functions
 test: venv functions lint k8s-bins helm-bin
 	$(PY) -m pytest
 
+# Benchmarks print figures next to their baseline; not tests.  density takes minutes.
 bench: venv functions
 	$(PY) bench/throughput.py
+	$(PY) bench/coldstart.py
+	$(PY) bench/hostile.py
+
+bench-density: venv functions
+	$(PY) bench/density.py
 
 clean:
 	rm -rf $(VENV) functions/target .mypy_cache .ruff_cache .pytest_cache
