@@ -37,7 +37,11 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-log = logging.getLogger("edge_runner.access")
+log = logging.getLogger("edge_runner.dataplane")
+#: One structured line per request at INFO (``--log-level warning`` turns it off).
+access = logging.getLogger("edge_runner.access")
+#: Scope key where the matched route rule travels to the access log.
+_SCOPE_RULE = "edge_runner.rule"
 
 HOP_BY_HOP = frozenset(
     {
@@ -64,6 +68,15 @@ class _TooLarge(Exception):
 
 class _Disconnected(Exception):
     """The client went away (or was cut off) before its body arrived: run nothing."""
+
+
+def _problem_slug(body: bytes) -> str:
+    """The short name of a problem+json error ("no-route", "timeout", ...)."""
+    marker = body.find(b"/problems/")
+    if marker < 0:
+        return "error"
+    end = body.find(b'"', marker)
+    return body[marker + 10:end].decode(errors="replace")
 
 
 def _new_request_id() -> str:
@@ -135,7 +148,19 @@ class DataPlane:
         await _send(send, method, request_id, (status, headers, body))
         counter, histogram = self._metric_children(function, status)
         counter.inc()
-        histogram.observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        histogram.observe(elapsed)
+        if access.isEnabledFor(logging.INFO):
+            rule = scope.get(_SCOPE_RULE)
+            access.info(
+                "%s %s %d", method, path, status,
+                extra={
+                    "request_id": request_id, "function": function,
+                    "route": rule.ident if rule is not None else "", "method": method,
+                    "path": path, "status": status, "duration_ms": round(elapsed * 1e3, 3),
+                    "outcome": "ok" if status < 400 else _problem_slug(body),
+                },
+            )
 
     def _metric_children(self, function: str, status: int) -> tuple[Any, Any]:
         key = (function, status)
@@ -177,6 +202,7 @@ class DataPlane:
                            f"{method} is not allowed here", request_id,
                            headers=[(b"allow", allow)])
         self._lookup_match.inc()
+        scope[_SCOPE_RULE] = found.rule
         function = found.function
         rule = found.rule
         rule_counter = self._rule_counters.get(rule)
