@@ -138,9 +138,9 @@ def endless_wat() -> str:
     return constant_wat(b"never", handle_prefix="(loop $forever (br $forever))")
 
 
-def busy_wat(milliseconds: int) -> str:
-    """Answers ``done`` after spinning ``milliseconds`` on the WASI monotonic clock."""
-    envelope = response_envelope(200, b"done")
+def _spinning_wat(body: bytes, milliseconds: int, before: str = "") -> str:
+    """Runs ``before``, spins ``milliseconds`` on the WASI monotonic clock, answers ``body``."""
+    envelope = response_envelope(200, body)
     return f"""(module
   (import "{WASI}" "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))
   (memory (export "memory") 4)
@@ -151,10 +151,16 @@ def busy_wat(milliseconds: int) -> str:
     (i64.load (i32.const 512)))
   (func (export "edge_handle") (param i32 i32) (result i64)
     (local $until i64)
+    {before}
     (local.set $until (i64.add (call $now) (i64.const {milliseconds * 1_000_000})))
     (loop $spin (br_if $spin (i64.lt_u (call $now) (local.get $until))))
     {_respond()}))
 """
+
+
+def busy_wat(milliseconds: int) -> str:
+    """Answers ``done`` after spinning ``milliseconds`` on the WASI monotonic clock."""
+    return _spinning_wat(b"done", milliseconds)
 
 
 def memory_bomb_wat(*, step_pages: int = 16, abort: bool = True) -> str:
@@ -335,20 +341,6 @@ def hog_wat(pages: int, milliseconds: int) -> str:
     With ``pages`` chosen to reach its ``limits.memory`` exactly, an instance
     really holds its whole reservation (benchmarks of the memory budget).
     """
-    envelope = response_envelope(200, b"held")
-    return f"""(module
-  (import "{WASI}" "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))
-  (memory (export "memory") 4)
-  {ALLOC}
-  (data (i32.const 1020) "{_data(struct.pack('<I', len(envelope)) + envelope)}")
-  (func $now (result i64)
-    (drop (call $clock (i32.const 1) (i64.const 1) (i32.const 512)))
-    (i64.load (i32.const 512)))
-  (func (export "edge_handle") (param i32 i32) (result i64)
-    (local $until i64)
+    return _spinning_wat(b"held", milliseconds, before=f"""
     (if (i32.eq (memory.grow (i32.const {pages})) (i32.const -1)) (then unreachable))
-    (memory.fill (i32.const 262144) (i32.const 1) (i32.const {pages * 65536}))
-    (local.set $until (i64.add (call $now) (i64.const {milliseconds * 1_000_000})))
-    (loop $spin (br_if $spin (i64.lt_u (call $now) (local.get $until))))
-    {_respond()}))
-"""
+    (memory.fill (i32.const 262144) (i32.const 1) (i32.const {pages * 65536}))""")

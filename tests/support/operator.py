@@ -7,7 +7,6 @@ SIGTERM.  Its log is kept for assertions and failure messages.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import tempfile
@@ -16,7 +15,7 @@ from types import TracebackType
 
 import httpx
 
-from support.runner import REPO_ROOT, free_port, wait_until
+from support.runner import REPO_ROOT, free_port, stop_process, wait_until
 
 
 class OperatorProcess:
@@ -53,13 +52,8 @@ class OperatorProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process)
 
     def __enter__(self) -> OperatorProcess:
         return self.start()

@@ -121,14 +121,7 @@ class RunnerProcess:
     def terminate(self, timeout: float = 30.0) -> int:
         """SIGTERM, wait for exit; returns the exit code."""
         assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return int(self.process.returncode)
+        return stop_process(self.process, timeout)
 
     def stop(self) -> None:
         if self.process is not None:
@@ -144,6 +137,18 @@ class RunnerProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
+    """SIGTERM, wait up to ``timeout``, then SIGKILL; returns the exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return int(process.returncode)
 
 
 def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> float:
