@@ -88,11 +88,15 @@ def run(functions: int, duration: int, wasm: bytes, cache: Path) -> dict[str, fl
         script = folder / "round-robin.lua"
         script.write_text(LUA.format(n=functions))
         started = time.monotonic()
-        with RunnerProcess(folder, extra_args=["--cache-dir", str(cache), "--log-level",
-                                               "warning"]) as runner:
+        runner = RunnerProcess(folder, extra_args=["--cache-dir", str(cache), "--log-level",
+                                                   "warning"])
+        try:
+            runner.start(wait_ready=False)
             runner.wait_ready(timeout=1800)
             ready = time.monotonic() - started
             result = load(runner, functions, duration, script)
+        finally:
+            runner.stop()
         result["ready"] = ready
         return result
 
