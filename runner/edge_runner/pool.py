@@ -67,10 +67,11 @@ class InlinePolicy:
     worker thread with the function's full limits (minus the wall time already
     spent), and the function stays on threads for ``backoff`` seconds.  Time is
     judged with more care, because a VM pause or a GIL hand-off can make any one
-    call look slow: a function goes to threads for ``slow_backoff`` seconds only
-    after ``slow_calls`` inline calls in a row took longer than ``slow_call`` or
-    were stopped by ``max_stall``.  Repeat offenders wait twice as long each
-    time (up to 32x); one fast inline call forgives them.
+    call look slow: a function goes to threads for ``slow_backoff`` seconds after
+    one call stopped by ``max_stall`` (it really ran that long), or after
+    ``slow_calls`` inline calls in a row took longer than ``slow_call``.  Repeat
+    offenders wait twice as long each time (up to 32x); one fast inline call
+    forgives them.
 
     Re-running is safe because a speculative run has no effect outside its own
     instance, which is thrown away: the guest has no filesystem, network or
@@ -194,7 +195,8 @@ class FunctionRuntime:
                     if not exceeded.by_time:
                         self._demote(inline.backoff)  # needs more fuel: deterministic
                     elif spent >= inline.max_stall:
-                        self._slow()
+                        # Really ran max_stall on the loop: no call of it may stall it again.
+                        self._demote(inline.slow_backoff)
                     # else: stopped by a clock that jumped ahead, not really slow:
                     # re-run it on a thread this once, and keep the function inline.
             return await self._on_thread(
