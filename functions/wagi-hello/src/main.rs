@@ -10,50 +10,13 @@
 use std::env;
 use std::io::{self, Read, Write};
 
-fn hex_val(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// Form-style percent-decoding (`+` is a space; bad escapes kept literally).
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                if let (Some(h), Some(l)) = (hex_val(b[i + 1]), hex_val(b[i + 2])) {
-                    out.push(h << 4 | l);
-                    i += 3;
-                    continue;
-                }
-                out.push(b'%');
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
+/// The first `name` parameter of a raw query string, percent-decoded (the
+/// edge SDK's query parser: the query-string rules are the same for both ABIs).
 fn query_param(query: &str, name: &str) -> Option<String> {
-    query.split('&').find_map(|seg| {
-        let (k, v) = match seg.find('=') {
-            Some(i) => (&seg[..i], &seg[i + 1..]),
-            None => (seg, ""),
-        };
-        if percent_decode(k) == name {
-            Some(percent_decode(v))
-        } else {
-            None
-        }
-    })
+    edge_sdk::parse_query(query)
+        .into_iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value)
 }
 
 fn var(name: &str) -> String {
