@@ -156,7 +156,7 @@ class EdgeInstance:
         if speculation is not None:
             fuel, ticks = min(fuel, speculation.fuel), min(ticks, speculation.ticks)
         self.store = engine.new_store(memory=limits.memory, wasi=make_wasi(spec, self.output, name))
-        self.store.set_epoch_deadline(ticks)
+        self.store.set_epoch_deadline(ticks + engine.lag())
         self.store.set_fuel(fuel)
         try:
             memory, alloc, handle = self._start(compiled)
@@ -228,9 +228,10 @@ class EdgeInstance:
         fuel = self._fuel
         ticks = self._engine.deadline_ticks(self._timeout - spent) if spent else self._ticks
         if speculation is not None:
-            handle.prepare(min(ticks, speculation.ticks), min(fuel, speculation.fuel))
+            handle.prepare(min(ticks, speculation.ticks) + self._engine.lag(),
+                           min(fuel, speculation.fuel))
         else:
-            handle.prepare(ticks, fuel)
+            handle.prepare(ticks + self._engine.lag(), fuel)
         self.served += 1
         try:
             size = len(envelope)

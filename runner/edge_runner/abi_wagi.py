@@ -148,7 +148,7 @@ def run_wagi(
     wasi.stdout_custom = stdout.write
     _set_stdin(wasi, request.body)
     store = engine.new_store(memory=limits.memory, wasi=wasi)
-    store.set_epoch_deadline(engine.deadline_ticks(limits.timeout))
+    store.set_epoch_deadline(engine.deadline_ticks(limits.timeout) + engine.lag())
     store.set_fuel(limits.fuel or UNLIMITED_FUEL)
     probe: wasmtime.Global | None = None
 

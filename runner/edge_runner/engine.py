@@ -83,17 +83,25 @@ class WasmEngine:
             f"growprobe {growprobe.VERSION}",
         )
         self._stop = threading.Event()
+        self._ticker_start = time.monotonic()
+        self._ticks_done = 0
         self._ticker = threading.Thread(target=self._run_ticker, name="epoch-ticker", daemon=True)
         self._ticker.start()
 
     def _run_ticker(self) -> None:
-        start = time.monotonic()
-        done = 0
         while not self._stop.wait(self.tick):
-            due = int((time.monotonic() - start) / self.tick)
-            while done < due:
+            due = int((time.monotonic() - self._ticker_start) / self.tick)
+            while self._ticks_done < due:
                 self.engine.increment_epoch()
-                done += 1
+                self._ticks_done += 1
+
+    def lag(self) -> int:
+        """Ticks the ticker is behind the clock (it catches up in a burst later).
+
+        A deadline set now must add them, or that burst would end it early.
+        """
+        due = int((time.monotonic() - self._ticker_start) / self.tick)
+        return max(0, due - self._ticks_done)
 
     def close(self) -> None:
         self._stop.set()

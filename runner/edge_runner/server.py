@@ -49,6 +49,14 @@ from edge_runner.pool import InlinePolicy, QueuePolicy, SharedLimits
 log = logging.getLogger("edge_runner.server")
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (affinity), at least one."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 @dataclass(frozen=True)
 class ServeOptions:
     """Everything ``edge-runner serve`` can be told."""
@@ -60,8 +68,11 @@ class ServeOptions:
     admin_host: str = "0.0.0.0"
     admin_port: int = 9090
     #: Guest invocations running at once on worker threads across all functions
-    #: (one thread each; inline calls on the event loop are not counted).
-    max_concurrency: int = 32
+    #: (one thread each; inline calls on the event loop are not counted).  Guests
+    #: are pure computation (no blocking I/O: WASI's one blocking call is refused),
+    #: so threads beyond the CPUs the process may use only add contention with the
+    #: event loop; the rest wait in the runner-wide queue.
+    max_concurrency: int = field(default_factory=usable_cpus)
     #: Requests that may wait per function when its instances are all busy.
     max_waiting: int = 64
     #: Requests that may wait runner-wide for a worker thread.

@@ -77,7 +77,8 @@ def test_endless_guests_do_not_stall_other_functions(manifest_dir: Path) -> None
     write_function(manifest_dir, "endless", guests.endless_wat(), limits={"timeout": "2s"},
                    pool={"maxInstances": 4})
     write_function(manifest_dir, "healthy", guests.constant_wat(b"fine"))
-    with RunnerProcess(manifest_dir) as runner, ThreadPoolExecutor(4) as pool:
+    threads = ["--max-concurrency", "8"]  # more endless guests than this VM has CPUs
+    with RunnerProcess(manifest_dir, extra_args=threads) as runner, ThreadPoolExecutor(4) as pool:
         stuck = [pool.submit(_timed_get, f"{runner.url}/endless") for _ in range(3)]
         wait_until(lambda: _pool(runner, "endless")["busy"] == 3, what="3 endless guests")
         latencies = []
@@ -147,7 +148,9 @@ def test_memory_budget_refuses_instances_that_do_not_fit(
     write_function(manifest_dir, "other", guests.constant_wat(b"fine"),
                    limits={"memory": "300Mi"})
     env = {"EDGE_RUNNER_CGROUP_ROOT": str(fake_cgroup)}
-    with RunnerProcess(manifest_dir, env=env) as runner, ThreadPoolExecutor(2) as pool:
+    threads = ["--max-concurrency", "8"]  # the budget refuses, not the thread gate
+    with RunnerProcess(manifest_dir, env=env, extra_args=threads) as runner, \
+            ThreadPoolExecutor(2) as pool:
         text = runner.metrics()
         assert metric_value(text, "edge_memory_budget_bytes", {"kind": "limit"}) == 1024 * MiB
         baseline = metric_value(text, "edge_memory_budget_bytes", {"kind": "baseline"})
