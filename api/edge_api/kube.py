@@ -13,6 +13,7 @@ reads and writes objects besides the one being handled.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import ssl
@@ -74,8 +75,6 @@ def _write_private(data: bytes, suffix: str) -> str:
 
 def _material(entry: dict[str, Any], key: str, base: Path) -> str | None:
     """Path of a PEM given as ``key`` (a file) or ``key-data`` (base64 inline)."""
-    import base64
-
     if entry.get(f"{key}-data"):
         return _write_private(base64.b64decode(entry[f"{key}-data"]), ".pem")
     if entry.get(key):

@@ -187,10 +187,6 @@ class RouteTable:
         if self.any_host is not None:
             yield self.any_host
 
-    def functions(self) -> set[str]:
-        """Every function some rule can send traffic to."""
-        return {f for rule in self.rules for f in rule.functions}
-
 
 def compile_rules(name: str, spec: EdgeRouteSpec) -> list[CompiledRule]:
     """Flatten one EdgeRoute into rules, one per (host, rule)."""

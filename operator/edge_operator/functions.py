@@ -10,14 +10,13 @@ object should have.  Problems become conditions with a reason, never a crash.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import wasmtime
 from pydantic import ValidationError
 
-from edge_api.abi import ModuleRejected, check_module, compile_module
+from edge_api.abi import ModuleRejected, validate
 from edge_api.kube import KubeClient
 from edge_api.models import EdgeFunctionSpec, describe_validation_error
 from edge_api.wire import (
@@ -45,10 +44,6 @@ class FunctionOutcome:
     #: Retry later (transient problem), in seconds; None = done.
     retry_after: float | None = None
     result: str = "ok"
-
-
-def _validate(wasm: bytes, abi: str) -> None:
-    check_module(compile_module(_ENGINE, wasm), abi)
 
 
 def _failed(reason: str, message: str, *, module_valid: bool | None, result: str,
@@ -79,10 +74,9 @@ async def reconcile_function(body: dict[str, Any], *, kube: KubeClient, config: 
                        result="error" if exc.transient else "invalid",
                        retry_after=30.0 if exc.transient else None)
     try:
-        await asyncio.to_thread(_validate, wasm, spec.abi)
+        digest = await asyncio.to_thread(validate, wasm, spec.abi, _ENGINE)
     except ModuleRejected as exc:
         return _failed(exc.reason, str(exc), module_valid=False, result="invalid")
-    digest = f"sha256:{hashlib.sha256(wasm).hexdigest()}"
     fields: dict[str, Any] = {
         "digest": digest,
         "shortDigest": digest[7:19],

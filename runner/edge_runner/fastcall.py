@@ -6,7 +6,7 @@ microseconds).  The ABI executors call the same two exports millions of times
 with a signature checked once at load, so :class:`RawCall` keeps one
 preallocated ``wasmtime_val_raw_t`` array per (store, export) and calls
 ``wasmtime_func_call_unchecked``, which is safe exactly because the signature
-was verified (:func:`check_signature`).
+was verified at load (:func:`edge_api.abi.check_module`).
 
 This narrows wasmtime's private ``_ffi`` layer to one place; the wasmtime
 version is pinned in pyproject.toml and a unit test compares the result with
@@ -22,18 +22,6 @@ from wasmtime import Func, Store, Trap, WasmtimeError, _bindings
 from wasmtime import _ffi as ffi
 
 _call_unchecked = _bindings._wasmtime_func_call_unchecked  # noqa: SLF001
-
-
-def check_signature(store: Store, func: Func, params: list[str], results: list[str]) -> None:
-    """Raise ``ValueError`` unless ``func`` has exactly this integer signature."""
-    ty = func.type(store)
-    got_params = [str(p) for p in ty.params]
-    got_results = [str(r) for r in ty.results]
-    if got_params != params or got_results != results:
-        raise ValueError(
-            f"expected ({', '.join(params)}) -> ({', '.join(results)}),"
-            f" found ({', '.join(got_params)}) -> ({', '.join(got_results)})"
-        )
 
 
 class RawCall:

@@ -436,9 +436,6 @@ class FunctionRuntime:
                 return
             self._drop(instance)
 
-    def idle_count(self) -> int:
-        return len(self._idle)
-
     def close(self) -> None:
         """Drop idle instances; in-flight requests finish on theirs, which are not kept."""
         self.closed = True
