@@ -60,6 +60,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("runner_args", nargs="*", help="extra `edge-runner serve` options")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is missing: apt-get install wrk", file=sys.stderr)
@@ -70,7 +71,8 @@ def main() -> int:
         shutil.copytree(module.parent / "manifests", folder / "manifests")
         shutil.copy(module, folder / module.name)
         results: dict[str, dict[str, float]] = {}
-        with RunnerProcess(folder, extra_args=["--log-level", "warning"]) as runner:
+        with RunnerProcess(folder, extra_args=["--log-level", "warning", *args.runner_args]
+                           ) as runner:
             assert runner.client.get("/constant").text == "ok"
             wrk(f"{runner.url}/constant", 2, args.connections)  # warm-up
             results["edge-runner"] = wrk(f"{runner.url}/constant", args.duration, args.connections)

@@ -38,7 +38,7 @@ from edge_runner.abi_wagi import CgiRequest, run_wagi
 from edge_runner.admission import Gate, GateFull
 from edge_runner.budget import MemoryBudget
 from edge_runner.engine import CompiledModule, WasmEngine
-from edge_runner.errors import Unavailable
+from edge_runner.errors import GuestFailure, GuestTimeout, Unavailable
 
 log = logging.getLogger("edge_runner.pool")
 
@@ -71,7 +71,8 @@ class InlinePolicy:
     one call stopped by ``max_stall`` (it really ran that long), or after
     ``slow_calls`` inline calls in a row took longer than ``slow_call``.  Repeat
     offenders wait twice as long each time (up to 32x); one fast inline call
-    forgives them.
+    forgives them.  A function whose inline call failed (a trap, a bad response,
+    its own fuel limit) goes to threads for ``failure_backoff`` seconds too.
 
     Re-running is safe because a speculative run has no effect outside its own
     instance, which is thrown away: the guest has no filesystem, network or
@@ -98,6 +99,10 @@ class InlinePolicy:
     backoff: float = 30.0
     #: Seconds a function that was too slow runs on threads only.
     slow_backoff: float = 5.0
+    #: Seconds a function whose inline call failed (502/504) runs on threads only:
+    #: a failure costs a fresh instance and a trap unwind, work a failing (or
+    #: hostile) function should not put on the event loop every healthy request needs.
+    failure_backoff: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,13 +195,16 @@ class FunctionRuntime:
             if inline.budget and started >= self._inline_after:
                 try:
                     return self._run_edge(envelope, request_id, self._speculation, 0.0)
+                except (GuestFailure, GuestTimeout):
+                    self._demote(inline.failure_backoff, "its call failed")
+                    raise
                 except BudgetExceeded as exceeded:
                     spent = time.monotonic() - started
                     if not exceeded.by_time:
-                        self._demote(inline.backoff)  # needs more fuel: deterministic
+                        self._demote(inline.backoff, "it needs more fuel than inline calls get")
                     elif spent >= inline.max_stall:
                         # Really ran max_stall on the loop: no call of it may stall it again.
-                        self._demote(inline.slow_backoff)
+                        self._demote(inline.slow_backoff, "an inline call ran its time cap")
                     # else: stopped by a clock that jumped ahead, not really slow:
                     # re-run it on a thread this once, and keep the function inline.
             return await self._on_thread(
@@ -205,7 +213,7 @@ class FunctionRuntime:
         finally:
             gate.leave()
 
-    def _demote(self, base: float) -> None:
+    def _demote(self, base: float, why: str) -> None:
         now = time.monotonic()
         if now < self._inline_after:
             return
@@ -213,8 +221,8 @@ class FunctionRuntime:
         self._repeat_demotions += 1
         self._inline_after = now + backoff
         self.stats.demotions += 1
-        log.info("%s is too slow to run on the event loop; running it on threads for %.0fs",
-                 self.name, backoff, extra={"function": self.name})
+        log.info("%s runs on worker threads for %.0fs: %s", self.name, backoff, why,
+                 extra={"function": self.name})
 
     async def invoke_wagi(self, request: CgiRequest, request_id: str) -> Response:
         gate = self._gate
@@ -326,7 +334,7 @@ class FunctionRuntime:
         self._slow_streak += 1
         if self._slow_streak >= self._inline.slow_calls:
             self._slow_streak = 0
-            self._demote(self._inline.slow_backoff)
+            self._demote(self._inline.slow_backoff, "its inline calls were slow")
 
     def _run_wagi(self, request: CgiRequest, request_id: str) -> Response:
         self._reserve(self._reservation)
@@ -453,6 +461,7 @@ class FunctionRuntime:
             "discarded": self.stats.discarded,
             "evicted": self.stats.evicted,
             "inline": time.monotonic() >= self._inline_after and self._inline.budget > 0,
+            "demotions": self.stats.demotions,
             "maxInstances": self.spec.pool.max_instances,
             "reuse": self.spec.pool.reuse,
         }

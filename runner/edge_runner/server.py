@@ -11,8 +11,10 @@ finish, and the process exits.  Guests still running then are cancelled from
 the client's point of view and stopped by their own deadline.
 
 Worker threads (guests that outgrew the inline budget, and WAGI) run at a lower
-CPU priority (``worker_nice``) than the event loop thread, so guests burning
-CPU cannot starve request handling and inline calls of healthy functions.
+CPU priority (``worker_nice``) than the event loop thread, and the event loop
+thread asks for a short time slice (``loop_slice``), so guests burning CPU
+cannot delay request handling and inline calls of healthy functions (see
+:mod:`edge_runner.cpusched`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import logging
 import math
 import os
 import signal
-import threading
 import time
 from collections.abc import Coroutine, Generator
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,7 @@ from edge_runner.admin import Lifecycle, build_admin_app
 from edge_runner.admission import Gate
 from edge_runner.budget import BudgetSettings, MemoryBudget
 from edge_runner.catalog import Catalog
+from edge_runner.cpusched import MIN_SLICE, lower_priority, request_slice
 from edge_runner.dataplane import DataPlane
 from edge_runner.engine import WasmEngine
 from edge_runner.httpguard import HttpLimits, guarded_protocol
@@ -81,8 +83,12 @@ class ServeOptions:
     max_wait: float = 1.0
     #: Open connections (plus running requests) per port before uvicorn answers 503.
     max_connections: int = 1000
-    #: Nice increment of worker threads relative to the event loop (0 = same priority).
-    worker_nice: int = 10
+    #: Nice increment of worker threads relative to the event loop (0 = same
+    #: priority): at 19 a spinning guest gets ~1.5% of a CPU the loop also wants.
+    worker_nice: int = 19
+    #: Time slice (seconds) the event loop thread asks the scheduler for; a
+    #: shorter slice than the workers' lets its wake-ups preempt them (0 = default).
+    loop_slice: float = MIN_SLICE
     #: Seconds between failing /readyz and closing the data port on SIGTERM
     #: (time for endpoints to be removed from Services).
     drain_delay: float = 0.0
@@ -135,17 +141,6 @@ def _uvicorn_config(app: Any, host: str, port: int, options: ServeOptions) -> uv
     )
 
 
-def _lower_priority(increment: int) -> None:
-    """Executor initializer: this worker thread yields the CPU to the event loop.
-
-    On Linux the nice value is per thread, so this leaves the event loop alone.
-    """
-    if increment:
-        tid = threading.get_native_id()
-        with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + increment)
-
-
 def _bind_budget_metrics(metrics: RunnerMetrics, budget: MemoryBudget) -> None:
     gauge = metrics.memory_budget
     gauge.labels("limit").set(budget.limit)
@@ -176,10 +171,12 @@ def _disk_cache(folder: Path | None, engine: WasmEngine) -> DiskCache | None:
 
 
 async def serve(options: ServeOptions) -> None:
+    if request_slice(options.loop_slice):
+        log.info("event loop thread time slice: %.1f ms", options.loop_slice * 1e3)
     engine = WasmEngine()
     executor = ThreadPoolExecutor(
         max_workers=options.max_concurrency, thread_name_prefix="wasm",
-        initializer=_lower_priority, initargs=(options.worker_nice,),
+        initializer=lower_priority, initargs=(options.worker_nice,),
     )
     metrics = RunnerMetrics()
     budget = MemoryBudget.detect(options.memory)

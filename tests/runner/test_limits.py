@@ -67,10 +67,36 @@ def test_fuel_limit_on_the_inline_and_the_threaded_path(manifest_dir: Path) -> N
             response = runner.client.get(f"/{name}")
             assert response.status_code == 504
             assert response.json()["type"].endswith("/fuel")
-        assert _pool(runner, "small")["inline"] is True
-        assert _pool(runner, "large")["inline"] is False  # demoted: it outgrew the budget
-        assert metric_value(runner.metrics(), "edge_invocation_errors_total",
-                            {"function": "large", "reason": "fuel"}) == 1
+        text = runner.metrics()
+        # small failed on the event loop itself; large was stopped there at the inline
+        # budget (not a failure) and ran out of its own fuel on a thread.
+        preempted = {name: metric_value(text, "edge_instance_evictions_total",
+                                        {"function": name, "cause": "preempted"})
+                     for name in ("small", "large")}
+        assert preempted == {"small": 0, "large": 1}
+        for name in ("small", "large"):
+            assert metric_value(text, "edge_invocation_errors_total",
+                                {"function": name, "reason": "fuel"}) == 1
+            assert _pool(runner, name)["inline"] is False  # a failure or the budget: threads
+
+
+def test_a_function_whose_inline_call_failed_runs_on_threads(manifest_dir: Path) -> None:
+    write_function(manifest_dir, "trap", guests.trap_wat())
+    write_function(manifest_dir, "healthy", guests.constant_wat(b"fine"))
+    with RunnerProcess(manifest_dir) as runner:
+        assert _pool(runner, "trap")["inline"] is True
+        for _ in range(3):
+            assert runner.client.get("/trap").status_code == 502
+        assert _pool(runner, "trap")["inline"] is False
+        assert _pool(runner, "trap")["demotions"] == 1  # by the first call
+        assert "trap runs on worker threads for 5s: its call failed" in runner.log()
+        assert runner.client.get("/healthy").text == "fine"
+        assert _pool(runner, "healthy")["inline"] is True
+        text = runner.metrics()
+        assert metric_value(text, "edge_instance_evictions_total",
+                            {"function": "trap", "cause": "failure"}) == 3
+        assert metric_value(text, "edge_instance_evictions_total",
+                            {"function": "trap", "cause": "preempted"}) == 0
 
 
 def test_endless_guests_do_not_stall_other_functions(manifest_dir: Path) -> None:
