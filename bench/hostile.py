@@ -8,12 +8,14 @@ Three measurements against real runner processes on loopback, printed as tables:
    malformed responses, output floods, WAGI endless and exit; each thread
    pausing 20 ms between requests, so endless guests keep worker threads
    spinning all the time) and slowloris / oversized-header clients.  Two
-   views: a steady 200 req/s from a separate
-   process (p50/p99 from each request's scheduled start, so a stall counts
-   for every request it delays; the acceptance bound is p99 under attack <= 2x
-   idle p99), and wrk at full speed (capacity: on 2 cores a guest spinning on
-   one of them takes CPU the event loop would use).  Every hostile answer is
-   checked against its documented status.
+   views: a steady 200 req/s from a separate process (latency from each
+   request's scheduled start, so a stall counts for every request it delays),
+   in short idle and attacked phases alternated many times so that the
+   machine's own noise hits both alike, p99 over all samples of each (the
+   acceptance bound is p99 under attack <= 2x idle p99; idle CPUs are kept
+   from halting, see :func:`shallow_idle`); and wrk at full speed (capacity:
+   on 2 cores a guest spinning on one of them takes CPU the event loop would
+   use).  Every hostile answer is checked against its documented status.
 2. Timeout precision: requested vs observed wall time of endless guests with
    50 ms, 200 ms and 1 s limits (min / median / max of several runs).
 3. The memory budget: a runner given a fake cgroup limit of 1 GiB, a function
@@ -21,7 +23,7 @@ Three measurements against real runner processes on loopback, printed as tables:
    than fit: how many were served, how many got 503, and the runner's peak RSS
    against the limit (never an OOM kill).
 
-Not a test: run it with ``python bench/hostile.py [--duration 10]``.
+Not a test: run it with ``python bench/hostile.py [--duration 10] [-- runner options]``.
 """
 
 from __future__ import annotations
