@@ -16,8 +16,9 @@ failure is logged once and the runner carries on):
   0.1 ms to 100 ms) and lets a thread with a shorter slice preempt one with a
   longer slice when it wakes up.  The event loop thread asks for the shortest,
   so a request arriving while a guest occupies its CPU is handled within about
-  0.1 ms, not after the guest's default ~1.4 ms slice.  Older kernels accept
-  and ignore the field for normal threads.
+  0.1 ms, not after the guest's default ~1.4 ms slice.  Worker threads keep
+  the default slice.  Older kernels accept and ignore the field for normal
+  threads.
 """
 
 from __future__ import annotations
@@ -40,15 +41,20 @@ _SCHED_ATTR = struct.Struct("=IIQiIQQQ")
 MIN_SLICE, MAX_SLICE = 0.0001, 0.1
 
 
-def lower_priority(increment: int) -> None:
-    """Raise the calling thread's nice value by ``increment`` (Linux: per thread)."""
-    if not increment:
-        return
+def background_thread(increment: int) -> None:
+    """Executor initializer: the calling thread yields the CPU to the event loop.
+
+    Raises its nice value by ``increment`` (per thread on Linux) and gives it the
+    kernel's default slice back: threads inherit their creator's slice, and the
+    event loop thread creates them.
+    """
     tid = threading.get_native_id()
-    try:
-        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + increment)
-    except (OSError, AttributeError) as exc:
-        log.warning("cannot lower the priority of worker threads: %s", exc)
+    if increment:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + increment)
+        except (OSError, AttributeError) as exc:
+            log.warning("cannot lower the priority of worker threads: %s", exc)
+    _set_slice(0)
 
 
 def request_slice(seconds: float) -> bool:
@@ -59,24 +65,29 @@ def request_slice(seconds: float) -> bool:
     """
     if not seconds:
         return False
+    nanoseconds = round(min(max(seconds, MIN_SLICE), MAX_SLICE) * 1e9)
+    if not _set_slice(nanoseconds):
+        log.warning("cannot set the event loop's time slice; it keeps the default")
+        return False
+    return True
+
+
+def _set_slice(nanoseconds: int) -> bool:
+    """``sched_setattr`` on the calling normal thread; 0 = the kernel's default slice."""
     number = _SCHED_SETATTR.get(platform.machine())
     if number is None or not hasattr(os, "sched_getscheduler"):
-        log.info("no per-thread time slice on %s; the event loop keeps the default",
-                 platform.machine())
         return False
     if os.sched_getscheduler(0) != os.SCHED_OTHER:
         return False
-    nanoseconds = round(min(max(seconds, MIN_SLICE), MAX_SLICE) * 1e9)
     nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     attr = ctypes.create_string_buffer(
         _SCHED_ATTR.pack(_SCHED_ATTR.size, os.SCHED_OTHER, 0, nice, 0, nanoseconds, 0, 0)
     )
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.syscall(number, 0, attr, 0) != 0:
-        error = ctypes.get_errno()
-        log.warning("cannot set the event loop's time slice: %s", os.strerror(error))
+        log.debug("sched_setattr: %s", os.strerror(ctypes.get_errno()))
         return False
     return True
 
 
-__all__ = ["MAX_SLICE", "MIN_SLICE", "lower_priority", "request_slice"]
+__all__ = ["MAX_SLICE", "MIN_SLICE", "background_thread", "request_slice"]

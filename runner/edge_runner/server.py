@@ -10,11 +10,11 @@ keep-alive connections are closed), in-flight requests get ``grace`` seconds to
 finish, and the process exits.  Guests still running then are cancelled from
 the client's point of view and stopped by their own deadline.
 
-Worker threads (guests that outgrew the inline budget, and WAGI) run at a lower
-CPU priority (``worker_nice``) than the event loop thread, and the event loop
-thread asks for a short time slice (``loop_slice``), so guests burning CPU
-cannot delay request handling and inline calls of healthy functions (see
-:mod:`edge_runner.cpusched`).
+Worker threads (guests that outgrew the inline budget, and WAGI) and background
+threads (compiling modules) run at a lower CPU priority (``worker_nice``) than
+the event loop thread, which asks for a short time slice (``loop_slice``), so
+guests burning CPU cannot delay request handling and inline calls of healthy
+functions (see :mod:`edge_runner.cpusched`).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from edge_runner.admin import Lifecycle, build_admin_app
 from edge_runner.admission import Gate
 from edge_runner.budget import BudgetSettings, MemoryBudget
 from edge_runner.catalog import Catalog
-from edge_runner.cpusched import MIN_SLICE, lower_priority, request_slice
+from edge_runner.cpusched import MIN_SLICE, background_thread, request_slice
 from edge_runner.dataplane import DataPlane
 from edge_runner.engine import WasmEngine
 from edge_runner.httpguard import HttpLimits, guarded_protocol
@@ -176,8 +176,14 @@ async def serve(options: ServeOptions) -> None:
     engine = WasmEngine()
     executor = ThreadPoolExecutor(
         max_workers=options.max_concurrency, thread_name_prefix="wasm",
-        initializer=lower_priority, initargs=(options.worker_nice,),
+        initializer=background_thread, initargs=(options.worker_nice,),
     )
+    # Compiling modules and reading manifests is background work too (wasmtime's
+    # compiler threads inherit the nice value of the thread that starts them).
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(
+        thread_name_prefix="background",
+        initializer=background_thread, initargs=(options.worker_nice,),
+    ))
     metrics = RunnerMetrics()
     budget = MemoryBudget.detect(options.memory)
     _bind_budget_metrics(metrics, budget)

@@ -67,6 +67,8 @@ def test_runner_event_loop_has_a_short_slice_and_guests_a_high_nice(manifest_dir
         assert loop["prio"] == 120
         workers = [t for t in threads.values() if t["prio"] == 139]
         assert workers, {tid: t["prio"] for tid, t in threads.items()}
+        # Not the loop's slice, inherited when the loop thread started them: the default.
+        assert all(t["se.slice"] > loop["se.slice"] for t in workers)
 
 
 @needs_slices
