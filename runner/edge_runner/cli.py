@@ -58,8 +58,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="open connections per port before 503")
     run.add_argument("--worker-nice", type=int, default=defaults.worker_nice,
                      help="nice increment of guest worker threads (0 = same as the event loop)")
-    run.add_argument("--loop-slice", type=float, default=defaults.loop_slice,
-                     help="time slice in seconds the event loop thread asks the scheduler for"
+    run.add_argument("--cpu-slice", type=float, default=defaults.cpu_slice,
+                     help="time slice in seconds the runner's threads ask the scheduler for:"
+                          " how long a guest may keep a CPU from the event loop"
                           " (Linux 6.12+; 0 = kernel default)")
     memory, http = BudgetSettings(), HttpLimits()
     run.add_argument("--memory-limit", type=parse_quantity,
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         max_queued=args.max_queued,
         max_connections=args.max_connections,
         worker_nice=args.worker_nice,
-        loop_slice=args.loop_slice,
+        cpu_slice=args.cpu_slice,
         memory=BudgetSettings(
             limit=args.memory_limit, default_limit=args.memory_default,
             fraction=args.memory_fraction, cgroup_root=args.cgroup_root,

@@ -12,9 +12,9 @@ the client's point of view and stopped by their own deadline.
 
 Worker threads (guests that outgrew the inline budget, and WAGI) and background
 threads (compiling modules) run at a lower CPU priority (``worker_nice``) than
-the event loop thread, which asks for a short time slice (``loop_slice``), so
-guests burning CPU cannot delay request handling and inline calls of healthy
-functions (see :mod:`edge_runner.cpusched`).
+the event loop thread, and all of them ask for a short time slice
+(``cpu_slice``), so guests burning CPU cannot delay request handling and inline
+calls of healthy functions (see :mod:`edge_runner.cpusched`).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from edge_runner.admin import Lifecycle, build_admin_app
 from edge_runner.admission import Gate
 from edge_runner.budget import BudgetSettings, MemoryBudget
 from edge_runner.catalog import Catalog
-from edge_runner.cpusched import MIN_SLICE, background_thread, request_slice
+from edge_runner.cpusched import MIN_SLICE, lower_priority, request_slice
 from edge_runner.dataplane import DataPlane
 from edge_runner.engine import WasmEngine
 from edge_runner.httpguard import HttpLimits, guarded_protocol
@@ -86,9 +86,9 @@ class ServeOptions:
     #: Nice increment of worker threads relative to the event loop (0 = same
     #: priority): at 19 a spinning guest gets ~1.5% of a CPU the loop also wants.
     worker_nice: int = 19
-    #: Time slice (seconds) the event loop thread asks the scheduler for; a
-    #: shorter slice than the workers' lets its wake-ups preempt them (0 = default).
-    loop_slice: float = MIN_SLICE
+    #: Time slice (seconds) the runner's threads ask the scheduler for: how long a
+    #: running guest may keep a CPU from the event loop waking up (0 = kernel default).
+    cpu_slice: float = MIN_SLICE
     #: Seconds between failing /readyz and closing the data port on SIGTERM
     #: (time for endpoints to be removed from Services).
     drain_delay: float = 0.0
@@ -171,18 +171,18 @@ def _disk_cache(folder: Path | None, engine: WasmEngine) -> DiskCache | None:
 
 
 async def serve(options: ServeOptions) -> None:
-    if request_slice(options.loop_slice):
-        log.info("event loop thread time slice: %.1f ms", options.loop_slice * 1e3)
+    if request_slice(options.cpu_slice):  # first: the threads started later inherit it
+        log.info("threads' time slice: %.1f ms", options.cpu_slice * 1e3)
     engine = WasmEngine()
     executor = ThreadPoolExecutor(
         max_workers=options.max_concurrency, thread_name_prefix="wasm",
-        initializer=background_thread, initargs=(options.worker_nice,),
+        initializer=lower_priority, initargs=(options.worker_nice,),
     )
     # Compiling modules and reading manifests is background work too (wasmtime's
     # compiler threads inherit the nice value of the thread that starts them).
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(
         thread_name_prefix="background",
-        initializer=background_thread, initargs=(options.worker_nice,),
+        initializer=lower_priority, initargs=(options.worker_nice,),
     ))
     metrics = RunnerMetrics()
     budget = MemoryBudget.detect(options.memory)
