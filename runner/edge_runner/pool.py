@@ -66,10 +66,14 @@ class InlinePolicy:
     epoch tick), its instance discarded, the request re-run from scratch on a
     worker thread with the function's full limits (minus the wall time already
     spent), and the function stays on threads for ``backoff`` seconds.  Time is
-    judged with more care, because a VM pause or a GIL hand-off can make any one
-    call look slow: a function goes to threads for ``slow_backoff`` seconds after
-    one call stopped by ``max_stall`` (it really ran that long), or after
-    ``slow_calls`` inline calls in a row took longer than ``slow_call``.  Repeat
+    judged with more care, because a VM pause, a preemption or a GIL hand-off can
+    make any one call look slow: a function goes to threads for ``slow_backoff``
+    seconds after one call stopped by ``max_stall`` during which the event loop
+    thread really computed for half of it (its CPU time, which descheduling
+    does not add to), or after ``slow_calls`` inline calls in a row took longer
+    than ``slow_call`` or were stopped by ``max_stall`` otherwise.  (Demoting a
+    healthy function by mistake is costly: on threads it queues with whatever
+    else runs there, hostile guests included.)  Repeat
     offenders wait twice as long each time (up to 32x); one fast inline call
     forgives them.  A function whose inline call failed (a trap, a bad response,
     its own fuel limit) goes to threads for ``failure_backoff`` seconds too.
@@ -193,6 +197,7 @@ class FunctionRuntime:
             inline = self._inline
             started = time.monotonic()
             if inline.budget and started >= self._inline_after:
+                computed = time.thread_time()
                 try:
                     return self._run_edge(envelope, request_id, self._speculation, 0.0)
                 except (GuestFailure, GuestTimeout):
@@ -202,11 +207,15 @@ class FunctionRuntime:
                     spent = time.monotonic() - started
                     if not exceeded.by_time:
                         self._demote(inline.backoff, "it needs more fuel than inline calls get")
-                    elif spent >= inline.max_stall:
-                        # Really ran max_stall on the loop: no call of it may stall it again.
+                    elif time.thread_time() - computed >= inline.max_stall / 2:
+                        # The loop thread really computed for it (the guest, or host
+                        # calls such as the WASI clock): it may not do that again.
                         self._demote(inline.slow_backoff, "an inline call ran its time cap")
-                    # else: stopped by a clock that jumped ahead, not really slow:
-                    # re-run it on a thread this once, and keep the function inline.
+                    elif spent >= inline.max_stall:
+                        # The time went elsewhere: the thread waited (guest output) or
+                        # was descheduled, which is no fault of the guest.  A strike.
+                        self._slow()
+                    # Either way (or a clock that jumped ahead): re-run it on a thread.
             return await self._on_thread(
                 waited, self._run_edge, envelope, request_id, None, spent
             )

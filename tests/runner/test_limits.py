@@ -80,6 +80,22 @@ def test_fuel_limit_on_the_inline_and_the_threaded_path(manifest_dir: Path) -> N
             assert _pool(runner, name)["inline"] is False  # a failure or the budget: threads
 
 
+def test_a_guest_computing_on_the_event_loop_moves_to_threads_at_once(
+    manifest_dir: Path,
+) -> None:
+    # CPU time on the loop thread for little fuel: stopped by the time cap, and one
+    # call is proof enough (a call only descheduled that long would need three in a row).
+    write_function(manifest_dir, "spin", guests.random_wat(128, 100))
+    with RunnerProcess(manifest_dir) as runner:
+        assert runner.client.get("/spin").text == "filled"
+        assert _pool(runner, "spin")["inline"] is False
+        assert _pool(runner, "spin")["demotions"] == 1
+        assert "spin runs on worker threads for 5s: an inline call ran its time cap" \
+            in runner.log()
+        assert metric_value(runner.metrics(), "edge_instance_evictions_total",
+                            {"function": "spin", "cause": "preempted"}) == 1
+
+
 def test_a_function_whose_inline_call_failed_runs_on_threads(manifest_dir: Path) -> None:
     write_function(manifest_dir, "trap", guests.trap_wat())
     write_function(manifest_dir, "healthy", guests.constant_wat(b"fine"))

@@ -8,6 +8,7 @@ The hostile corpus (DESIGN.md section 4, issue #4) and what each must get:
 
     endless_wat            loops forever                        504 timeout
     busy_wat(ms)           spins on the WASI clock for ms       200 (slow, for concurrency)
+    random_wat(kib, n)     n WASI random_get of kib KiB         200 (CPU for little fuel)
     memory_bomb_wat        grows until refused, then aborts     502 memory
     big_grow_wat           one huge memory.grow, then aborts    502 memory (far below the cap)
     recursion_wat          unbounded recursion                  502 stack_overflow
@@ -78,6 +79,27 @@ def grown_wat(body: bytes, mebibytes: int) -> str:
     pages = mebibytes * 16
     return constant_wat(body, handle_prefix=f"""(if (i32.lt_u (memory.size) (i32.const {pages}))
       (then (drop (memory.grow (i32.const {pages})))))""")
+
+
+def random_wat(kibibytes: int, times: int) -> str:
+    """Answers ``filled`` after ``times`` WASI random_get of ``kibibytes``: CPU time for
+    little fuel (a host call costs its fuel once, however long it runs)."""
+    envelope = response_envelope(200, b"filled")
+    return f"""(module
+  (import "{WASI}" "random_get" (func $random (param i32 i32) (result i32)))
+  (memory (export "memory") {4 + kibibytes // 64})
+  {ALLOC}
+  (data (i32.const 1020) "{_data(struct.pack('<I', len(envelope)) + envelope)}")
+  (func (export "edge_handle") (param i32 i32) (result i64)
+    (local $left i32)
+    (local.set $left (i32.const {times}))
+    (block $done (loop $more
+      (br_if $done (i32.eqz (local.get $left)))
+      (local.set $left (i32.sub (local.get $left) (i32.const 1)))
+      (drop (call $random (i32.const 131072) (i32.const {kibibytes * 1024})))
+      (br $more)))
+    {_respond()}))
+"""
 
 
 def trap_wat() -> str:
