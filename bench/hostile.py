@@ -63,6 +63,9 @@ PACED_RATE = 200
 HOSTILE_PAUSE = 0.02
 #: wrk driver shared with bench/throughput.py (a script beside this one, not a package).
 wrk: Callable[[str, int, int], dict[str, float]] = importlib.import_module("throughput").wrk
+#: p50 and p99, shared with bench/coldstart.py.
+percentiles: Callable[[list[float]], tuple[float, float]] = importlib.import_module(
+    "coldstart").percentiles
 
 #: name -> (module, limits, abi, expected status)
 HOSTILE: dict[str, tuple[str, dict[str, object], str, int]] = {
@@ -91,9 +94,8 @@ def paced(url: str, rate: int, duration: float) -> list[float]:
 
 
 def summary(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    return {"n": len(ordered), "p50": ordered[len(ordered) // 2],
-            "p99": ordered[int(len(ordered) * 0.99)], "max": ordered[-1]}
+    p50, p99 = percentiles(samples)
+    return {"n": len(samples), "p50": p50, "p99": p99, "max": max(samples)}
 
 
 @contextlib.contextmanager
@@ -326,16 +328,17 @@ def main() -> int:
              "free to halt (no /dev/cpu_dma_latency: idle p99 includes CPU wake-ups)"))
     print(f"{'phase':<26}{'samples':>8}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}"
           f"   p99 ms of each round")
-    pooled = {}
+    pooled, round_p99 = {}, {}
     for label, key in (("idle", "idle"), ("hostile guests + clients", "attacked")):
         pooled[key] = summary([x for r in runs[key] for x in r])
-        each = " ".join(f"{summary(r)['p99'] * 1e3:.1f}" for r in runs[key])
+        round_p99[key] = [percentiles(r)[1] for r in runs[key]]
+        each = " ".join(f"{p99 * 1e3:.1f}" for p99 in round_p99[key])
         row = pooled[key]
         print(f"{label:<26}{row['n']:>8}{row['p50'] * 1e3:>8.2f}{row['p99'] * 1e3:>8.2f}"
               f"{row['max'] * 1e3:>8.1f}   {each}")
     ratio = pooled["attacked"]["p99"] / pooled["idle"]["p99"]
-    paired = statistics.median(summary(a)["p99"] / summary(i)["p99"]
-                               for i, a in zip(runs["idle"], runs["attacked"], strict=True))
+    paired = statistics.median(a / i for i, a in zip(round_p99["idle"], round_p99["attacked"],
+                                                     strict=True))
     print(f"p99 under attack / idle p99: {ratio:.2f}x over all samples"
           f" (bound 2x -> {'OK' if ratio <= 2 else 'OVER'}); median of per-round ratios"
           f" {paired:.2f}x")

@@ -53,7 +53,7 @@ def lower_priority(increment: int) -> None:
     try:
         os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + increment)
     except (OSError, AttributeError) as exc:
-        log.warning("cannot lower the priority of worker threads: %s", exc)
+        log.warning("cannot lower the priority of guest and background threads: %s", exc)
 
 
 def request_slice(seconds: float) -> bool:

@@ -73,10 +73,10 @@ class InlinePolicy:
     does not add to), or after ``slow_calls`` inline calls in a row took longer
     than ``slow_call`` or were stopped by ``max_stall`` otherwise.  (Demoting a
     healthy function by mistake is costly: on threads it queues with whatever
-    else runs there, hostile guests included.)  Repeat
-    offenders wait twice as long each time (up to 32x); one fast inline call
-    forgives them.  A function whose inline call failed (a trap, a bad response,
-    its own fuel limit) goes to threads for ``failure_backoff`` seconds too.
+    else runs there, hostile guests included.)  Repeat offenders wait twice as
+    long each time (up to 32x); one fast inline call forgives them.  A function
+    whose inline call failed (a trap, a bad response, its own fuel limit) goes
+    to threads for ``failure_backoff`` seconds too.
 
     Re-running is safe because a speculative run has no effect outside its own
     instance, which is thrown away: the guest has no filesystem, network or

@@ -84,22 +84,11 @@ def grown_wat(body: bytes, mebibytes: int) -> str:
 def random_wat(kibibytes: int, times: int) -> str:
     """Answers ``filled`` after ``times`` WASI random_get of ``kibibytes``: CPU time for
     little fuel (a host call costs its fuel once, however long it runs)."""
-    envelope = response_envelope(200, b"filled")
-    return f"""(module
-  (import "{WASI}" "random_get" (func $random (param i32 i32) (result i32)))
-  (memory (export "memory") {4 + kibibytes // 64})
-  {ALLOC}
-  (data (i32.const 1020) "{_data(struct.pack('<I', len(envelope)) + envelope)}")
-  (func (export "edge_handle") (param i32 i32) (result i64)
-    (local $left i32)
-    (local.set $left (i32.const {times}))
-    (block $done (loop $more
-      (br_if $done (i32.eqz (local.get $left)))
-      (local.set $left (i32.sub (local.get $left) (i32.const 1)))
-      (drop (call $random (i32.const 131072) (i32.const {kibibytes * 1024})))
-      (br $more)))
-    {_respond()}))
-"""
+    return _wasi_loop_wat(
+        b"filled", times, pages=4 + kibibytes // 64,
+        imported='"random_get" (func $random (param i32 i32) (result i32))',
+        call=f"(call $random (i32.const 131072) (i32.const {kibibytes * 1024}))",
+    )
 
 
 def trap_wat() -> str:
@@ -259,22 +248,34 @@ def echo_wat() -> str:
 
 def output_flood_wat(chunks: int = 64) -> str:
     """Writes ``chunks`` x 16 KiB of ``A`` to stdout, then answers ``ok``."""
-    envelope = response_envelope(200, b"ok")
+    return _wasi_loop_wat(
+        b"ok", chunks, pages=4,
+        imported='"fd_write" (func $write (param i32 i32 i32 i32) (result i32))',
+        setup="""(memory.fill (i32.const 4096) (i32.const 65) (i32.const 16384))
+    (i32.store (i32.const 2048) (i32.const 4096))
+    (i32.store (i32.const 2052) (i32.const 16384))""",
+        call="(call $write (i32.const 1) (i32.const 2048) (i32.const 1) (i32.const 2056))",
+    )
+
+
+def _wasi_loop_wat(body: bytes, times: int, *, pages: int, imported: str, call: str,
+                   setup: str = "") -> str:
+    """A guest that makes one WASI ``call`` ``times`` times (after ``setup``), then
+    answers ``body``; ``imported`` is the import's name and signature."""
+    envelope = response_envelope(200, body)
     return f"""(module
-  (import "{WASI}" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 4)
+  (import "{WASI}" {imported})
+  (memory (export "memory") {pages})
   {ALLOC}
   (data (i32.const 1020) "{_data(struct.pack('<I', len(envelope)) + envelope)}")
   (func (export "edge_handle") (param i32 i32) (result i64)
     (local $left i32)
-    (local.set $left (i32.const {chunks}))
-    (memory.fill (i32.const 4096) (i32.const 65) (i32.const 16384))
-    (i32.store (i32.const 2048) (i32.const 4096))
-    (i32.store (i32.const 2052) (i32.const 16384))
+    (local.set $left (i32.const {times}))
+    {setup}
     (block $done (loop $more
       (br_if $done (i32.eqz (local.get $left)))
       (local.set $left (i32.sub (local.get $left) (i32.const 1)))
-      (drop (call $write (i32.const 1) (i32.const 2048) (i32.const 1) (i32.const 2056)))
+      (drop {call})
       (br $more)))
     {_respond()}))
 """
