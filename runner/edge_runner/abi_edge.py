@@ -21,24 +21,24 @@ from edge_runner.errors import GuestFailure, InvocationError
 from edge_runner.fastcall import GlobalReader, RawCall, StoreHandle
 from edge_runner.guest_output import GuestOutput
 from edge_runner.traps import classify, instantiation_failure, memory_failure
+from edge_runner.wasi_output import Streams
 
 Response = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 
-def make_wasi(spec: EdgeFunctionSpec, output: GuestOutput, argv0: str) -> wasmtime.WasiConfig:
+def make_wasi(spec: EdgeFunctionSpec, argv0: str) -> wasmtime.WasiConfig:
     """The whole sandbox a guest sees (DESIGN.md section 3).
 
     Only ``spec.env`` (never the runner's environment), ``argv`` = the function
     name, no preopened directories (so no path resolves and no file opens), no
     sockets (WASI preview 1 can only use inherited socket fds, and there are
-    none), empty stdin, stdout/stderr into ``output``.  ``poll_oneoff`` is
-    refused by the engine's linker (:mod:`edge_runner.engine`).
+    none), empty stdin.  ``fd_write`` to stdout/stderr goes to the store's
+    :class:`~edge_runner.wasi_output.Streams` and ``poll_oneoff`` is refused,
+    both by the engine's linker (:mod:`edge_runner.engine`).
     """
     wasi = wasmtime.WasiConfig()
     wasi.argv = [argv0]
     wasi.env = [(e.name, e.value) for e in spec.env]
-    wasi.stdout_custom = output.write
-    wasi.stderr_custom = output.write
     return wasi
 
 
@@ -155,7 +155,10 @@ class EdgeInstance:
         fuel, ticks = self._fuel, self._ticks
         if speculation is not None:
             fuel, ticks = min(fuel, speculation.fuel), min(ticks, speculation.ticks)
-        self.store = engine.new_store(memory=limits.memory, wasi=make_wasi(spec, self.output, name))
+        self.store = engine.new_store(
+            memory=limits.memory, wasi=make_wasi(spec, name),
+            output=Streams(self.output, self.output),
+        )
         self.store.set_epoch_deadline(ticks + engine.lag())
         self.store.set_fuel(fuel)
         try:

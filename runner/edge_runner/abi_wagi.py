@@ -23,6 +23,7 @@ from edge_runner.engine import UNLIMITED_FUEL, CompiledModule, WasmEngine
 from edge_runner.errors import GuestFailure
 from edge_runner.guest_output import GuestOutput
 from edge_runner.traps import classify, instantiation_failure, memory_failure
+from edge_runner.wasi_output import Streams
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,13 +114,15 @@ class _BoundedStdout:
         self.size = 0
         self.overflow = False
 
-    def write(self, data: bytes) -> int:
-        self.size += len(data)
+    def room(self) -> int:
+        return max(0, self.limit - self.size)
+
+    def write(self, kept: bytes, size: int) -> None:
+        self.size += size
         if self.size > self.limit:
             self.overflow = True
         else:
-            self.chunks.append(data)
-        return len(data)
+            self.chunks.append(kept)
 
 
 def _set_stdin(wasi: wasmtime.WasiConfig, body: bytes) -> None:
@@ -143,11 +146,10 @@ def run_wagi(
     log_output = GuestOutput(name)
     log_output.request_id = request_id
     stdout = _BoundedStdout(limits.max_response_bytes)
-    wasi = make_wasi(spec, log_output, name)
+    wasi = make_wasi(spec, name)
     wasi.env = cgi_environment(request) + [(e.name, e.value) for e in spec.env]
-    wasi.stdout_custom = stdout.write
     _set_stdin(wasi, request.body)
-    store = engine.new_store(memory=limits.memory, wasi=wasi)
+    store = engine.new_store(memory=limits.memory, wasi=wasi, output=Streams(stdout, log_output))
     store.set_epoch_deadline(engine.deadline_ticks(limits.timeout) + engine.lag())
     store.set_fuel(limits.fuel or UNLIMITED_FUEL)
     probe: wasmtime.Global | None = None

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import wasmtime
 
 from edge_api.abi import ALLOWED_IMPORT_MODULE, ModuleRejected, check_module
-from edge_runner import growprobe
+from edge_runner import growprobe, wasi_output
 from edge_runner.modcache import fingerprint
 
 log = logging.getLogger("edge_runner.engine")
@@ -75,6 +75,8 @@ class WasmEngine:
             wasmtime.FuncType([wasmtime.ValType.i32()] * 4, [wasmtime.ValType.i32()]),
             _refuse_poll_oneoff,
         )
+        # Guest output stays on the guest's thread and costs fuel (see wasi_output).
+        wasi_output.define_fd_write(self.linker, ALLOWED_IMPORT_MODULE)
         self.tick = tick
         #: What a serialized artifact of this engine depends on (its disk cache key).
         self.fingerprint = fingerprint(
@@ -176,9 +178,13 @@ class WasmEngine:
             e.name == growprobe.PROBE_EXPORT for e in module.exports) else None
         return self.check(module, digest=digest, size=size, abi=abi, grow_probe=probe)
 
-    def new_store(self, *, memory: int, wasi: wasmtime.WasiConfig) -> wasmtime.Store:
-        """A store capped to ``memory`` bytes of linear memory, with WASI configured."""
-        store = wasmtime.Store(self.engine)
+    def new_store(
+        self, *, memory: int, wasi: wasmtime.WasiConfig, output: wasi_output.Streams
+    ) -> wasmtime.Store:
+        """A store capped to ``memory`` bytes of linear memory, with WASI configured
+        and the guest's stdout and stderr going to ``output``."""
+        store = wasmtime.Store(self.engine, data=output)
+        wasi_output.attach(store)
         store.set_limits(
             memory_size=memory, table_elements=MAX_TABLE_ELEMENTS, instances=1, tables=4,
             memories=1,

@@ -28,15 +28,16 @@ class GuestOutput:
         self._size = 0
         self._dropped = 0
 
-    def write(self, data: bytes) -> int:
-        """WASI output callback: keep what fits, report everything as written."""
-        room = self.limit - self._size
-        if room > 0:
-            kept = data[:room]
+    def room(self) -> int:
+        """Bytes this invocation may still add to the log (see :mod:`edge_runner.wasi_output`)."""
+        return max(0, self.limit - self._size)
+
+    def write(self, kept: bytes, size: int) -> None:
+        """A guest write of ``size`` bytes, the first ``len(kept)`` of them kept."""
+        if kept:
             self._chunks.append(kept)
             self._size += len(kept)
-        self._dropped += max(0, len(data) - max(room, 0))
-        return len(data)
+        self._dropped += size - len(kept)
 
     def flush(self) -> None:
         """Log what the guest wrote during the last invocation, then forget it."""

@@ -168,8 +168,8 @@ def test_guest_output_is_logged_bounded_and_tagged(runner: RunnerProcess) -> Non
 
 
 def test_a_guest_slow_on_the_event_loop_is_moved_to_threads(runner: RunnerProcess) -> None:
-    # Flooding output costs time but little fuel (WASI hands each write to another thread):
-    # two slow inline calls in a row move the function to threads.
+    # Output costs fuel (edge_runner.wasi_output): 256 writes are more than the inline
+    # budget, so the first call runs out of it and the function moves to threads.
     def demoted() -> bool:
         assert runner.client.get("/flood-heavy").text == "ok"
         pool = runner.functions()["flood-heavy"]["pool"]

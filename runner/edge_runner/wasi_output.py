@@ -1,0 +1,170 @@
+"""The guest's ``fd_write``: stdout and stderr on the calling thread, bounded, paid in fuel.
+
+wasmtime's own WASI output hands every write of up to 4 KiB to a tokio thread,
+which calls back into Python for the bytes and wakes the guest's thread again:
+about 50 microseconds and four thread switches per 4 KiB.  A guest flooding
+stdout from the event loop stalled it for 10-18 ms per request that way, every
+switch a chance for a busy CPU to keep the loop waiting.
+
+So the engine's linker shadows ``fd_write`` (:meth:`edge_runner.engine.WasmEngine.__init__`)
+with this host function, called on the guest's own thread through wasmtime's
+unchecked (raw value) interface.  It reads the iovecs from the caller's
+``memory``, hands at most what the stream still has room for to the
+:class:`Streams` of the store (copying nothing beyond that), reports the whole
+length as written, and charges the store ``CALL_FUEL`` plus ``IOVEC_FUEL`` per
+iovec, roughly the host's time in instructions: output is work the host does for
+the guest, and a speculative call on the event loop (:mod:`edge_runner.pool`)
+that writes a lot runs out of its small budget and moves to a worker thread
+like one that computes a lot.
+
+Only fds 1 and 2 exist (EBADF for the rest, as before: no preopens); bad
+pointers give EFAULT and more than ``MAX_IOVECS`` iovecs EINVAL, as a kernel
+would.  The store finds its :class:`Streams` through the store's data.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import struct
+import typing
+import weakref
+
+import wasmtime
+from wasmtime import _bindings
+from wasmtime import _ffi as ffi
+
+log = logging.getLogger("edge_runner.wasi_output")
+
+#: Fuel one ``fd_write`` call costs (about its host time in wasm instructions).
+CALL_FUEL = 10_000
+#: Fuel each iovec of a call costs on top.
+IOVEC_FUEL = 1_000
+#: Iovecs one call may pass (Linux's IOV_MAX); more is EINVAL.
+MAX_IOVECS = 1024
+
+_ESUCCESS, _EBADF, _EFAULT, _EINVAL = 0, 8, 21, 28
+_U32 = 0xFFFFFFFF
+
+
+class Stream(typing.Protocol):
+    """Where one fd's bytes go."""
+
+    def room(self) -> int:
+        """Bytes the stream still keeps; the rest of a write is only counted."""
+
+    def write(self, kept: bytes, size: int) -> None:
+        """A write of ``size`` bytes, of which the first ``len(kept)`` are ``kept``."""
+
+
+class Streams:
+    """A store's stdout and stderr; pass it as the store's data (see :func:`attach`)."""
+
+    __slots__ = ("__weakref__", "stderr", "stdout")
+
+    def __init__(self, stdout: Stream, stderr: Stream) -> None:
+        self.stdout = stdout
+        self.stderr = stderr
+
+
+#: Store data id -> that store's Streams (held by the store itself, so an entry
+#: lives as long as its store; a later store reusing the id registers anew).
+_BY_STORE: weakref.WeakValueDictionary[int, Streams] = weakref.WeakValueDictionary()
+
+
+def attach(store: wasmtime.Store) -> None:
+    """Route ``store``'s guest output to the :class:`Streams` given as its data."""
+    streams = store.data()
+    if not isinstance(streams, Streams):
+        raise TypeError("the store's data must be its Streams")
+    key = _bindings.wasmtime_context_get_data(store._context())  # noqa: SLF001
+    _BY_STORE[int(key or 0)] = streams
+
+
+_caller_context = _bindings._wasmtime_caller_context  # noqa: SLF001
+_context_data = _bindings._wasmtime_context_get_data  # noqa: SLF001
+_export_get = _bindings._wasmtime_caller_export_get  # noqa: SLF001
+_get_fuel = _bindings._wasmtime_context_get_fuel  # noqa: SLF001
+_set_fuel = _bindings._wasmtime_context_set_fuel  # noqa: SLF001
+_memory_size = _bindings._wasmtime_memory_data_size  # noqa: SLF001
+_memory_data = ffi.dll["wasmtime_memory_data"]
+_memory_data.restype = ctypes.c_void_p
+_memory_data.argtypes = _bindings._wasmtime_memory_data.argtypes  # noqa: SLF001
+_trap_new = _bindings._wasmtime_trap_new  # noqa: SLF001
+_MEMORY = b"memory"
+_MEMORY_KIND = ffi.WASMTIME_EXTERN_MEMORY.value
+
+
+def _fd_write(caller: ctypes.c_void_p, values: ctypes.Array[ffi.wasmtime_val_raw]) -> int:
+    """``fd_write(fd, iovs, iovs_len, nwritten) -> errno``."""
+    context = _caller_context(caller)
+    streams = _BY_STORE.get(int(_context_data(context) or 0))
+    fd = values[0].i32
+    stream = None if streams is None else streams.stdout if fd == 1 else (
+        streams.stderr if fd == 2 else None)
+    if stream is None:
+        return _EBADF
+    found = ffi.wasmtime_extern_t()
+    if not _export_get(caller, _MEMORY, len(_MEMORY), ctypes.byref(found)) or (
+            typing.cast(int, found.kind) != _MEMORY_KIND):
+        return _EFAULT
+    memory = ctypes.byref(found.of.memory)
+    base, length = _memory_data(context, memory) or 0, _memory_size(context, memory)
+    iovs, count, out = values[1].i32 & _U32, values[2].i32 & _U32, values[3].i32 & _U32
+    if count > MAX_IOVECS:
+        return _EINVAL
+    if iovs + 8 * count > length or out + 4 > length:
+        return _EFAULT
+    fields = struct.unpack_from(f"<{2 * count}I", ctypes.string_at(base + iovs, 8 * count))
+    total, room, kept = 0, stream.room(), []
+    for ptr, size in zip(fields[::2], fields[1::2], strict=True):
+        if ptr + size > length:
+            return _EFAULT
+        total += size
+        if room > 0 and size:
+            take = min(size, room)
+            kept.append(ctypes.string_at(base + ptr, take))
+            room -= take
+    if total > _U32:
+        return _EINVAL
+    stream.write(b"".join(kept), total)
+    _charge(context, CALL_FUEL + IOVEC_FUEL * count)
+    ctypes.memmove(base + out, struct.pack("<I", total), 4)
+    return _ESUCCESS
+
+
+def _charge(context: object, fuel: int) -> None:
+    """Take ``fuel`` from the store (down to 0: the guest then traps ``out of fuel``)."""
+    left = ctypes.c_uint64()
+    if _get_fuel(context, ctypes.byref(left)):
+        return  # fuel metering off (never in this runner's engine)
+    _set_fuel(context, max(0, left.value - fuel))
+
+
+def _host_fd_write(_env: int, caller: ctypes.c_void_p, values: ctypes.Array[ffi.wasmtime_val_raw],
+              _count: int) -> int:
+    try:
+        values[0].i32 = _fd_write(caller, values)
+        return 0
+    except Exception:  # a Python error must not unwind through wasm frames
+        log.exception("fd_write failed")
+        message = b"host fd_write failed"
+        return ctypes.cast(_trap_new(message, len(message)), ctypes.c_void_p).value or 0
+
+
+#: The C function pointer wasmtime calls (kept alive with this module).
+_callback: typing.Any = _bindings.wasmtime_func_unchecked_callback_t(_host_fd_write)
+_NO_FINALIZER = ctypes.cast(0, ctypes.CFUNCTYPE(None, ctypes.c_void_p))
+
+
+def define_fd_write(linker: wasmtime.Linker, module: str) -> None:
+    """Shadow ``module.fd_write`` in ``linker`` (which must allow shadowing)."""
+    i32 = wasmtime.ValType.i32()
+    kind = wasmtime.FuncType([i32] * 4, [i32])
+    module_name, name = module.encode(), b"fd_write"
+    error = _bindings.wasmtime_linker_define_func_unchecked(
+        linker.ptr(), ctypes.create_string_buffer(module_name), len(module_name),
+        ctypes.create_string_buffer(name), len(name), kind.ptr(), _callback, None, _NO_FINALIZER,
+    )
+    if error:
+        raise wasmtime.WasmtimeError._from_ptr(error)  # noqa: SLF001
