@@ -51,9 +51,10 @@ class Guest:
         self.store.set_epoch_deadline(1_000_000)
         module = wasmtime.Module(engine.engine, CALLER)
         exports = engine.linker.instantiate(self.store, module).exports(self.store)
-        self.memory = exports["memory"]
-        self.func = exports["write"]
-        assert isinstance(self.memory, wasmtime.Memory) and isinstance(self.func, wasmtime.Func)
+        memory, func = exports["memory"], exports["write"]
+        assert isinstance(memory, wasmtime.Memory) and isinstance(func, wasmtime.Func)
+        self.memory: wasmtime.Memory = memory
+        self.func: wasmtime.Func = func
 
     def iovecs(self, *pairs: tuple[int, int]) -> int:
         raw = b"".join(struct.pack("<II", p, n) for p, n in pairs)
