@@ -57,7 +57,7 @@ class Speculation:
     """The small budget of a speculative run on the event loop (see pool.InlinePolicy).
 
     Both bounds matter: fuel counts instructions, but a guest calling cheap-fuel,
-    expensive host functions (the WASI clock, output) could use little fuel for
+    expensive host functions (the WASI clock, random bytes) could use little fuel for
     a long time, so the epoch deadline is shortened too.
     """
 

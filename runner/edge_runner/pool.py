@@ -94,8 +94,8 @@ class InlinePolicy:
     #: thread without demoting the function.
     max_stall: float = 0.01
     #: Seconds an inline call may take, however it ends: the bound for guests whose
-    #: time goes to host calls that fuel does not see (WASI output is handed to
-    #: another thread and back).
+    #: time goes to host calls that fuel does not see (WASI ``random_get`` of large
+    #: buffers, or a descheduled event loop).
     slow_call: float = 0.005
     #: Slow inline calls in a row that move a function to threads.
     slow_calls: int = 3
