@@ -8,9 +8,10 @@ preallocated ``wasmtime_val_raw_t`` array per (store, export) and calls
 ``wasmtime_func_call_unchecked``, which is safe exactly because the signature
 was verified at load (:func:`edge_api.abi.check_module`).
 
-This narrows wasmtime's private ``_ffi`` layer to one place; the wasmtime
-version is pinned in pyproject.toml and a unit test compares the result with
-``Func.__call__``.
+This and :mod:`edge_runner.wasi_output` (the guest's ``fd_write``) are the only
+users of wasmtime's private ``_ffi`` layer; the wasmtime version is pinned in
+pyproject.toml, a unit test compares RawCall with ``Func.__call__`` and
+tests/unit/test_wasi_output.py drives fd_write from real wasm.
 """
 
 from __future__ import annotations
@@ -67,11 +68,12 @@ class RawCall:
 
 _set_deadline = _bindings._wasmtime_context_set_epoch_deadline  # noqa: SLF001
 _set_fuel = _bindings._wasmtime_context_set_fuel  # noqa: SLF001
-# Our own function object for memory_data, returning the address as an int.
-_memory_data = ffi.dll["wasmtime_memory_data"]
-_memory_data.restype = ctypes.c_void_p
-_memory_data.argtypes = _bindings._wasmtime_memory_data.argtypes  # noqa: SLF001
-_memory_size = _bindings._wasmtime_memory_data_size  # noqa: SLF001
+#: ``wasmtime_memory_data`` returning the address as an int (our own function object;
+#: also used by :mod:`edge_runner.wasi_output`), and ``wasmtime_memory_data_size``.
+memory_address = ffi.dll["wasmtime_memory_data"]
+memory_address.restype = ctypes.c_void_p
+memory_address.argtypes = _bindings._wasmtime_memory_data.argtypes  # noqa: SLF001
+memory_size = _bindings._wasmtime_memory_data_size  # noqa: SLF001
 
 
 class StoreHandle:
@@ -92,7 +94,7 @@ class StoreHandle:
 
     def memory(self) -> tuple[int, int]:
         """Address and length of the linear memory right now (it moves on growth)."""
-        return _memory_data(self._context, self._memory) or 0, _memory_size(
+        return memory_address(self._context, self._memory) or 0, memory_size(
             self._context, self._memory
         )
 

@@ -34,6 +34,8 @@ import wasmtime
 from wasmtime import _bindings
 from wasmtime import _ffi as ffi
 
+from edge_runner.fastcall import memory_address, memory_size
+
 log = logging.getLogger("edge_runner.wasi_output")
 
 #: Fuel one ``fd_write`` call costs (about its host time in wasm instructions).
@@ -86,10 +88,6 @@ _context_data = _bindings._wasmtime_context_get_data  # noqa: SLF001
 _export_get = _bindings._wasmtime_caller_export_get  # noqa: SLF001
 _get_fuel = _bindings._wasmtime_context_get_fuel  # noqa: SLF001
 _set_fuel = _bindings._wasmtime_context_set_fuel  # noqa: SLF001
-_memory_size = _bindings._wasmtime_memory_data_size  # noqa: SLF001
-_memory_data = ffi.dll["wasmtime_memory_data"]
-_memory_data.restype = ctypes.c_void_p
-_memory_data.argtypes = _bindings._wasmtime_memory_data.argtypes  # noqa: SLF001
 _trap_new = _bindings._wasmtime_trap_new  # noqa: SLF001
 _MEMORY = b"memory"
 _MEMORY_KIND = ffi.WASMTIME_EXTERN_MEMORY.value
@@ -109,7 +107,7 @@ def _fd_write(caller: ctypes.c_void_p, values: ctypes.Array[ffi.wasmtime_val_raw
             typing.cast(int, found.kind) != _MEMORY_KIND):
         return _EFAULT
     memory = ctypes.byref(found.of.memory)
-    base, length = _memory_data(context, memory) or 0, _memory_size(context, memory)
+    base, length = memory_address(context, memory) or 0, memory_size(context, memory)
     iovs, count, out = values[1].i32 & _U32, values[2].i32 & _U32, values[3].i32 & _U32
     if count > MAX_IOVECS:
         return _EINVAL
