@@ -14,8 +14,12 @@ Three measurements against real runner processes on loopback, printed as tables:
    machine's own noise hits both alike, p99 over all samples of each (the
    acceptance bound is p99 under attack <= 2x idle p99; idle CPUs are kept
    from halting, see :func:`shallow_idle`); and wrk at full speed (capacity:
-   on 2 cores a guest spinning on one of them takes CPU the event loop would
-   use).  Every hostile answer is checked against its documented status.
+   a spinning guest takes CPU the event loop would use).  Every hostile answer
+   is checked against its documented status.  By default the runner (with all
+   its guests) gets the upper half of the CPUs and every client the rest, as if
+   the clients ran on other machines, as they do in production: on a small
+   machine the load generators' own CPU use would otherwise be measured as
+   interference.  ``--colocate`` shares all CPUs.
 2. Timeout precision: requested vs observed wall time of endless guests with
    50 ms, 200 ms and 1 s limits (min / median / max of several runs).
 3. The memory budget: a runner given a fake cgroup limit of 1 GiB, a function
@@ -206,9 +210,34 @@ class _Attack:
             thread.join()
 
 
+def split_cpus(colocate: bool) -> tuple[set[int], set[int]] | None:
+    """(runner CPUs, client CPUs): the upper half of this process's CPUs for the runner
+    and its guests, the rest for every client, as if the clients ran on other machines
+    (they do in production); None to share all CPUs (``--colocate``, or a single CPU)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if colocate or len(cpus) < 2:
+        return None
+    return set(cpus[len(cpus) // 2:]), set(cpus[:len(cpus) // 2])
+
+
+@contextlib.contextmanager
+def on_cpus(cpus: set[int] | None) -> Iterator[None]:
+    """Run the enclosed code's thread on ``cpus``; threads and processes it starts
+    inherit them (Linux affinity is per thread)."""
+    if cpus is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 def latency_under_attack(
     folder: Path, *, duration: int, phase: float, connections: int, rounds: int,
-    runner_args: list[str],
+    runner_args: list[str], split: tuple[set[int], set[int]] | None,
 ) -> dict[str, object]:
     """Alternates short idle and attacked phases ``rounds`` times, so the machine's
     own noise hits both alike; returns every latency of each phase and the wrk runs."""
@@ -216,7 +245,10 @@ def latency_under_attack(
     for name, (wat, limits, abi, _) in HOSTILE.items():
         write_function(folder, name, wat, limits=limits, abi=abi)
     args = ["--log-level", "error", "--head-timeout", "2", *runner_args]
-    with RunnerProcess(folder, extra_args=args) as runner:
+    runner_cpus, client_cpus = split or (None, None)
+    with on_cpus(client_cpus), contextlib.ExitStack() as stack:
+        with on_cpus(runner_cpus):
+            runner = stack.enter_context(RunnerProcess(folder, extra_args=args))
         healthy = f"{runner.url}/healthy"
         wrk(healthy, 2, connections)  # warm-up
         attack = _Attack(runner)
@@ -309,15 +341,19 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5, help="samples per timeout")
     parser.add_argument("--rounds", type=int, default=10, help="idle/attacked alternations")
     parser.add_argument("--only-latency", action="store_true", help="skip tables 2 and 3")
+    parser.add_argument("--colocate", action="store_true",
+                        help="table 1: clients share the runner's CPUs (default: split them)")
     parser.add_argument("runner_args", nargs="*", help="extra `edge-runner serve` options")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, shallow_idle() as held:
         base = Path(tmp)
         for sub in ("attack", "timeouts", "budget/fns"):
             (base / sub).mkdir(parents=True)
+        split = split_cpus(args.colocate)
         attack = latency_under_attack(
             base / "attack", duration=args.duration, phase=args.phase,
             connections=args.connections, rounds=args.rounds, runner_args=args.runner_args,
+            split=split,
         )
         if not args.only_latency:
             precision = timeout_precision(base / "timeouts", args.runs)
@@ -328,7 +364,9 @@ def main() -> int:
     print(f"1a. healthy function at a steady {PACED_RATE} req/s, {args.rounds} alternating"
           f" rounds of {args.phase:g}s per phase; idle CPUs "
           + ("kept polling (/dev/cpu_dma_latency = 0)" if held else
-             "free to halt (no /dev/cpu_dma_latency: idle p99 includes CPU wake-ups)"))
+             "free to halt (no /dev/cpu_dma_latency: idle p99 includes CPU wake-ups)")
+          + ("; runner on CPUs {}, clients on CPUs {}".format(*map(sorted, split)) if split
+             else "; clients share the runner's CPUs"))
     print(f"{'phase':<26}{'samples':>8}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}"
           f"   p99 ms of each round")
     pooled, round_p99 = {}, {}
