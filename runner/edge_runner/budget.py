@@ -34,68 +34,12 @@ from pathlib import Path
 from typing import Protocol
 
 from edge_api.units import parse_quantity
+from edge_runner.cgroups import cgroup_root, read_cgroup_limit
 
 log = logging.getLogger("edge_runner.budget")
 
-#: Environment variable naming the cgroup filesystem root (tests point it at a fake).
-CGROUP_ROOT_ENV = "EDGE_RUNNER_CGROUP_ROOT"
 #: Environment variable with the memory limit (bytes or a quantity such as 512Mi).
 MEMORY_LIMIT_ENV = "EDGE_RUNNER_MEMORY_LIMIT"
-DEFAULT_CGROUP_ROOT = Path("/sys/fs/cgroup")
-PROC_SELF_CGROUP = Path("/proc/self/cgroup")
-#: cgroup v1 spells "no limit" as a huge page-rounded number; anything above this is none.
-NO_LIMIT_ABOVE = 2**60
-
-
-def _parse_limit(text: str) -> int | None:
-    value = text.strip()
-    if not value.isdigit():  # "max" (v2) or garbage
-        return None
-    number = int(value)
-    return number if 0 < number < NO_LIMIT_ABOVE else None
-
-
-def _own_cgroups(proc_cgroup: Path) -> tuple[str, str]:
-    """This process's (v2 path, v1 memory path) from /proc/self/cgroup ("/" if unknown)."""
-    v2 = v1 = "/"
-    try:
-        lines = proc_cgroup.read_text().splitlines()
-    except OSError:
-        return v2, v1
-    for line in lines:
-        hierarchy, _, rest = line.partition(":")
-        controllers, _, path = rest.partition(":")
-        if hierarchy == "0" and controllers == "":
-            v2 = path or "/"
-        elif "memory" in controllers.split(","):
-            v1 = path or "/"
-    return v2, v1
-
-
-def _ancestors(base: Path, path: str) -> list[Path]:
-    """``base/path`` and each parent up to ``base`` itself."""
-    parts = [p for p in path.split("/") if p and p not in (".", "..")]
-    return [base.joinpath(*parts[:depth]) for depth in range(len(parts), -1, -1)]
-
-
-def read_cgroup_limit(root: Path, proc_cgroup: Path = PROC_SELF_CGROUP) -> tuple[int, Path] | None:
-    """The tightest memory limit over this process's cgroup and its ancestors, and its file.
-
-    cgroup v2 (``memory.max``) is read first, then v1
-    (``memory/memory.limit_in_bytes``).  Returns None when no limit is set.
-    """
-    v2, v1 = _own_cgroups(proc_cgroup)
-    candidates = [d / "memory.max" for d in _ancestors(root, v2)]
-    candidates += [d / "memory.limit_in_bytes" for d in _ancestors(root / "memory", v1)]
-    found: list[tuple[int, Path]] = []
-    for path in candidates:
-        try:
-            limit = _parse_limit(path.read_text())
-        except OSError:
-            continue
-        if limit is not None:
-            found.append((limit, path))
-    return min(found) if found else None
 
 
 def resident_bytes() -> int:
@@ -160,10 +104,7 @@ class MemoryBudget:
         elif from_env:
             limit, source = parse_quantity(from_env.strip()), f"${MEMORY_LIMIT_ENV}"
         else:
-            root = settings.cgroup_root or Path(
-                os.environ.get(CGROUP_ROOT_ENV) or DEFAULT_CGROUP_ROOT
-            )
-            found = read_cgroup_limit(root)
+            found = read_cgroup_limit(settings.cgroup_root or cgroup_root())
             if found is not None:
                 limit, source = found[0], str(found[1])
             else:

@@ -1,4 +1,4 @@
-"""Pure parts of the limits (issue #4): grow probe, cgroup reading, budget, gates."""
+"""Pure parts of the limits (issue #4): grow probe, budget, gates."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import wasmtime
 
 from edge_runner import growprobe
 from edge_runner.admission import Gate, GateFull
-from edge_runner.budget import BudgetSettings, MemoryBudget, read_cgroup_limit
+from edge_runner.budget import BudgetSettings, MemoryBudget
 from support.wasm import wat_to_wasm
 
 GROWER = """(module
@@ -119,32 +119,6 @@ def test_modules_the_decoder_cannot_read_are_reported() -> None:
         )
     with pytest.raises(growprobe.Unsupported):
         growprobe.instrument(b"\x00asm\x0d\x00\x01\x00")  # a component, not a core module
-
-
-def _proc_cgroup(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "proc-self-cgroup"
-    path.write_text(text)
-    return path
-
-
-def test_cgroup_v2_limit_is_the_tightest_along_the_hierarchy(tmp_path: Path) -> None:
-    leaf = tmp_path / "kubepods" / "pod1"
-    leaf.mkdir(parents=True)
-    (tmp_path / "kubepods" / "memory.max").write_text("536870912\n")
-    (leaf / "memory.max").write_text("max\n")
-    found = read_cgroup_limit(tmp_path, _proc_cgroup(tmp_path, "0::/kubepods/pod1\n"))
-    assert found == (512 * 2**20, tmp_path / "kubepods" / "memory.max")
-
-
-def test_cgroup_v1_is_the_fallback_and_unlimited_is_none(tmp_path: Path) -> None:
-    proc = _proc_cgroup(tmp_path, "4:memory:/box\n0::/\n")
-    (tmp_path / "memory" / "box").mkdir(parents=True)
-    limit_file = tmp_path / "memory" / "box" / "memory.limit_in_bytes"
-    limit_file.write_text("9223372036854771712\n")  # v1's "no limit"
-    assert read_cgroup_limit(tmp_path, proc) is None
-    limit_file.write_text("1073741824\n")
-    assert read_cgroup_limit(tmp_path, proc) == (2**30, limit_file)
-    assert read_cgroup_limit(tmp_path / "nowhere", proc) is None
 
 
 def test_budget_limit_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
