@@ -64,6 +64,12 @@ def _read(path: Path) -> str | None:
         return None
 
 
+def _read_limit(path: Path) -> int | None:
+    """The positive number in ``path``; None if absent, unlimited or unreadable."""
+    text = _read(path)
+    return None if text is None else _parse_limit(text)
+
+
 def read_cgroup_limit(root: Path, proc_cgroup: Path = PROC_SELF_CGROUP) -> tuple[int, Path] | None:
     """The tightest memory limit over this process's cgroup and its ancestors, and its file.
 
@@ -75,8 +81,7 @@ def read_cgroup_limit(root: Path, proc_cgroup: Path = PROC_SELF_CGROUP) -> tuple
     candidates += [d / "memory.limit_in_bytes" for d in _ancestors(root / "memory", v1)]
     found: list[tuple[int, Path]] = []
     for path in candidates:
-        text = _read(path)
-        limit = None if text is None else _parse_limit(text)
+        limit = _read_limit(path)
         if limit is not None:
             found.append((limit, path))
     return min(found) if found else None
@@ -100,10 +105,8 @@ def read_cpu_limit(root: Path, proc_cgroup: Path = PROC_SELF_CGROUP) -> float | 
             if quota and period:
                 found.append(quota / period)
     for directory in _ancestors(root / "cpu", v1):
-        quota_text = _read(directory / "cpu.cfs_quota_us")
-        period_text = _read(directory / "cpu.cfs_period_us")
-        quota = None if quota_text is None else _parse_limit(quota_text)
-        period = None if period_text is None else _parse_limit(period_text)
+        quota = _read_limit(directory / "cpu.cfs_quota_us")
+        period = _read_limit(directory / "cpu.cfs_period_us")
         if quota and period:
             found.append(quota / period)
     return min(found) if found else None

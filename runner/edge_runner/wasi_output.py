@@ -98,10 +98,9 @@ def _fd_write(caller: ctypes.c_void_p, values: ctypes.Array[ffi.wasmtime_val_raw
     context = _caller_context(caller)
     streams = _BY_STORE.get(int(_context_data(context) or 0))
     fd = values[0].i32
-    stream = None if streams is None else streams.stdout if fd == 1 else (
-        streams.stderr if fd == 2 else None)
-    if stream is None:
+    if streams is None or fd not in (1, 2):
         return _EBADF
+    stream = streams.stdout if fd == 1 else streams.stderr
     found = ffi.wasmtime_extern_t()
     if not _export_get(caller, _MEMORY, len(_MEMORY), ctypes.byref(found)) or (
             typing.cast(int, found.kind) != _MEMORY_KIND):
@@ -139,8 +138,10 @@ def _charge(context: object, fuel: int) -> None:
     _set_fuel(context, max(0, left.value - fuel))
 
 
-def _host_fd_write(_env: int, caller: ctypes.c_void_p, values: ctypes.Array[ffi.wasmtime_val_raw],
-              _count: int) -> int:
+def _host_fd_write(
+    _env: int, caller: ctypes.c_void_p, values: ctypes.Array[ffi.wasmtime_val_raw], _count: int
+) -> int:
+    """The callback wasmtime calls: the result goes into ``values[0]``, a trap is returned."""
     try:
         values[0].i32 = _fd_write(caller, values)
         return 0
