@@ -1,45 +1,41 @@
 # edge-runner: the two set-up commands are `make run` and `make test`.
-# Both work on a fresh Debian machine: they install missing apt packages
-# (as root, or with sudo), create .venv and build the sample functions.
+# Both work on a fresh Debian machine: scripts/setup.sh installs missing apt
+# packages (as root, or with sudo) and probes the toolchain, then .venv is
+# created and the sample functions are built.  `make fresh-check` proves it.
 
 SHELL := /bin/bash
 VENV := .venv
+PYTHON ?= python3
+export PYTHON
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PORT ?= 8080
 ADMIN_PORT ?= 9090
-APT_PACKAGES := rustc cargo libstd-rust-dev-wasm32 wrk prometheus
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint unit k8s-bins helm-bin functions apt-deps venv bench bench-density clean crds
+.PHONY: run test lint unit k8s-bins helm-bin functions setup apt-deps fresh-check venv bench bench-density clean crds
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
-	@test -x $(PY) || python3 -m venv $(VENV)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
-# Debian's rustc 1.63 + libstd-rust-dev-wasm32 give the wasm32-wasi target;
-# wrk drives the benchmarks; prometheus/promtool check the alerting rules.
-apt-deps:
-	@missing=""; \
-	test -x /usr/bin/rustc || missing="$$missing rustc"; \
-	test -x /usr/bin/cargo || missing="$$missing cargo"; \
-	test -d /usr/lib/rustlib/wasm32-wasi || missing="$$missing libstd-rust-dev-wasm32"; \
-	command -v wrk >/dev/null || missing="$$missing wrk"; \
-	command -v promtool >/dev/null || missing="$$missing prometheus"; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing:$$missing"; \
-	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	fi
+# Installs missing Debian packages and probes that the toolchain works (builds a
+# tiny wasm32-wasi library); says what is missing and how to get it.  `make test`
+# needs more than `make run` (Go, wrk, prometheus): see scripts/setup.sh.
+SETUP_FOR ?= run
+setup:
+	scripts/setup.sh $(SETUP_FOR)
 
-functions: apt-deps
+apt-deps: SETUP_FOR = test
+apt-deps: setup
+
+functions: setup
 	functions/build.sh
 
-run: venv functions
+run: setup venv functions
 	$(VENV)/bin/edge-runner serve --manifests functions/hello-world/manifests \
 	  --port $(PORT) --admin-port $(ADMIN_PORT) --log-format text
 
@@ -62,7 +58,8 @@ crds:
 unit: venv functions
 	$(PY) -m pytest tests/unit tests/runner
 
-test: venv functions lint k8s-bins helm-bin
+test: SETUP_FOR = test
+test: setup venv functions lint k8s-bins helm-bin
 	$(PY) -m pytest
 
 # Benchmarks print figures next to their baseline; not tests.  density takes minutes.
@@ -76,3 +73,8 @@ bench-density: venv functions
 
 clean:
 	rm -rf $(VENV) functions/target .mypy_cache .ruff_cache .pytest_cache
+
+# Proof that the set-up works on a fresh machine: removes the project's Debian
+# packages, then `make run` (and with FULL=1 `make test`) in a clean clone of HEAD.
+fresh-check:
+	scripts/fresh-machine-check.sh --yes $(if $(FULL),--full)
