@@ -18,7 +18,7 @@
 # is missing and the command that brings it.
 set -euo pipefail
 
-# Debian packages, with why each is needed.  Keep in sync with docs/setup.md.
+# Debian packages, with why each is needed (README.md "Set up" lists them too).
 declare -A why=(
     [rustc]="Rust compiler (1.63) that builds the sample functions"
     [cargo]="Rust build tool for the sample functions"
@@ -123,14 +123,15 @@ probe_wasm
 if [[ $purpose == test ]]; then
     go_bin="$(command -v go || echo /usr/local/go/bin/go)"
     here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-    want_go="$(awk '$1 == "go" {print $2; exit}' "$here/tests/k8s-bins/go.mod")"
+    # The newest Go that any of the test binaries' modules asks for.
+    want_go="$(awk '$1 == "go" {print $2}' "$here"/tests/*-bin*/go.mod | sort -V | tail -n1)"
     if [[ ! -x $go_bin ]]; then
         problem "Go >= $want_go (builds the Kubernetes and helm test binaries): https://go.dev/doc/install"
     else
         have_go="$("$go_bin" env GOVERSION)"
         have_go="${have_go#go}"
         if [[ "$(printf '%s\n%s\n' "$want_go" "$have_go" | sort -V | head -n1)" != "$want_go" ]]; then
-            problem "Go >= $want_go (found $have_go; tests/k8s-bins/go.mod asks for it)"
+            problem "Go >= $want_go (found $have_go; tests/*-bin*/go.mod ask for it)"
         fi
     fi
     command -v wrk >/dev/null || problem "wrk on PATH: apt-get install wrk"

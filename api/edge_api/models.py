@@ -1,6 +1,6 @@
 """Pydantic models of the ``EdgeFunction`` and ``EdgeRoute`` custom resources.
 
-The field names and defaults are the public contract of DESIGN.md section 2 and
+The field names and defaults are the public contract of docs/resources.md and
 mirror the OpenAPI schemas in ``crds/``.  The runner parses standalone manifests
 with them, the operator parses cluster objects with them, and both exchange the
 normalized form (``model_dump(by_alias=True)``) through ConfigMaps.

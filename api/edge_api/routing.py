@@ -7,7 +7,7 @@ Built by :func:`build_table` whenever the set of routes changes (standalone
 manifests or operator ConfigMaps) and swapped atomically; looked up by the data
 plane (:mod:`edge_runner.dataplane`) once per request.  No I/O, no clock.
 
-Precedence (DESIGN.md section 2): an exact host beats a wildcard host
+Precedence (docs/resources.md): an exact host beats a wildcard host
 (``*.example.com``, longer suffix first), which beats a route with no hosts;
 the first host group with a rule whose path *and* method match wins.  Within a
 group, ``Exact`` beats ``Template`` (more literal segments first), which beats

@@ -27,7 +27,7 @@ Response = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 
 def make_wasi(spec: EdgeFunctionSpec, argv0: str) -> wasmtime.WasiConfig:
-    """The whole sandbox a guest sees (DESIGN.md section 3).
+    """The whole sandbox a guest sees (docs/abi.md).
 
     Only ``spec.env`` (never the runner's environment), ``argv`` = the function
     name, no preopened directories (so no path resolves and no file opens), no

@@ -1,4 +1,4 @@
-"""``edge-runner`` command line (DESIGN.md section 5)."""
+"""``edge-runner`` command line (docs/cli.md)."""
 
 from __future__ import annotations
 

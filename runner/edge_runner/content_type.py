@@ -1,4 +1,4 @@
-"""Guess a ``content-type`` for a guest response that did not set one (DESIGN.md section 3).
+"""Guess a ``content-type`` for a guest response that did not set one (docs/abi.md).
 
 Order: common binary magic numbers, JSON, HTML, UTF-8 text, else
 ``application/octet-stream``.  Pure; called by the data plane only when needed.

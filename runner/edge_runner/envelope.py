@@ -1,4 +1,4 @@
-"""Byte layout of the ``edge`` ABI envelopes (DESIGN.md section 3).
+"""Byte layout of the ``edge`` ABI envelopes (docs/abi.md).
 
 The host encodes a request envelope into guest memory and decodes the response
 envelope the guest hands back.  All integers are little-endian u32; a *string*

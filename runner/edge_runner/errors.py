@@ -1,4 +1,4 @@
-"""Why an invocation failed, and which HTTP status that is (DESIGN.md section 4).
+"""Why an invocation failed, and which HTTP status that is (docs/http.md).
 
 Raised by the ABI executors (:mod:`edge_runner.abi_edge`, :mod:`edge_runner.abi_wagi`)
 and the pool (:mod:`edge_runner.pool`); turned into problem+json responses by
@@ -11,7 +11,7 @@ and the pool (:mod:`edge_runner.pool`); turned into problem+json responses by
     └── Unavailable (503 + Retry-After): concurrency, memory_budget
 
 ``guest_started`` says whether guest code may have run: the data plane retries
-an idempotent request once only when it is False (DESIGN.md section 4).
+an idempotent request once only when it is False (docs/http.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Bounded capture of a guest's stdout/stderr, logged with function and request id.
 
-The sandbox (DESIGN.md section 3) sends guest output to the runner's log, never
+The sandbox (docs/abi.md) sends guest output to the runner's log, never
 to the client.  Each instance owns one :class:`GuestOutput`; the executors set
 the request id before an invocation and call :meth:`GuestOutput.flush` after it
 (or :meth:`GuestOutput.discard` after a speculative run that will be re-run, so

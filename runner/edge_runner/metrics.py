@@ -1,4 +1,4 @@
-"""The runner's Prometheus metrics (DESIGN.md section 6).
+"""The runner's Prometheus metrics (docs/metrics.md).
 
 One :class:`RunnerMetrics` per runner process, on its own registry (tests make
 a fresh one each).  Labels are bounded: function names, status codes, reasons,

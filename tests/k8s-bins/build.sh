@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the Kubernetes control-plane binaries that the tests run as local
-# processes (DESIGN.md section 7): etcd, kube-apiserver, kube-controller-manager
+# processes (docs/testing.md): etcd, kube-apiserver, kube-controller-manager
 # and kubectl, from the Go modules pinned in tests/k8s-bins/go.mod.
 #
 # Output goes to a cache OUTSIDE the repo, keyed by the Kubernetes version:

@@ -1,4 +1,4 @@
-// Wrapper module for the test control plane (DESIGN.md section 7): pins the
+// Wrapper module for the test control plane (docs/testing.md): pins the
 // Kubernetes release whose kube-apiserver, kube-controller-manager and kubectl
 // (tool directives below) and etcd (./etcd, the version Kubernetes pins) are
 // built by build.sh into a cache outside the repo. Never commit the binaries.

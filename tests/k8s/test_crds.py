@@ -1,6 +1,6 @@
 """The CRDs in crds/ against a real API server: valid manifests are accepted
 and defaulted, bad ones are refused with a message naming the field
-(DESIGN.md section 2), and the short names, category and columns work."""
+(docs/resources.md), and the short names, category and columns work."""
 
 from __future__ import annotations
 

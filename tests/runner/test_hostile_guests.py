@@ -1,7 +1,7 @@
 """Hostile guests against one real runner process (issue #4, R5, R9 WASI sandbox).
 
 Every module of the corpus in :mod:`support.guests` gets its documented status
-(DESIGN.md section 4) with problem+json and a ``reason`` metric, the failed
+(docs/http.md) with problem+json and a ``reason`` metric, the failed
 instance is discarded, and a healthy function on the same runner keeps
 answering.  The sandbox cases check what a guest can see: only ``spec.env``,
 no files, no sockets, no imports beyond its ABI, bounded output in the log.

@@ -4,7 +4,7 @@ Each ``*_wat`` builder returns WebAssembly text of an ``edge``-ABI module
 (``wagi_*_wat``: a WAGI command module); :func:`write_function` writes a module
 plus its EdgeFunction/EdgeRoute manifests into a folder for a standalone runner.
 
-The hostile corpus (DESIGN.md section 4, issue #4) and what each must get:
+The hostile corpus (docs/abi.md, issue #4) and what each must get:
 
     endless_wat            loops forever                        504 timeout
     busy_wat(ms)           spins on the WASI clock for ms       200 (slow, for concurrency)

@@ -1,4 +1,4 @@
-"""A real, local Kubernetes control plane for tests (DESIGN.md section 7).
+"""A real, local Kubernetes control plane for tests (docs/testing.md).
 
 Sits in tests/support/ and is imported as ``support.k8s`` (pytest runs with
 ``pythonpath = ["tests"]``). :class:`Cluster` starts etcd, kube-apiserver and

@@ -1,4 +1,4 @@
-"""The edge ABI envelope codec against the byte layout of DESIGN.md section 3.
+"""The edge ABI envelope codec against the byte layout of docs/abi.md.
 
 The reference below walks the layout independently of the codec (struct
 offsets by hand), so a mistake in the codec cannot hide in the test.

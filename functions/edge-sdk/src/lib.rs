@@ -1,4 +1,4 @@
-//! Guest-side SDK for the edge-runner `edge` ABI (DESIGN.md §3).
+//! Guest-side SDK for the edge-runner `edge` ABI (docs/abi.md).
 //!
 //! A function crate (`crate-type = ["cdylib"]`, target `wasm32-wasi`) writes a
 //! handler and plugs it in with [`edge_main!`]:
