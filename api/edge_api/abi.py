@@ -1,4 +1,4 @@
-"""What a module must look like for its ABI (DESIGN.md section 3), checked with wasmtime.
+"""What a module must look like for its ABI (docs/abi.md), checked with wasmtime.
 
 Shared: the operator validates modules before publishing them (ModuleValid
 condition) and the runner checks them again at load, with the same rules and
@@ -58,7 +58,13 @@ def check_module(module: wasmtime.Module, abi: str) -> bool:
                 "BadSignature",
                 f"export `{name}` must be ({', '.join(params)}) -> ({', '.join(results)})",
             )
-    return isinstance(exports.get("_initialize"), wasmtime.FuncType)
+    init = exports.get("_initialize")
+    if init is None:
+        return False
+    # The host calls it through an unchecked call with no argument slots.
+    if not isinstance(init, wasmtime.FuncType) or list(init.params) or list(init.results):
+        raise ModuleRejected("BadSignature", "export `_initialize` must be () -> ()")
+    return True
 
 
 def validate(wasm: bytes, abi: str, engine: wasmtime.Engine | None = None) -> str:
