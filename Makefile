@@ -42,6 +42,7 @@ run: setup venv functions
 lint: venv
 	$(VENV)/bin/ruff check api runner operator tests bench
 	$(VENV)/bin/mypy api/edge_api runner/edge_runner operator/edge_operator tests bench
+	$(VENV)/bin/lint-imports --no-cache
 
 # Kubernetes binaries for the tests, built once per machine (cached outside the repo).
 k8s-bins:

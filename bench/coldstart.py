@@ -28,10 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from edge_api.models import EdgeFunctionSpec  # noqa: E402
-from edge_runner.abi_edge import EdgeInstance  # noqa: E402
-from edge_runner.engine import WasmEngine  # noqa: E402
-from edge_runner.envelope import encode_request  # noqa: E402
-from edge_runner.modcache import DiskCache  # noqa: E402
+from edge_runner.abi.edge import EdgeInstance  # noqa: E402
+from edge_runner.abi.envelope import encode_request  # noqa: E402
+from edge_runner.wasm.engine import WasmEngine  # noqa: E402
+from edge_runner.wasm.modcache import DiskCache  # noqa: E402
 from support.guests import write_function  # noqa: E402
 from support.runner import RunnerProcess  # noqa: E402
 from support.wasm import build_function  # noqa: E402

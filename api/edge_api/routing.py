@@ -5,7 +5,7 @@ reports conflicts from it, so both agree on what conflicts.
 
 Built by :func:`build_table` whenever the set of routes changes (standalone
 manifests or operator ConfigMaps) and swapped atomically; looked up by the data
-plane (:mod:`edge_runner.dataplane`) once per request.  No I/O, no clock.
+plane (:mod:`edge_runner.http.dataplane`) once per request.  No I/O, no clock.
 
 Precedence (docs/resources.md): an exact host beats a wildcard host
 (``*.example.com``, longer suffix first), which beats a route with no hosts;

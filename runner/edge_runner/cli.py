@@ -10,8 +10,8 @@ from pathlib import Path
 
 from edge_api import logs
 from edge_api.units import parse_quantity
-from edge_runner.budget import BudgetSettings
-from edge_runner.httpguard import HttpLimits
+from edge_runner.http.guard import HttpLimits
+from edge_runner.invoke.budget import BudgetSettings
 from edge_runner.server import ServeOptions, serve
 
 

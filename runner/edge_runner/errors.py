@@ -1,8 +1,8 @@
 """Why an invocation failed, and which HTTP status that is (docs/http.md).
 
-Raised by the ABI executors (:mod:`edge_runner.abi_edge`, :mod:`edge_runner.abi_wagi`)
-and the pool (:mod:`edge_runner.pool`); turned into problem+json responses by
-:mod:`edge_runner.problems`.  ``reason`` is the bounded metric label.
+Raised by the ABI executors (:mod:`edge_runner.abi.edge`, :mod:`edge_runner.abi.wagi`)
+and the pool (:mod:`edge_runner.invoke.pool`); turned into problem+json responses by
+:mod:`edge_runner.http.problems`.  ``reason`` is the bounded metric label.
 
     InvocationError
     ├── GuestFailure (502): trap, memory, stack_overflow, bad_response,

@@ -1,8 +1,8 @@
 """Runs the data plane and the admin plane in one process and one event loop.
 
 Called by the CLI (:mod:`edge_runner.cli`).  Builds the engine, the memory
-budget (:mod:`edge_runner.budget`), the runner-wide thread gate, the catalog and
-both ASGI apps (each behind :mod:`edge_runner.httpguard`), starts the
+budget (:mod:`edge_runner.invoke.budget`), the runner-wide thread gate, the catalog and
+both ASGI apps (each behind :mod:`edge_runner.http.guard`), starts the
 configuration source (a manifest folder, or the operator's ConfigMaps) and the
 idle-instance sweeper, and owns graceful shutdown: on SIGTERM ``/readyz`` fails
 first, then after ``drain_delay`` the data port stops accepting (idle
@@ -14,7 +14,7 @@ Worker threads (guests that outgrew the inline budget, and WAGI) and background
 threads (compiling modules) run at a lower CPU priority (``worker_nice``) than
 the event loop thread, and all of them ask for a short time slice
 (``cpu_slice``), so guests burning CPU cannot delay request handling and inline
-calls of healthy functions (see :mod:`edge_runner.cpusched`).
+calls of healthy functions (see :mod:`edge_runner.host.cpusched`).
 """
 
 from __future__ import annotations
@@ -35,19 +35,19 @@ from typing import Any
 
 import uvicorn
 
-from edge_runner.admin import Lifecycle, build_admin_app
-from edge_runner.admission import Gate
-from edge_runner.budget import BudgetSettings, MemoryBudget
-from edge_runner.catalog import Catalog
-from edge_runner.cgroups import cgroup_root, read_cpu_limit
-from edge_runner.cpusched import MIN_SLICE, lower_priority, request_slice
-from edge_runner.dataplane import DataPlane
-from edge_runner.engine import WasmEngine
-from edge_runner.httpguard import HttpLimits, guarded_protocol
-from edge_runner.manifests import watch_folder
+from edge_runner.host.cgroups import cgroup_root, read_cpu_limit
+from edge_runner.host.cpusched import MIN_SLICE, lower_priority, request_slice
+from edge_runner.http.admin import Lifecycle, build_admin_app
+from edge_runner.http.dataplane import DataPlane
+from edge_runner.http.guard import HttpLimits, guarded_protocol
+from edge_runner.invoke.admission import Gate
+from edge_runner.invoke.budget import BudgetSettings, MemoryBudget
+from edge_runner.invoke.catalog import Catalog
+from edge_runner.invoke.pool import InlinePolicy, QueuePolicy, SharedLimits
 from edge_runner.metrics import RunnerMetrics
-from edge_runner.modcache import DiskCache
-from edge_runner.pool import InlinePolicy, QueuePolicy, SharedLimits
+from edge_runner.sources.manifests import watch_folder
+from edge_runner.wasm.engine import WasmEngine
+from edge_runner.wasm.modcache import DiskCache
 
 log = logging.getLogger("edge_runner.server")
 
@@ -258,6 +258,6 @@ def _source(
 ) -> Coroutine[Any, Any, None]:
     if options.manifests is not None:
         return watch_folder(options.manifests, catalog, stop)
-    from edge_runner.cluster import watch_cluster
+    from edge_runner.sources.cluster import watch_cluster
 
     return watch_cluster(catalog, stop, namespace=options.namespace)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_runner import cpusched
+from edge_runner.host import cpusched
 from support import guests
 from support.guests import write_function
 from support.runner import RunnerProcess

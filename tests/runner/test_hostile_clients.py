@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from edge_runner.envelope import decode_request
+from edge_runner.abi.envelope import decode_request
 from support.guests import constant_wat, echo_wat, write_function
 from support.runner import RunnerProcess, wait_until
 

@@ -168,7 +168,7 @@ def test_guest_output_is_logged_bounded_and_tagged(runner: RunnerProcess) -> Non
 
 
 def test_a_guest_flooding_output_on_the_event_loop_moves_to_threads(runner: RunnerProcess) -> None:
-    # Output costs fuel (edge_runner.wasi_output): 256 writes are more than the inline
+    # Output costs fuel (edge_runner.wasm.wasi_output): 256 writes are more than the inline
     # budget, so the first call runs out of it and the function moves to threads.
     def demoted() -> bool:
         assert runner.client.get("/flood-heavy").text == "ok"

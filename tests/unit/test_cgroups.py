@@ -1,4 +1,4 @@
-"""Reading the pod's cgroup limits (edge_runner.cgroups) from fake hierarchies."""
+"""Reading the pod's cgroup limits (edge_runner.host.cgroups) from fake hierarchies."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_runner.cgroups import CGROUP_ROOT_ENV, read_cgroup_limit, read_cpu_limit
+from edge_runner.host.cgroups import CGROUP_ROOT_ENV, read_cgroup_limit, read_cpu_limit
 from edge_runner.server import usable_cpus
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge_runner.content_type import detect
+from edge_runner.http.content_type import detect
 
 
 @pytest.mark.parametrize(

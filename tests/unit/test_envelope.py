@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge_runner.envelope import (
+from edge_runner.abi.envelope import (
     EnvelopeError,
     decode_request,
     decode_response,

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import wasmtime
 
-from edge_runner import growprobe
-from edge_runner.admission import Gate, GateFull
-from edge_runner.budget import BudgetSettings, MemoryBudget
+from edge_runner.invoke.admission import Gate, GateFull
+from edge_runner.invoke.budget import BudgetSettings, MemoryBudget
+from edge_runner.wasm import growprobe
 from support.wasm import wat_to_wasm
 
 GROWER = """(module

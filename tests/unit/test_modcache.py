@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_runner.modcache import DiskCache, fingerprint
+from edge_runner.wasm.modcache import DiskCache, fingerprint
 
 DIGEST = hashlib.sha256(b"module").hexdigest()
 

@@ -1,4 +1,4 @@
-"""The runner's own fd_write (edge_runner.wasi_output), called by real wasm through the engine."""
+"""The runner's own fd_write (edge_runner.wasm.wasi_output), called by real wasm via the engine."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 import wasmtime
 
-from edge_runner.engine import WasmEngine
-from edge_runner.wasi_output import CALL_FUEL, IOVEC_FUEL, MAX_IOVECS, Streams
+from edge_runner.wasm.engine import WasmEngine
+from edge_runner.wasm.wasi_output import CALL_FUEL, IOVEC_FUEL, MAX_IOVECS, Streams
 
 EBADF, EFAULT, EINVAL = 8, 21, 28
 FUEL = 10_000_000

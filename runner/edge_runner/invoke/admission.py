@@ -1,6 +1,6 @@
 """Concurrency gates: at most N at once, a bounded FIFO queue, a bounded wait.
 
-The pool (:mod:`edge_runner.pool`) passes every invocation through two gates:
+The pool (:mod:`edge_runner.invoke.pool`) passes every invocation through two gates:
 its function's own (``pool.maxInstances`` slots) and, for calls that run on a
 worker thread, the runner-wide one (``--max-concurrency`` slots, one per
 worker thread, so the executor itself never queues).  A request that finds a

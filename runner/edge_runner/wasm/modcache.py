@@ -23,7 +23,7 @@ import os
 import tempfile
 from pathlib import Path
 
-log = logging.getLogger("edge_runner.modcache")
+log = logging.getLogger("edge_runner.wasm.modcache")
 
 MAGIC = b"EDGE-RUNNER-CWASM-1\n"
 _HEADER = len(MAGIC) + 32

@@ -1,15 +1,16 @@
 """The data plane: a plain ASGI app that routes every request to a function.
 
 Per request: read the snapshot of the catalog once, route (404/405), read the
-body up to ``maxRequestBytes`` (413 without buffering the rest), encode the
-request for the function's ABI, invoke it through its pool, and send the
+body up to ``maxRequestBytes`` (413 without buffering the rest), hand the
+request (:class:`~edge_runner.abi.HttpRequest`) to the function's pool, whose
+ABI executor (:mod:`edge_runner.abi`) encodes and runs it, and send the
 response with hop-by-hop headers removed, a detected ``content-type`` when the
 guest set none, and ``x-request-id``.  Every error is problem+json.  A client
 that leaves before its body arrived never reaches the guest.  Limits on the
-request head and on slow clients live in :mod:`edge_runner.httpguard`.
+request head and on slow clients live in :mod:`edge_runner.http.guard`.
 
 Deliberately not FastAPI: this is the hot path, and nothing here needs
-dependency injection or validation; the admin plane (:mod:`edge_runner.admin`)
+dependency injection or validation; the admin plane (:mod:`edge_runner.http.admin`)
 is FastAPI.
 """
 
@@ -24,20 +25,19 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from edge_api.routing import CompiledRule, MethodNotAllowed, RouteTable
-from edge_runner import content_type
-from edge_runner.abi_wagi import CgiRequest
-from edge_runner.catalog import Catalog
-from edge_runner.envelope import encode_request
+from edge_runner.abi import HttpRequest
 from edge_runner.errors import InvocationError
+from edge_runner.http import content_type
+from edge_runner.http.problems import Problem, from_invocation_error, problem
+from edge_runner.invoke.catalog import Catalog
 from edge_runner.metrics import RunnerMetrics
-from edge_runner.problems import Problem, from_invocation_error, problem
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-log = logging.getLogger("edge_runner.dataplane")
+log = logging.getLogger("edge_runner.http.dataplane")
 #: One structured line per request at INFO (``--log-level warning`` turns it off).
 access = logging.getLogger("edge_runner.access")
 #: Scope key where the matched route rule travels to the access log.
@@ -231,28 +231,20 @@ class DataPlane:
             if n not in HOP_BY_HOP and n not in connection_tokens and n != b"x-request-id"
         ]
         headers.append((b"x-request-id", request_id.encode()))
+        client = scope.get("client") or ("", 0)
+        server = scope.get("server") or ("", 0)
+        request = HttpRequest(
+            method="GET" if method == "HEAD" else method,
+            path=path, raw_path=scope.get("raw_path") or path.encode(),
+            query=scope["query_string"], headers=headers, body=body,
+            host=host or str(server[0]), scheme=scope.get("scheme", "http"),
+            client=str(client[0]), server_port=int(server[1] or 0),
+            route_path=rule.path, params=found.params, request_id=request_id,
+        )
         try:
             for attempt in (1, 2):
                 try:
-                    if runtime.spec.abi == "wagi":
-                        result = await runtime.invoke_wagi(
-                            self._cgi_request(
-                                scope, method=method, host=host, headers=headers, body=body,
-                                route_path=found.rule.path, params=found.params,
-                            ),
-                            request_id,
-                        )
-                    else:
-                        envelope = encode_request(
-                            b"GET" if method == "HEAD" else method.encode(),
-                            scope.get("raw_path") or path.encode(),
-                            scope["query_string"],
-                            [(k.encode(), v.encode()) for k, v in found.params],
-                            headers,
-                            body,
-                        )
-                        result = await runtime.invoke_edge(envelope, request_id)
-                    return function, _finish_response(result)
+                    return function, _finish_response(await runtime.invoke(request))
                 except InvocationError as error:
                     # Only a guest that never started, and only an idempotent method: a
                     # started guest is never re-run, whatever it did (see errors.py).
@@ -278,31 +270,8 @@ class DataPlane:
         return problem(413, "body-too-large", "Request body too large",
                        f"{got} is over maxRequestBytes ({limit})", request_id, function=function)
 
-    @staticmethod
-    def _cgi_request(
-        scope: Scope,
-        *,
-        method: str,
-        host: str,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
-        route_path: str,
-        params: tuple[tuple[str, str], ...],
-    ) -> CgiRequest:
-        client = scope.get("client") or ("", 0)
-        server = scope.get("server") or ("", 0)
-        return CgiRequest(
-            method="GET" if method == "HEAD" else method,
-            path=scope["path"],
-            query=scope["query_string"].decode("latin-1"),
-            headers=headers, body=body, host=host or str(server[0]),
-            scheme=scope.get("scheme", "http"), client=str(client[0]),
-            server_port=int(server[1] or 0), route_path=route_path, params=params,
-        )
-
-
 def _finish_response(result: tuple[int, list[tuple[bytes, bytes]], bytes]) -> Problem:
-    """Complete a guest's response (already checked by its executor, see abi_edge)."""
+    """Complete a guest's response (already checked by its executor, see abi.base)."""
     status, guest_headers, body = result
     headers = [(n, v) for n, v in guest_headers if n not in HOP_BY_HOP and n != b"x-request-id"]
     if status in NO_BODY:
@@ -325,7 +294,7 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
     """The whole request body; raises _TooLarge past ``limit``, _Disconnected if the client left.
 
     How long a client may take is bounded by the HTTP protocol
-    (:mod:`edge_runner.httpguard`: ``body_timeout``), which then disconnects.
+    (:mod:`edge_runner.http.guard`: ``body_timeout``), which then disconnects.
     """
     chunks: list[bytes] = []
     size = 0

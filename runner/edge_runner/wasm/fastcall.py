@@ -8,10 +8,9 @@ preallocated ``wasmtime_val_raw_t`` array per (store, export) and calls
 ``wasmtime_func_call_unchecked``, which is safe exactly because the signature
 was verified at load (:func:`edge_api.abi.check_module`).
 
-This and :mod:`edge_runner.wasi_output` (the guest's ``fd_write``) are the only
-users of wasmtime's private ``_ffi`` layer; the wasmtime version is pinned in
-pyproject.toml, a unit test compares RawCall with ``Func.__call__`` and
-tests/unit/test_wasi_output.py drives fd_write from real wasm.
+The C API is reached through :mod:`edge_runner.wasm.capi`, the one module that
+touches wasmtime-py's private layer; a unit test compares RawCall with
+``Func.__call__``.
 """
 
 from __future__ import annotations
@@ -19,10 +18,11 @@ from __future__ import annotations
 import ctypes
 
 import wasmtime
-from wasmtime import Func, Store, Trap, WasmtimeError, _bindings
-from wasmtime import _ffi as ffi
+from wasmtime import Func, Store
 
-_call_unchecked = _bindings._wasmtime_func_call_unchecked  # noqa: SLF001
+from edge_runner.wasm import capi
+
+_call_unchecked = capi.func_call_unchecked
 
 
 class RawCall:
@@ -31,11 +31,11 @@ class RawCall:
     __slots__ = ("_context", "_func", "_size", "_trap", "_values")
 
     def __init__(self, store: Store, func: Func, slots: int) -> None:
-        self._context = store._context()  # noqa: SLF001 - stable for the store's life
-        self._func = ctypes.byref(func._func)  # noqa: SLF001
+        self._context = capi.context(store)
+        self._func = capi.func_ref(func)
         self._size = slots
-        self._values = (ffi.wasmtime_val_raw * slots)()
-        self._trap = ctypes.POINTER(ffi.wasm_trap_t)()
+        self._values = (capi.ValRaw * slots)()
+        self._trap = capi.TrapPointer()
 
     def _invoke(self) -> None:
         trap = self._trap
@@ -43,10 +43,10 @@ class RawCall:
             self._context, self._func, self._values, self._size, ctypes.byref(trap)
         )
         if error:
-            raise WasmtimeError._from_ptr(error)  # noqa: SLF001
+            capi.raise_error(error)
         if trap:
-            raised = Trap._from_ptr(trap)  # noqa: SLF001
-            self._trap = ctypes.POINTER(ffi.wasm_trap_t)()
+            raised = capi.trap_from(trap)
+            self._trap = capi.TrapPointer()
             raise raised
 
     def i32_to_i32(self, a: int) -> int:
@@ -66,14 +66,10 @@ class RawCall:
         self._invoke()
 
 
-_set_deadline = _bindings._wasmtime_context_set_epoch_deadline  # noqa: SLF001
-_set_fuel = _bindings._wasmtime_context_set_fuel  # noqa: SLF001
-#: ``wasmtime_memory_data`` returning the address as an int (our own function object;
-#: also used by :mod:`edge_runner.wasi_output`), and ``wasmtime_memory_data_size``.
-memory_address = ffi.dll["wasmtime_memory_data"]
-memory_address.restype = ctypes.c_void_p
-memory_address.argtypes = _bindings._wasmtime_memory_data.argtypes  # noqa: SLF001
-memory_size = _bindings._wasmtime_memory_data_size  # noqa: SLF001
+_set_deadline = capi.set_epoch_deadline
+_set_fuel = capi.set_fuel
+memory_address = capi.memory_address
+memory_size = capi.memory_size
 
 
 class StoreHandle:
@@ -82,15 +78,15 @@ class StoreHandle:
     __slots__ = ("_context", "_memory")
 
     def __init__(self, store: Store, memory: wasmtime.Memory) -> None:
-        self._context = store._context()  # noqa: SLF001
-        self._memory = ctypes.byref(memory._memory)  # noqa: SLF001
+        self._context = capi.context(store)
+        self._memory = capi.memory_ref(memory)
 
     def prepare(self, ticks: int, fuel: int) -> None:
         """Set the epoch deadline (ticks from now) and the fuel of the next call."""
         _set_deadline(self._context, ticks)
         error = _set_fuel(self._context, fuel)
         if error:
-            raise WasmtimeError._from_ptr(error)  # noqa: SLF001
+            capi.raise_error(error)
 
     def memory(self) -> tuple[int, int]:
         """Address and length of the linear memory right now (it moves on growth)."""
@@ -99,7 +95,7 @@ class StoreHandle:
         )
 
 
-_global_get = _bindings._wasmtime_global_get  # noqa: SLF001
+_global_get = capi.global_get
 
 
 class GlobalReader:
@@ -108,9 +104,9 @@ class GlobalReader:
     __slots__ = ("_context", "_global", "_value", "_value_ref")
 
     def __init__(self, store: Store, glob: wasmtime.Global) -> None:
-        self._context = store._context()  # noqa: SLF001
-        self._global = ctypes.byref(glob._global)  # noqa: SLF001
-        self._value = ffi.wasmtime_val_t()
+        self._context = capi.context(store)
+        self._global = capi.global_ref(glob)
+        self._value = capi.Val()
         self._value_ref = ctypes.byref(self._value)
 
     def i32(self) -> int:

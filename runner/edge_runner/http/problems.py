@@ -1,6 +1,6 @@
 """RFC 9457 problem+json bodies for every error the data plane returns.
 
-Called by :mod:`edge_runner.dataplane`; pure functions returning the status,
+Called by :mod:`edge_runner.http.dataplane`; pure functions returning the status,
 headers and body to send.
 """
 

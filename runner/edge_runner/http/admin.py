@@ -11,7 +11,7 @@ from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from edge_runner.catalog import Catalog
+from edge_runner.invoke.catalog import Catalog
 from edge_runner.metrics import RunnerMetrics
 
 

@@ -2,7 +2,7 @@
 
 Three lifetimes, three types (as in Spin): the :class:`WasmEngine` lives as long
 as the runner; a :class:`CompiledModule` lives from load until its function is
-replaced; a store lives for one instance (see :mod:`edge_runner.abi_edge`).
+replaced; a store lives for one instance (see :mod:`edge_runner.abi.edge`).
 
 Time limits use epoch interruption: a ticker thread advances the engine epoch
 every ``tick`` seconds (catching up if it was late), and each invocation sets a
@@ -10,7 +10,7 @@ deadline in ticks, so a call is stopped between ``timeout`` and ``timeout`` +
 two ticks (plus scheduling noise).  Fuel metering is on engine-wide; a function
 without a fuel limit gets an effectively infinite budget per call.  Memory is
 capped per store (:meth:`WasmEngine.new_store`); modules are compiled with a
-grow probe (:mod:`edge_runner.growprobe`) so hitting that cap is known exactly.
+grow probe (:mod:`edge_runner.wasm.growprobe`) so hitting that cap is known exactly.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from dataclasses import dataclass
 import wasmtime
 
 from edge_api.abi import ALLOWED_IMPORT_MODULE, ModuleRejected, check_module
-from edge_runner import growprobe, wasi_output
-from edge_runner.modcache import fingerprint
+from edge_runner.wasm import growprobe, wasi_output
+from edge_runner.wasm.modcache import fingerprint
 
-log = logging.getLogger("edge_runner.engine")
+log = logging.getLogger("edge_runner.wasm.engine")
 
 UNLIMITED_FUEL = 2**63 - 1
 #: Table elements a store may hold (8 bytes each, outside linear memory): a
@@ -51,7 +51,7 @@ class CompiledModule:
     module: wasmtime.Module
     pre: wasmtime.InstancePre
     has_initialize: bool
-    #: Export name of the grow probe global (:mod:`edge_runner.growprobe`), if any.
+    #: Export name of the grow probe global (:mod:`edge_runner.wasm.growprobe`), if any.
     grow_probe: str | None = None
 
 
@@ -168,7 +168,7 @@ class WasmEngine:
 
     def load_artifact(self, artifact: bytes, *, digest: str, size: int, abi: str
                       ) -> CompiledModule:
-        """A module from a serialized artifact of this engine (see :mod:`edge_runner.modcache`).
+        """A module from a serialized artifact of this engine (see :mod:`.modcache`).
 
         Raises ``wasmtime.WasmtimeError`` if wasmtime refuses it (other version
         or settings); the caller then compiles from source.

@@ -1,6 +1,6 @@
 """The pod's cgroup limits, as the runner sees them: memory and CPU.
 
-Read at start-up by :mod:`edge_runner.budget` (the memory limit the budget keeps
+Read at start-up by :mod:`edge_runner.invoke.budget` (the memory limit the budget keeps
 under) and :mod:`edge_runner.server` (how many worker threads guests get).  Both
 look at this process's cgroup and every ancestor and take the tightest limit:
 cgroup v2 first (``memory.max``, ``cpu.max``), then v1 (``memory.limit_in_bytes``,

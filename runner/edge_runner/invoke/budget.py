@@ -2,7 +2,7 @@
 
 A runner pod shares one memory limit among all its functions.  Each instance
 may grow its linear memory up to its function's ``limits.memory``, so before
-the pool (:mod:`edge_runner.pool`) creates an instance it reserves that much
+the pool (:mod:`edge_runner.invoke.pool`) creates an instance it reserves that much
 here; the reservation is released when the instance is discarded.  The
 invariant is::
 
@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Protocol
 
 from edge_api.units import parse_quantity
-from edge_runner.cgroups import cgroup_root, read_cgroup_limit
+from edge_runner.host.cgroups import cgroup_root, read_cgroup_limit
 
-log = logging.getLogger("edge_runner.budget")
+log = logging.getLogger("edge_runner.invoke.budget")
 
 #: Environment variable with the memory limit (bytes or a quantity such as 512Mi).
 MEMORY_LIMIT_ENV = "EDGE_RUNNER_MEMORY_LIMIT"
@@ -70,7 +70,7 @@ class BudgetSettings:
 
 
 class Reclaimable(Protocol):
-    """A pool whose idle instances the budget may evict (see :mod:`edge_runner.pool`)."""
+    """A pool whose idle instances the budget may evict (see :mod:`edge_runner.invoke.pool`)."""
 
     @property
     def last_used(self) -> float: ...

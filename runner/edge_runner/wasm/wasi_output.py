@@ -6,14 +6,15 @@ about 50 microseconds and four thread switches per 4 KiB.  A guest flooding
 stdout from the event loop stalled it for 10-18 ms per request that way, every
 switch a chance for a busy CPU to keep the loop waiting.
 
-So the engine's linker shadows ``fd_write`` (:meth:`edge_runner.engine.WasmEngine.__init__`)
-with this host function, called on the guest's own thread through wasmtime's
-unchecked (raw value) interface.  It reads the iovecs from the caller's
+So the engine's linker shadows ``fd_write``
+(:meth:`edge_runner.wasm.engine.WasmEngine.__init__`) with this host function,
+called on the guest's own thread through wasmtime's unchecked (raw value)
+interface.  It reads the iovecs from the caller's
 ``memory``, hands at most what the stream still has room for to the
 :class:`Streams` of the store (copying nothing beyond that), reports the whole
 length as written, and charges the store ``CALL_FUEL`` plus ``IOVEC_FUEL`` per
 iovec, roughly the host's time in instructions: output is work the host does for
-the guest, and a speculative call on the event loop (:mod:`edge_runner.pool`)
+the guest, and a speculative call on the event loop (:mod:`edge_runner.invoke.pool`)
 that writes a lot runs out of its small budget and moves to a worker thread
 like one that computes a lot.
 
@@ -31,12 +32,11 @@ import typing
 import weakref
 
 import wasmtime
-from wasmtime import _bindings
-from wasmtime import _ffi as ffi
 
-from edge_runner.fastcall import memory_address, memory_size
+from edge_runner.wasm import capi
+from edge_runner.wasm.capi import memory_address, memory_size
 
-log = logging.getLogger("edge_runner.wasi_output")
+log = logging.getLogger("edge_runner.wasm.wasi_output")
 
 #: Fuel one ``fd_write`` call costs (about its host time in wasm instructions).
 CALL_FUEL = 10_000
@@ -79,21 +79,20 @@ def attach(store: wasmtime.Store) -> None:
     streams = store.data()
     if not isinstance(streams, Streams):
         raise TypeError("the store's data must be its Streams")
-    key = _bindings.wasmtime_context_get_data(store._context())  # noqa: SLF001
-    _BY_STORE[int(key or 0)] = streams
+    _BY_STORE[capi.store_data_key(store)] = streams
 
 
-_caller_context = _bindings._wasmtime_caller_context  # noqa: SLF001
-_context_data = _bindings._wasmtime_context_get_data  # noqa: SLF001
-_export_get = _bindings._wasmtime_caller_export_get  # noqa: SLF001
-_get_fuel = _bindings._wasmtime_context_get_fuel  # noqa: SLF001
-_set_fuel = _bindings._wasmtime_context_set_fuel  # noqa: SLF001
-_trap_new = _bindings._wasmtime_trap_new  # noqa: SLF001
+_caller_context = capi.caller_context
+_context_data = capi.context_get_data
+_export_get = capi.caller_export_get
+_get_fuel = capi.get_fuel
+_set_fuel = capi.set_fuel
+_trap_new = capi.trap_new
 _MEMORY = b"memory"
-_MEMORY_KIND = ffi.WASMTIME_EXTERN_MEMORY.value
+_MEMORY_KIND = capi.EXTERN_MEMORY
 
 
-def _fd_write(caller: ctypes.c_void_p, values: ctypes.Array[ffi.wasmtime_val_raw]) -> int:
+def _fd_write(caller: ctypes.c_void_p, values: ctypes.Array[capi.ValRaw]) -> int:
     """``fd_write(fd, iovs, iovs_len, nwritten) -> errno``."""
     context = _caller_context(caller)
     streams = _BY_STORE.get(int(_context_data(context) or 0))
@@ -101,7 +100,7 @@ def _fd_write(caller: ctypes.c_void_p, values: ctypes.Array[ffi.wasmtime_val_raw
     if streams is None or fd not in (1, 2):
         return _EBADF
     stream = streams.stdout if fd == 1 else streams.stderr
-    found = ffi.wasmtime_extern_t()
+    found = capi.Extern()
     if not _export_get(caller, _MEMORY, len(_MEMORY), ctypes.byref(found)) or (
             typing.cast(int, found.kind) != _MEMORY_KIND):
         return _EFAULT
@@ -139,7 +138,7 @@ def _charge(context: object, fuel: int) -> None:
 
 
 def _host_fd_write(
-    _env: int, caller: ctypes.c_void_p, values: ctypes.Array[ffi.wasmtime_val_raw], _count: int
+    _env: int, caller: ctypes.c_void_p, values: ctypes.Array[capi.ValRaw], _count: int
 ) -> int:
     """The callback wasmtime calls: the result goes into ``values[0]``, a trap is returned."""
     try:
@@ -152,18 +151,11 @@ def _host_fd_write(
 
 
 #: The C function pointer wasmtime calls (kept alive with this module).
-_callback: typing.Any = _bindings.wasmtime_func_unchecked_callback_t(_host_fd_write)
-_NO_FINALIZER = ctypes.cast(0, ctypes.CFUNCTYPE(None, ctypes.c_void_p))
+_callback: typing.Any = capi.UncheckedCallback(_host_fd_write)
 
 
 def define_fd_write(linker: wasmtime.Linker, module: str) -> None:
     """Shadow ``module.fd_write`` in ``linker`` (which must allow shadowing)."""
     i32 = wasmtime.ValType.i32()
     kind = wasmtime.FuncType([i32] * 4, [i32])
-    module_name, name = module.encode(), b"fd_write"
-    error = _bindings.wasmtime_linker_define_func_unchecked(
-        linker.ptr(), ctypes.create_string_buffer(module_name), len(module_name),
-        ctypes.create_string_buffer(name), len(name), kind.ptr(), _callback, None, _NO_FINALIZER,
-    )
-    if error:
-        raise wasmtime.WasmtimeError._from_ptr(error)  # noqa: SLF001
+    capi.define_unchecked(linker, module, "fd_write", kind, _callback)

@@ -1,7 +1,7 @@
 """Make a refused ``memory.grow`` observable: module instrumentation at load time.
 
 wasmtime caps an instance's linear memory with a store limit
-(:meth:`edge_runner.engine.WasmEngine.new_store`); at the cap ``memory.grow``
+(:meth:`edge_runner.wasm.engine.WasmEngine.new_store`); at the cap ``memory.grow``
 returns -1 and nothing else happens, so the host cannot tell "the guest hit its
 memory limit" from "the guest trapped" after the fact.  Guessing from the
 memory size at trap time is wrong both ways (a refused 100-page grow leaves the
@@ -11,7 +11,7 @@ So :func:`instrument` rewrites the module once, when the engine compiles it:
 every ``memory.grow`` of memory 0 becomes a call to an appended function that
 does the same ``memory.grow`` and, when it returns -1, sets an appended mutable
 global to 1.  That global is exported as :data:`PROBE_EXPORT`; the executors
-(:mod:`edge_runner.abi_edge`, :mod:`edge_runner.abi_wagi`) read it after a call:
+(:mod:`edge_runner.abi.edge`, :mod:`edge_runner.abi.wagi`) read it after a call:
 set means the store limit refused a growth during that instance's life, which
 is reason ``memory`` (502) and the instance is discarded.  Nothing else in the
 module changes: function, type and global indices are kept (everything new is

@@ -1,26 +1,28 @@
 """A loaded function and its pool of instances.
 
-:class:`FunctionRuntime` is what the catalog (:mod:`edge_runner.catalog`) keeps
-per function: the spec, the compiled module and the instances.  The data plane
-calls :meth:`FunctionRuntime.invoke_edge` / :meth:`FunctionRuntime.invoke_wagi`;
-an invocation passes, in order:
+:class:`FunctionRuntime` is what the catalog (:mod:`edge_runner.invoke.catalog`) keeps
+per function: the spec, the compiled module, its ABI executor
+(:mod:`edge_runner.abi`) and the instances.  The data plane calls
+:meth:`FunctionRuntime.invoke` with the routed request; the executor encodes
+it, and the invocation passes, in order:
 
-1. the function's gate (:mod:`edge_runner.admission`): at most
+1. the function's gate (:mod:`edge_runner.invoke.admission`): at most
    ``pool.maxInstances`` at once, a bounded queue, a bounded wait, else 503;
-2. for edge calls, a speculative run on the event loop under a small fuel
-   budget (:class:`InlinePolicy`);
+2. for ABIs that allow it (``edge``), a speculative run on the event loop
+   under a small fuel budget (:class:`InlinePolicy`);
 3. otherwise the runner-wide gate (one slot per worker thread, same bounded
    wait) and a worker thread, so a slow or endless guest never blocks the
    event loop or other functions.
 
 Every instance reserves its ``limits.memory`` in the runner's memory budget
-(:mod:`edge_runner.budget`) before it is created and releases it when it is
+(:mod:`edge_runner.invoke.budget`) before it is created and releases it when it is
 dropped; an instance that does not fit is refused with 503 (``memory_budget``).
 With ``pool.reuse`` an instance that served a request successfully goes back
 to the idle stack (most recently used first, so the hottest stay warm) and its
 globals persist; it is dropped after ``pool.idleTimeout`` unused, when the
-budget needs room, or after any failure.  Without reuse every request gets a
-fresh instance from the pre-instantiated template.
+budget needs room, or after any failure.  Without reuse (and for ABIs whose
+instances serve one request, ``wagi``) every request gets a fresh instance from
+the pre-instantiated template.
 """
 
 from __future__ import annotations
@@ -33,14 +35,14 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from edge_api.models import EdgeFunctionSpec
-from edge_runner.abi_edge import BudgetExceeded, EdgeInstance, Response, Speculation
-from edge_runner.abi_wagi import CgiRequest, run_wagi
-from edge_runner.admission import Gate, GateFull
-from edge_runner.budget import MemoryBudget
-from edge_runner.engine import CompiledModule, WasmEngine
+from edge_runner.abi import AbiExecutor, HttpRequest, Instance, Response, executor_for
+from edge_runner.abi.base import BudgetExceeded, Speculation
 from edge_runner.errors import GuestFailure, GuestTimeout, Unavailable
+from edge_runner.invoke.admission import Gate, GateFull
+from edge_runner.invoke.budget import MemoryBudget
+from edge_runner.wasm.engine import CompiledModule, WasmEngine
 
-log = logging.getLogger("edge_runner.pool")
+log = logging.getLogger("edge_runner.invoke.pool")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +82,7 @@ class InlinePolicy:
 
     Re-running is safe because a speculative run has no effect outside its own
     instance, which is thrown away: the guest has no filesystem, network or
-    clock it can change (:func:`edge_runner.abi_edge.make_wasi`), its output is
+    clock it can change (:func:`edge_runner.abi.edge.make_wasi`), its output is
     discarded unlogged, and the client has seen nothing yet.  This is not a
     retry of a failed request: the first run did not fail, it was preempted.
     """
@@ -165,6 +167,8 @@ class FunctionRuntime:
         self.compiled = compiled
         self.digest = compiled.digest
         self.engine = engine
+        self.abi: AbiExecutor = executor_for(spec.abi)
+        self._reuse = spec.pool.reuse and self.abi.reusable
         self._executor = executor
         self._queue = queue
         self._events = events or PoolEvents()
@@ -182,24 +186,26 @@ class FunctionRuntime:
         self._threads = shared.threads
         self._budget = shared.budget
         self._reservation = spec.limits.memory
-        self._idle: list[EdgeInstance] = []
+        self._idle: list[Instance] = []
         self.stats = PoolStats()
         self.closed = False
         self._budget.register(self)
 
     # -- what the data plane calls -------------------------------------------------
 
-    async def invoke_edge(self, envelope: bytes, request_id: str) -> Response:
+    async def invoke(self, request: HttpRequest) -> Response:
         gate = self._gate
         waited = 0.0 if gate.try_enter() else await self._wait(gate, self._queue.max_wait)
         try:
+            payload = self.abi.encode(request)
+            request_id = request.request_id
             spent = 0.0
             inline = self._inline
             started = time.monotonic()
-            if inline.budget and started >= self._inline_after:
+            if inline.budget and self.abi.inline and started >= self._inline_after:
                 computed = time.thread_time()
                 try:
-                    return self._run_edge(envelope, request_id, self._speculation, 0.0)
+                    return self._run(payload, request_id, self._speculation, 0.0)
                 except (GuestFailure, GuestTimeout):
                     self._demote(inline.failure_backoff, "its call failed")
                     raise
@@ -216,9 +222,7 @@ class FunctionRuntime:
                         # was descheduled, which is no fault of the guest.  A strike.
                         self._slow()
                     # Either way (or a clock that jumped ahead): re-run it on a thread.
-            return await self._on_thread(
-                waited, self._run_edge, envelope, request_id, None, spent
-            )
+            return await self._on_thread(waited, self._run, payload, request_id, None, spent)
         finally:
             gate.leave()
 
@@ -232,14 +236,6 @@ class FunctionRuntime:
         self.stats.demotions += 1
         log.info("%s runs on worker threads for %.0fs: %s", self.name, backoff, why,
                  extra={"function": self.name})
-
-    async def invoke_wagi(self, request: CgiRequest, request_id: str) -> Response:
-        gate = self._gate
-        waited = 0.0 if gate.try_enter() else await self._wait(gate, self._queue.max_wait)
-        try:
-            return await self._on_thread(waited, self._run_wagi, request, request_id)
-        finally:
-            gate.leave()
 
     async def _on_thread(
         self, waited: float, work: Callable[..., Response], *args: object
@@ -272,10 +268,10 @@ class FunctionRuntime:
 
     # -- worker-thread (or inline) side ----------------------------------------------
 
-    def _run_edge(
-        self, envelope: bytes, request_id: str, speculation: Speculation | None, spent: float
+    def _run(
+        self, payload: object, request_id: str, speculation: Speculation | None, spent: float
     ) -> Response:
-        reuse = self.spec.pool.reuse
+        reuse = self._reuse
         instance = None
         if reuse and self._idle:
             try:
@@ -288,20 +284,21 @@ class FunctionRuntime:
             instance = self._new_instance(request_id, speculation)
         try:
             if speculation is None:
-                response = instance.invoke(envelope, request_id, spent=spent)
+                response = instance.invoke(payload, request_id, spent=spent)
             else:
-                response = self._invoke_inline(instance, envelope, request_id, speculation)
+                response = self._invoke_inline(instance, payload, request_id, speculation)
         except BudgetExceeded:
             self._events.evicted("preempted")  # re-run on a thread: not a failure
             self._drop(instance)
             raise
         except BaseException:
-            self.stats.discarded += 1
-            self._events.evicted("failure")
+            if self.abi.reusable:  # a per-request instance is not evicted by failing
+                self.stats.discarded += 1
+                self._events.evicted("failure")
             self._drop(instance)
             raise
         self.stats.served += 1
-        if self._max_requests and instance.served >= self._max_requests:
+        if self._max_requests and instance.served >= self._max_requests and self.abi.reusable:
             self._events.evicted("recycle")
             self._drop(instance)
         elif reuse and not self.closed:
@@ -315,17 +312,17 @@ class FunctionRuntime:
         return response
 
     def _invoke_inline(
-        self, instance: EdgeInstance, envelope: bytes, request_id: str, speculation: Speculation
+        self, instance: Instance, payload: object, request_id: str, speculation: Speculation
     ) -> Response:
         """A speculative call, timed (not the creation of a cold instance): see :meth:`_slow`.
 
-        A call the speculative budget preempted is judged by :meth:`invoke_edge`.
+        A call the speculative budget preempted is judged by :meth:`invoke`.
         """
         started = time.monotonic()
         try:
-            response = instance.invoke(envelope, request_id, speculation=speculation)
+            response = instance.invoke(payload, request_id, speculation=speculation)
         except BudgetExceeded:
-            raise  # preempted: judged by invoke_edge
+            raise  # preempted: judged by invoke
         except BaseException:
             self._judge(time.monotonic() - started)
             raise
@@ -345,38 +342,20 @@ class FunctionRuntime:
             self._slow_streak = 0
             self._demote(self._inline.slow_backoff, "its inline calls were slow")
 
-    def _run_wagi(self, request: CgiRequest, request_id: str) -> Response:
-        self._reserve(self._reservation)
-        try:
-            self.stats.cold_starts += 1
-            self._events.cold_start(None)
-            response = run_wagi(
-                engine=self.engine,
-                compiled=self.compiled,
-                name=self.name,
-                spec=self.spec,
-                request=request,
-                request_id=request_id,
-            )
-        finally:
-            self._budget.release(self._reservation)
-        self.stats.served += 1
-        return response
-
-    def _new_instance(self, request_id: str, speculation: Speculation | None) -> EdgeInstance:
+    def _new_instance(self, request_id: str, speculation: Speculation | None) -> Instance:
         self._reserve(self._reservation)
         started = time.perf_counter()
         try:
-            instance = EdgeInstance(
+            instance = self.abi.instantiate(
                 self.engine, self.compiled, self.name, self.spec, speculation=speculation,
                 request_id=request_id,
             )
         except BaseException:
-            self._budget.release(self._reservation)  # EdgeInstance closed its own store
+            self._budget.release(self._reservation)  # the instance closed its own store
             raise
         instance.reserved = self._reservation
         self.stats.cold_starts += 1
-        self._events.cold_start(time.perf_counter() - started)
+        self._events.cold_start(time.perf_counter() - started if self.abi.timed_start else None)
         return instance
 
     def _reserve(self, size: int) -> None:
@@ -388,14 +367,14 @@ class FunctionRuntime:
                 f" runner has {max(budget.headroom, 0)} left of its budget",
             )
 
-    def _park(self, instance: EdgeInstance) -> None:
+    def _park(self, instance: Instance) -> None:
         """An instance goes idle: it cannot grow until it is used again, so it keeps only
         what its linear memory holds now reserved, and frees the rest of the budget."""
         held = min(instance.memory_bytes(), self._reservation)
         self._budget.release(instance.reserved - held)
         instance.reserved = held
 
-    def _unpark(self, instance: EdgeInstance) -> None:
+    def _unpark(self, instance: Instance) -> None:
         """An idle instance is about to run and may grow to its limit again."""
         need = self._reservation - instance.reserved
         if need > 0:
@@ -406,7 +385,7 @@ class FunctionRuntime:
                 raise
             instance.reserved = self._reservation
 
-    def _drop(self, instance: EdgeInstance) -> None:
+    def _drop(self, instance: Instance) -> None:
         """Forget one instance (already out of the idle stack): free it, release its memory."""
         instance.close()
         self._budget.release(instance.reserved)

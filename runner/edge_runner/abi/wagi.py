@@ -3,46 +3,31 @@
 The request becomes CGI/WAGI environment variables plus the function's own
 ``env``; the body is stdin; ``_start`` runs; stdout carries CGI headers
 (``Content-Type``, ``Status``, ``Location``), a blank line, then the body.
-Called by the pool (:mod:`edge_runner.pool`) from a worker thread.  Failures:
+The pool (:mod:`edge_runner.invoke.pool`) runs :class:`WagiRun` on a worker thread.  Failures:
 a non-zero ``proc_exit`` is ``exit`` (502), stdout over ``maxResponseBytes`` is
-``response_too_large`` (502), the rest as in :mod:`edge_runner.traps`.  Guest
+``response_too_large`` (502), the rest as in :mod:`edge_runner.wasm.traps`.  Guest
 stderr goes to the log, bounded, like the edge ABI's output.
 """
 
 from __future__ import annotations
 
-import ctypes
-from dataclasses import dataclass
+import typing
 
 import wasmtime
-from wasmtime import _ffi as ffi
 
 from edge_api.models import EdgeFunctionSpec
-from edge_runner.abi_edge import Response, check_response, make_wasi
-from edge_runner.engine import UNLIMITED_FUEL, CompiledModule, WasmEngine
+from edge_runner.abi.base import HttpRequest, Response, Speculation, check_response, make_wasi
 from edge_runner.errors import GuestFailure
-from edge_runner.guest_output import GuestOutput
-from edge_runner.traps import classify, instantiation_failure, memory_failure
-from edge_runner.wasi_output import Streams
+from edge_runner.wasm import capi
+from edge_runner.wasm.engine import UNLIMITED_FUEL, CompiledModule, WasmEngine
+from edge_runner.wasm.guest_output import GuestOutput
+from edge_runner.wasm.traps import classify, instantiation_failure, memory_failure
+from edge_runner.wasm.wasi_output import Streams
 
 
-@dataclass(frozen=True, slots=True)
-class CgiRequest:
-    method: str
-    path: str
-    query: str
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
-    host: str
-    scheme: str
-    client: str
-    server_port: int
-    route_path: str
-    params: tuple[tuple[str, str], ...]
-
-
-def cgi_environment(request: CgiRequest) -> list[tuple[str, str]]:
+def cgi_environment(request: HttpRequest) -> list[tuple[str, str]]:
     """CGI/WAGI variables for one request (RFC 3875 plus WAGI's X_* extras)."""
+    query = request.query.decode("latin-1")
     env = {
         "GATEWAY_INTERFACE": "CGI/1.1",
         "SERVER_SOFTWARE": "edge-runner",
@@ -53,13 +38,13 @@ def cgi_environment(request: CgiRequest) -> list[tuple[str, str]]:
         "SCRIPT_NAME": request.route_path.rstrip("/"),
         "PATH_INFO": request.path,
         "PATH_TRANSLATED": request.path,
-        "QUERY_STRING": request.query,
+        "QUERY_STRING": query,
         "REMOTE_ADDR": request.client,
         "REMOTE_HOST": request.client,
         "CONTENT_LENGTH": str(len(request.body)),
         "CONTENT_TYPE": "",
         "X_FULL_URL": f"{request.scheme}://{request.host}{request.path}"
-        + (f"?{request.query}" if request.query else ""),
+        + (f"?{query}" if query else ""),
         "X_MATCHED_ROUTE": request.route_path,
         "X_RAW_PATH_INFO": request.path,
     }
@@ -125,20 +110,13 @@ class _BoundedStdout:
             self.chunks.append(kept)
 
 
-def _set_stdin(wasi: wasmtime.WasiConfig, body: bytes) -> None:
-    vec = ffi.wasm_byte_vec_t()
-    data = (ctypes.c_ubyte * len(body)).from_buffer_copy(body)
-    ffi.wasm_byte_vec_new(ctypes.byref(vec), len(body), data)
-    ffi.wasi_config_set_stdin_bytes(wasi.ptr(), ctypes.byref(vec))  # takes ownership
-
-
 def run_wagi(
     *,
     engine: WasmEngine,
     compiled: CompiledModule,
     name: str,
     spec: EdgeFunctionSpec,
-    request: CgiRequest,
+    request: HttpRequest,
     request_id: str,
 ) -> Response:
     """Instantiate, run ``_start`` once and parse its CGI output."""
@@ -148,7 +126,7 @@ def run_wagi(
     stdout = _BoundedStdout(limits.max_response_bytes)
     wasi = make_wasi(spec, name)
     wasi.env = cgi_environment(request) + [(e.name, e.value) for e in spec.env]
-    _set_stdin(wasi, request.body)
+    capi.set_stdin_bytes(wasi, request.body)
     store = engine.new_store(memory=limits.memory, wasi=wasi, output=Streams(stdout, log_output))
     store.set_epoch_deadline(engine.deadline_ticks(limits.timeout) + engine.lag())
     store.set_fuel(limits.fuel or UNLIMITED_FUEL)
@@ -191,3 +169,57 @@ def run_wagi(
             f"output of {stdout.size} bytes is over maxResponseBytes ({stdout.limit})",
         )
     return check_response(parse_cgi_output(b"".join(stdout.chunks)))
+
+
+class WagiRun:
+    """One request's instance: created, run and freed inside :meth:`invoke`."""
+
+    __slots__ = ("_compiled", "_engine", "_name", "_spec", "idle_since", "reserved", "served")
+
+    def __init__(
+        self, engine: WasmEngine, compiled: CompiledModule, name: str, spec: EdgeFunctionSpec
+    ) -> None:
+        self._engine = engine
+        self._compiled = compiled
+        self._name = name
+        self._spec = spec
+        self.served = 0
+        self.reserved = 0
+        self.idle_since = 0.0
+
+    def invoke(
+        self, payload: object, request_id: str, *, speculation: Speculation | None = None,
+        spent: float = 0.0,
+    ) -> Response:
+        self.served += 1
+        return run_wagi(
+            engine=self._engine, compiled=self._compiled, name=self._name, spec=self._spec,
+            request=typing.cast(HttpRequest, payload), request_id=request_id,
+        )
+
+    def memory_bytes(self) -> int:
+        return 0  # its store lives only inside invoke
+
+    def close(self) -> None:
+        pass
+
+
+class WagiExecutor:
+    """The ``wagi`` ABI: a fresh instance per request, always on a worker thread."""
+
+    abi = "wagi"
+    reusable = False
+    inline = False
+    timed_start = False
+
+    def encode(self, request: HttpRequest) -> HttpRequest:
+        return request  # the CGI environment is built on the worker thread
+
+    def instantiate(
+        self, engine: WasmEngine, compiled: CompiledModule, name: str, spec: EdgeFunctionSpec,
+        *, speculation: Speculation | None, request_id: str,
+    ) -> WagiRun:
+        return WagiRun(engine, compiled, name, spec)
+
+
+WAGI = WagiExecutor()

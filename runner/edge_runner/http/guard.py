@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from edge_runner.problems import problem
+from edge_runner.http.problems import problem
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """What the runner serves right now: functions, their pools and the route table.
 
-Sources of configuration (standalone manifests in :mod:`edge_runner.manifests`,
-operator ConfigMaps in :mod:`edge_runner.cluster`) describe a
+Sources of configuration (standalone manifests in :mod:`edge_runner.sources.manifests`,
+operator ConfigMaps in :mod:`edge_runner.sources.cluster`) describe a
 :class:`DesiredState`; :meth:`Catalog.apply` compiles what changed off the
 event loop and swaps in a new immutable :class:`Snapshot` in one assignment.
 Requests already running keep the runtime they started with ("in-flight
@@ -26,12 +26,12 @@ import wasmtime
 from edge_api.abi import ModuleRejected
 from edge_api.models import EdgeFunctionSpec, EdgeRouteSpec
 from edge_api.routing import EMPTY_TABLE, RouteTable, build_table
-from edge_runner.engine import CompiledModule, WasmEngine
+from edge_runner.invoke.pool import FunctionRuntime, InlinePolicy, QueuePolicy, SharedLimits
 from edge_runner.metrics import RunnerMetrics
-from edge_runner.modcache import DiskCache
-from edge_runner.pool import FunctionRuntime, InlinePolicy, QueuePolicy, SharedLimits
+from edge_runner.wasm.engine import CompiledModule, WasmEngine
+from edge_runner.wasm.modcache import DiskCache
 
-log = logging.getLogger("edge_runner.catalog")
+log = logging.getLogger("edge_runner.invoke.catalog")
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,9 +20,9 @@ import watchfiles
 import yaml
 
 from edge_api.models import EdgeFunction, EdgeRoute, ManifestError, parse_manifest
-from edge_runner.catalog import Catalog, DesiredState, FunctionSource
+from edge_runner.invoke.catalog import Catalog, DesiredState, FunctionSource
 
-log = logging.getLogger("edge_runner.manifests")
+log = logging.getLogger("edge_runner.sources.manifests")
 
 SKIPPED_DIRS = frozenset({"target", "node_modules", ".git", "__pycache__"})
 MAX_MODULE_BYTES = 64 * 2**20

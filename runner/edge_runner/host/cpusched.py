@@ -34,7 +34,7 @@ import platform
 import struct
 import threading
 
-log = logging.getLogger("edge_runner.cpusched")
+log = logging.getLogger("edge_runner.host.cpusched")
 
 #: ``sched_setattr`` system call numbers by machine (no libc wrapper exists).
 _SCHED_SETATTR = {"x86_64": 314, "aarch64": 274}

@@ -1,6 +1,6 @@
 """Runner registration and heartbeat: this runner's Lease (cluster mode only).
 
-Started by :func:`edge_runner.cluster.watch_cluster` once the first sync is
+Started by :func:`edge_runner.sources.cluster.watch_cluster` once the first sync is
 applied.  Renews the Lease every third of its duration, and at once when the
 catalog changes so the operator sees a new digest served within a second;
 recreates it if it vanished (the operator cleans up expired Leases, or the API
@@ -21,9 +21,9 @@ import httpx
 
 from edge_api.kube import KubeClient, KubeError, NotFound, resource_path
 from edge_api.runners import lease, lease_name, renewal
-from edge_runner.catalog import Catalog
+from edge_runner.invoke.catalog import Catalog
 
-log = logging.getLogger("edge_runner.registration")
+log = logging.getLogger("edge_runner.sources.registration")
 
 DEFAULT_LEASE_SECONDS = 15
 

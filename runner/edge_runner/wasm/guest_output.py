@@ -29,7 +29,7 @@ class GuestOutput:
         self._dropped = 0
 
     def room(self) -> int:
-        """Bytes this invocation may still add to the log (see :mod:`edge_runner.wasi_output`)."""
+        """Bytes this invocation may still add to the log (see :mod:`.wasi_output`)."""
         return max(0, self.limit - self._size)
 
     def write(self, kept: bytes, size: int) -> None:

@@ -24,10 +24,10 @@ import httpx
 from edge_api.constants import LABEL_KIND
 from edge_api.kube import KubeClient, KubeError, load_config, resource_path
 from edge_api.wire import FunctionConfig, RouteConfig, WireError, parse_configmap
-from edge_runner.catalog import Catalog, DesiredState, FunctionSource
-from edge_runner.registration import Registration
+from edge_runner.invoke.catalog import Catalog, DesiredState, FunctionSource
+from edge_runner.sources.registration import Registration
 
-log = logging.getLogger("edge_runner.cluster")
+log = logging.getLogger("edge_runner.sources.cluster")
 
 #: Seconds between full re-lists (a safety net under the watch).
 RESYNC_SECONDS = 300.0

@@ -1,68 +1,37 @@
 """Executor of the ``edge`` ABI: one hot instance, one call per request.
 
-An :class:`EdgeInstance` owns a store (one per instance, used by one thread at
-a time), its memory and the two exports, reached through :class:`RawCall`.
-The pool (:mod:`edge_runner.pool`) creates, reuses and discards instances; the
-data plane hands it an encoded request and gets ``(status, headers, body)``.
+:class:`EdgeExecutor` encodes a request into the envelope of docs/abi.md
+(:mod:`edge_runner.abi.envelope`).  An :class:`EdgeInstance` owns a store (one
+per instance, used by one thread at a time), its memory and the two exports,
+reached through :class:`~edge_runner.wasm.fastcall.RawCall`.  The pool
+(:mod:`edge_runner.invoke.pool`) creates, reuses and discards instances, and
+may run a call speculatively on the event loop under a small budget.
 """
 
 from __future__ import annotations
 
 import ctypes
-import re
-from dataclasses import dataclass
+import typing
 
 import wasmtime
 
 from edge_api.models import EdgeFunctionSpec
-from edge_runner.engine import UNLIMITED_FUEL, CompiledModule, WasmEngine
-from edge_runner.envelope import EnvelopeError, decode_response
-from edge_runner.errors import GuestFailure, InvocationError
-from edge_runner.fastcall import GlobalReader, RawCall, StoreHandle
-from edge_runner.guest_output import GuestOutput
-from edge_runner.traps import classify, instantiation_failure, memory_failure
-from edge_runner.wasi_output import Streams
-
-Response = tuple[int, list[tuple[bytes, bytes]], bytes]
-
-
-def make_wasi(spec: EdgeFunctionSpec, argv0: str) -> wasmtime.WasiConfig:
-    """The whole sandbox a guest sees (docs/abi.md).
-
-    Only ``spec.env`` (never the runner's environment), ``argv`` = the function
-    name, no preopened directories (so no path resolves and no file opens), no
-    sockets (WASI preview 1 can only use inherited socket fds, and there are
-    none), empty stdin.  ``fd_write`` to stdout/stderr goes to the store's
-    :class:`~edge_runner.wasi_output.Streams` and ``poll_oneoff`` is refused,
-    both by the engine's linker (:mod:`edge_runner.engine`).
-    """
-    wasi = wasmtime.WasiConfig()
-    wasi.argv = [argv0]
-    wasi.env = [(e.name, e.value) for e in spec.env]
-    return wasi
-
-
-class BudgetExceeded(Exception):
-    """A speculative call ran out of its small budget; rerun it elsewhere."""
-
-    def __init__(self, *, by_time: bool) -> None:
-        super().__init__("speculative budget exceeded")
-        #: The epoch deadline stopped it (not fuel).  The epoch ticker catches up
-        #: in bursts when it waited for the GIL, so this can come early.
-        self.by_time = by_time
-
-
-@dataclass(frozen=True, slots=True)
-class Speculation:
-    """The small budget of a speculative run on the event loop (see pool.InlinePolicy).
-
-    Both bounds matter: fuel counts instructions, but a guest calling cheap-fuel,
-    expensive host functions (the WASI clock, random bytes) could use little fuel for
-    a long time, so the epoch deadline is shortened too.
-    """
-
-    fuel: int
-    ticks: int
+from edge_runner.abi.base import (
+    MAX_RESPONSE_HEADERS,
+    BudgetExceeded,
+    HttpRequest,
+    Response,
+    Speculation,
+    check_response,
+    make_wasi,
+)
+from edge_runner.abi.envelope import EnvelopeError, decode_response, encode_request
+from edge_runner.errors import GuestFailure
+from edge_runner.wasm.engine import UNLIMITED_FUEL, CompiledModule, WasmEngine
+from edge_runner.wasm.fastcall import GlobalReader, RawCall, StoreHandle
+from edge_runner.wasm.guest_output import GuestOutput
+from edge_runner.wasm.traps import classify, instantiation_failure, memory_failure
+from edge_runner.wasm.wasi_output import Streams
 
 
 def _preempted(
@@ -78,32 +47,6 @@ def _preempted(
     if code == wasmtime.TrapCode.INTERRUPT and speculation.ticks < ticks:
         return BudgetExceeded(by_time=True)
     return None
-
-
-#: Response headers a guest may return; more is a malformed envelope (the host
-#: decodes and forwards each one, so this bounds its work per response).
-MAX_RESPONSE_HEADERS = 256
-# Response header syntax (RFC 9110 token; no control characters but HTAB in values).
-_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9a-z]+$")
-_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-
-
-def check_response(response: Response) -> Response:
-    """Raise ``bad_response`` for what HTTP cannot carry; shared by both ABIs.
-
-    An informational status as the final answer, too many headers, a header
-    name that is not a lower-case token, or a value with a control character
-    (response splitting) would otherwise break the connection mid-response.
-    """
-    status, headers, _ = response
-    if status < 200:
-        raise GuestFailure("bad_response", f"status {status} is not a final response")
-    if len(headers) > MAX_RESPONSE_HEADERS:
-        raise GuestFailure("bad_response", f"response has more than {MAX_RESPONSE_HEADERS} headers")
-    for name, value in headers:
-        if not _TOKEN.match(name) or _BAD_VALUE.search(value):
-            raise GuestFailure("bad_response", f"invalid response header {name[:40]!r}")
-    return response
 
 
 class EdgeInstance:
@@ -207,7 +150,7 @@ class EdgeInstance:
         self.store.close()
 
     def _refused(self) -> bool:
-        """Did the store limit refuse a ``memory.grow`` (see :mod:`edge_runner.growprobe`)?"""
+        """Did the store limit refuse a ``memory.grow`` (see :mod:`edge_runner.wasm.growprobe`)?"""
         return self._probe is not None and self._probe.i32() != 0
 
     def memory_bytes(self) -> int:
@@ -215,17 +158,18 @@ class EdgeInstance:
         return self._handle_store.memory()[1]
 
     def invoke(
-        self, envelope: bytes, request_id: str, *, speculation: Speculation | None = None,
+        self, payload: object, request_id: str, *, speculation: Speculation | None = None,
         spent: float = 0.0,
     ) -> Response:
         """Run one request; raises :class:`InvocationError` (then discard the instance).
 
         ``speculation`` caps this call below the function's own limits
-        (speculative inline execution, see :mod:`edge_runner.pool`); running out
+        (speculative inline execution, see :mod:`edge_runner.invoke.pool`); running out
         of it raises :class:`BudgetExceeded` instead of a fuel or time error.
         ``spent`` is wall time a speculative attempt already used, taken off the
         deadline.
         """
+        envelope = typing.cast(bytes, payload)  # from EdgeExecutor.encode
         handle = self._handle_store
         self.output.request_id = request_id
         fuel = self._fuel
@@ -286,4 +230,31 @@ class EdgeInstance:
             raise GuestFailure("bad_response", str(exc)) from exc
 
 
-__all__ = ["EdgeInstance", "InvocationError", "Response", "check_response", "make_wasi"]
+class EdgeExecutor:
+    """The ``edge`` ABI: hot instances, speculative calls on the event loop."""
+
+    abi = "edge"
+    reusable = True
+    inline = True
+    timed_start = True
+
+    def encode(self, request: HttpRequest) -> bytes:
+        return encode_request(
+            request.method.encode(),
+            request.raw_path,
+            request.query,
+            [(k.encode(), v.encode()) for k, v in request.params],
+            request.headers,
+            request.body,
+        )
+
+    def instantiate(
+        self, engine: WasmEngine, compiled: CompiledModule, name: str, spec: EdgeFunctionSpec,
+        *, speculation: Speculation | None, request_id: str,
+    ) -> EdgeInstance:
+        return EdgeInstance(
+            engine, compiled, name, spec, speculation=speculation, request_id=request_id
+        )
+
+
+EDGE = EdgeExecutor()

@@ -1,7 +1,7 @@
 """Classify what went wrong inside a guest into an :class:`InvocationError`.
 
 Shared by both ABI executors.  The reason is decided from wasmtime's trap code
-and from the instance's grow probe (:mod:`edge_runner.growprobe`: did the store
+and from the instance's grow probe (:mod:`edge_runner.wasm.growprobe`: did the store
 limit refuse a ``memory.grow``?), never from the trap's text.  Precedence: the
 time and fuel limits (what actually stopped the call), then a refused growth
 (the root cause of whatever the guest did next, typically an abort), then the

@@ -8,7 +8,7 @@ is ``u32 len`` followed by that many bytes.
                header_count {name value}* body
     response = status header_count {name value}* body
 
-Pure code: :mod:`edge_runner.abi_edge` calls it on the hot path, so it avoids
+Pure code: :mod:`edge_runner.abi.edge` calls it on the hot path, so it avoids
 per-field allocations where it can.  Decoding never trusts a length.
 """
 

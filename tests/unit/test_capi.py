@@ -1,0 +1,177 @@
+"""Each private wasmtime-py symbol in edge_runner.wasm.capi against the public API it
+stands in for, on real modules: a wasmtime upgrade that moves or changes one fails here.
+
+(fd_write's symbols, caller_context, caller_export_get, trap_new, define_unchecked and
+store_data_key, are driven by real wasm in test_wasi_output.py as well.)
+"""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import pytest
+import wasmtime
+
+from edge_runner.wasm import capi
+from edge_runner.wasm.fastcall import GlobalReader, RawCall, StoreHandle
+
+GUEST = """(module
+  (memory (export "memory") 2)
+  (global $g (export "g") (mut i32) (i32.const 7))
+  (func (export "inc") (param i32) (result i32) (global.set $g (local.get 0))
+    (i32.add (local.get 0) (i32.const 1)))
+  (func (export "pack") (param i32 i32) (result i64)
+    (i64.or (i64.shl (i64.extend_i32_u (local.get 0)) (i64.const 32))
+            (i64.extend_i32_u (local.get 1))))
+  (func (export "trap") unreachable)
+  (func (export "spin") (loop br 0)))"""
+
+
+def engine(*, epochs: bool = False) -> wasmtime.Engine:
+    config = wasmtime.Config()
+    config.consume_fuel = True
+    config.epoch_interruption = epochs
+    return wasmtime.Engine(config)
+
+
+class Guest:
+    def __init__(self, *, epochs: bool = False) -> None:
+        self.engine = engine(epochs=epochs)
+        self.store = wasmtime.Store(self.engine)
+        self.store.set_fuel(10**9)
+        if epochs:
+            self.store.set_epoch_deadline(10**6)
+        instance = wasmtime.Instance(self.store, wasmtime.Module(self.engine, GUEST), [])
+        self.exports = instance.exports(self.store)
+
+    def func(self, name: str) -> wasmtime.Func:
+        found = self.exports[name]
+        assert isinstance(found, wasmtime.Func)
+        return found
+
+
+def test_raw_calls_return_what_public_calls_return() -> None:
+    guest = Guest()
+    inc, pack = guest.func("inc"), guest.func("pack")
+    for value in (0, 41, -1, 2**31 - 1):
+        assert RawCall(guest.store, inc, 1).i32_to_i32(value) == inc(guest.store, value)
+    raw = RawCall(guest.store, pack, 2)
+    got = raw.i32_i32_to_i64(0x1234, 0x5678) & 0xFFFFFFFFFFFFFFFF
+    assert got == pack(guest.store, 0x1234, 0x5678) & 0xFFFFFFFFFFFFFFFF == 0x1234_0000_5678
+
+
+def test_a_trap_in_a_raw_call_is_the_public_trap() -> None:
+    guest = Guest()
+    trap = guest.func("trap")
+    with pytest.raises(wasmtime.Trap) as public:
+        trap(guest.store)
+    raw = RawCall(guest.store, trap, 1)
+    for _ in range(2):  # the trap out-parameter is renewed after each trap
+        with pytest.raises(wasmtime.Trap) as private:
+            raw.void()
+        assert private.value.trap_code == public.value.trap_code
+        assert private.value.trap_code == wasmtime.TrapCode.UNREACHABLE
+
+
+def test_store_handle_sets_the_fuel_and_deadline_the_store_reports() -> None:
+    guest = Guest(epochs=True)
+    memory = guest.exports["memory"]
+    assert isinstance(memory, wasmtime.Memory)
+    handle = StoreHandle(guest.store, memory)
+    handle.prepare(1, 12_345)
+    assert guest.store.get_fuel() == 12_345
+    left = ctypes.c_uint64()
+    assert not capi.get_fuel(capi.context(guest.store), ctypes.byref(left))
+    assert left.value == 12_345
+    # One tick of deadline: two epoch increments stop an endless loop.
+    handle.prepare(1, 10**9)
+    guest.engine.increment_epoch()
+    guest.engine.increment_epoch()
+    with pytest.raises(wasmtime.Trap) as stopped:
+        guest.func("spin")(guest.store)
+    assert stopped.value.trap_code == wasmtime.TrapCode.INTERRUPT
+
+
+def test_memory_address_and_size_are_the_public_ones_also_after_growth() -> None:
+    guest = Guest()
+    memory = guest.exports["memory"]
+    assert isinstance(memory, wasmtime.Memory)
+    handle = StoreHandle(guest.store, memory)
+    for _ in range(2):
+        address, size = handle.memory()
+        assert size == memory.data_len(guest.store) == memory.size(guest.store) * 65536
+        assert address == ctypes.addressof(memory.data_ptr(guest.store).contents)
+        memory.grow(guest.store, 3)
+
+
+def test_global_reader_reads_what_the_public_global_holds() -> None:
+    guest = Guest()
+    glob = guest.exports["g"]
+    assert isinstance(glob, wasmtime.Global)
+    reader = GlobalReader(guest.store, glob)
+    assert reader.i32() == glob.value(guest.store) == 7
+    guest.func("inc")(guest.store, 99)
+    assert reader.i32() == glob.value(guest.store) == 99
+
+
+STDIN_READER = """(module
+  (import "wasi_snapshot_preview1" "fd_read" (func $r (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "read") (result i32)
+    (i32.store (i32.const 0) (i32.const 64)) (i32.store (i32.const 4) (i32.const 256))
+    (drop (call $r (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (i32.load (i32.const 8))))"""
+
+
+def read_stdin(wasi: wasmtime.WasiConfig) -> bytes:
+    eng = engine()
+    store = wasmtime.Store(eng)
+    store.set_fuel(10**9)
+    store.set_wasi(wasi)
+    linker = wasmtime.Linker(eng)
+    linker.define_wasi()
+    exports = linker.instantiate(store, wasmtime.Module(eng, STDIN_READER)).exports(store)
+    read, memory = exports["read"], exports["memory"]
+    assert isinstance(read, wasmtime.Func) and isinstance(memory, wasmtime.Memory)
+    count = read(store)
+    assert isinstance(count, int)
+    return bytes(memory.read(store, 64, 64 + count))
+
+
+def test_stdin_bytes_reach_the_guest_as_a_stdin_file_does(tmp_path: Path) -> None:
+    body = b"name=Ada&x=\x00\xff"
+    private = wasmtime.WasiConfig()
+    capi.set_stdin_bytes(private, body)
+    public = wasmtime.WasiConfig()
+    (tmp_path / "stdin").write_bytes(body)
+    public.stdin_file = str(tmp_path / "stdin")
+    assert read_stdin(private) == read_stdin(public) == body
+
+
+def test_an_unchecked_host_function_behaves_as_a_public_one() -> None:
+    eng = engine()
+    i32 = wasmtime.ValType.i32()
+    kind = wasmtime.FuncType([i32, i32], [i32])
+
+    def add(_env: int, _caller: object, values: ctypes.Array[capi.ValRaw], _n: int) -> int:
+        values[0].i32 = values[0].i32 + values[1].i32
+        return 0
+
+    callback = capi.UncheckedCallback(add)
+    caller = """(module (import "host" "add" (func $a (param i32 i32) (result i32)))
+      (func (export "run") (param i32 i32) (result i32) (call $a (local.get 0) (local.get 1))))"""
+    results = []
+    for private in (True, False):
+        store = wasmtime.Store(eng)
+        store.set_fuel(10**6)
+        linker = wasmtime.Linker(eng)
+        if private:
+            capi.define_unchecked(linker, "host", "add", kind, callback)
+        else:
+            linker.define_func("host", "add", kind, lambda a, b: a + b)
+        run = linker.instantiate(store, wasmtime.Module(eng, caller)).exports(store)["run"]
+        assert isinstance(run, wasmtime.Func)
+        results.append(run(store, 40, 2))
+    assert results == [42, 42]
+
