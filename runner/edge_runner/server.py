@@ -29,22 +29,22 @@ import signal
 import time
 from collections.abc import Coroutine, Generator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 
-from edge_runner.host.cgroups import cgroup_root, read_cpu_limit
-from edge_runner.host.cpusched import MIN_SLICE, lower_priority, request_slice
+from edge_runner.host.cgroups import read_cpu_limit
+from edge_runner.host.cpusched import lower_priority, request_slice
 from edge_runner.http.admin import Lifecycle, build_admin_app
 from edge_runner.http.dataplane import DataPlane
 from edge_runner.http.guard import HttpLimits, guarded_protocol
 from edge_runner.invoke.admission import Gate
-from edge_runner.invoke.budget import BudgetSettings, MemoryBudget
+from edge_runner.invoke.budget import MemoryBudget
 from edge_runner.invoke.catalog import Catalog
 from edge_runner.invoke.pool import InlinePolicy, QueuePolicy, SharedLimits
 from edge_runner.metrics import RunnerMetrics
+from edge_runner.settings import RunnerSettings
 from edge_runner.sources.manifests import watch_folder
 from edge_runner.wasm.engine import WasmEngine
 from edge_runner.wasm.modcache import DiskCache
@@ -52,7 +52,7 @@ from edge_runner.wasm.modcache import DiskCache
 log = logging.getLogger("edge_runner.server")
 
 
-def usable_cpus() -> int:
+def usable_cpus(root: Path) -> int:
     """CPUs this process may use, at least one: those it may run on (affinity), or
     fewer if its cgroup's CPU quota (a pod's ``limits.cpu``, rounded up) is smaller.
 
@@ -64,62 +64,8 @@ def usable_cpus() -> int:
         cpus = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         cpus = max(1, os.cpu_count() or 1)
-    quota = read_cpu_limit(cgroup_root())
+    quota = read_cpu_limit(root)
     return cpus if quota is None else max(1, min(cpus, math.ceil(quota)))
-
-
-@dataclass(frozen=True)
-class ServeOptions:
-    """Everything ``edge-runner serve`` can be told."""
-
-    #: Folder of manifests (standalone mode); None = cluster mode.
-    manifests: Path | None = None
-    host: str = "0.0.0.0"
-    port: int = 8080
-    admin_host: str = "0.0.0.0"
-    admin_port: int = 9090
-    #: Guest invocations running at once on worker threads across all functions
-    #: (one thread each; inline calls on the event loop are not counted).  Guests
-    #: are pure computation (no blocking I/O: WASI's one blocking call is refused),
-    #: so threads beyond the CPUs the process may use only add contention with the
-    #: event loop; the rest wait in the runner-wide queue.
-    max_concurrency: int = field(default_factory=usable_cpus)
-    #: Requests that may wait per function when its instances are all busy.
-    max_waiting: int = 64
-    #: Requests that may wait runner-wide for a worker thread.
-    max_queued: int = 256
-    #: Seconds a request may wait for a free instance and thread before 503.
-    max_wait: float = 1.0
-    #: Open connections (plus running requests) per port before uvicorn answers 503.
-    max_connections: int = 1000
-    #: Nice increment of worker threads relative to the event loop (0 = same
-    #: priority): at 19 a spinning guest gets ~1.5% of a CPU the loop also wants.
-    worker_nice: int = 19
-    #: Time slice (seconds) the runner's threads ask the scheduler for: how long a
-    #: running guest may keep a CPU from the event loop waking up (0 = kernel default).
-    cpu_slice: float = MIN_SLICE
-    #: Seconds between failing /readyz and closing the data port on SIGTERM
-    #: (time for endpoints to be removed from Services).
-    drain_delay: float = 0.0
-    #: Seconds in-flight requests get to finish after the data port closes.
-    grace: float = 25.0
-    #: Slow clients: seconds an idle keep-alive connection stays open.
-    keep_alive: float = 5.0
-    #: Fuel a call may use on the event loop before it is moved to a thread (0 = never).
-    inline_fuel: int = 1_000_000
-    #: Namespace to watch in cluster mode (default: the pod's own).
-    namespace: str | None = None
-    #: Request-head limits and slow-client deadlines.
-    http: HttpLimits = field(default_factory=HttpLimits)
-    #: How the memory budget is sized.
-    memory: BudgetSettings = field(default_factory=BudgetSettings)
-    #: Seconds between sweeps for instances idle longer than pool.idleTimeout.
-    idle_sweep: float = 1.0
-    #: Folder of the compiled-module disk cache (None = no disk cache).
-    cache_dir: Path | None = None
-    #: Requests after which an instance is recycled (0 = never): bounds what a
-    #: slowly leaking guest can accumulate; a cold start costs ~0.1 ms.
-    instance_max_requests: int = 10_000
 
 
 class _Server(uvicorn.Server):
@@ -130,7 +76,7 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _uvicorn_config(app: Any, host: str, port: int, options: ServeOptions) -> uvicorn.Config:
+def _uvicorn_config(app: Any, host: str, port: int, options: RunnerSettings) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         host=host,
@@ -141,7 +87,10 @@ def _uvicorn_config(app: Any, host: str, port: int, options: ServeOptions) -> uv
         server_header=False,
         proxy_headers=False,
         date_header=False,
-        http=guarded_protocol(options.http),
+        http=guarded_protocol(HttpLimits(
+            max_head_bytes=options.max_head_bytes, max_headers=options.max_headers,
+            head_timeout=options.head_timeout, body_timeout=options.body_timeout,
+        )),
         ws="none",
         loop="none",
         limit_concurrency=options.max_connections,
@@ -179,12 +128,13 @@ def _disk_cache(folder: Path | None, engine: WasmEngine) -> DiskCache | None:
         return None
 
 
-async def serve(options: ServeOptions) -> None:
+async def serve(options: RunnerSettings) -> None:
     if request_slice(options.cpu_slice):  # first: the threads started later inherit it
         log.info("threads' time slice: %.1f ms", options.cpu_slice * 1e3)
     engine = WasmEngine()
+    threads = options.max_concurrency or usable_cpus(options.cgroup_root)
     executor = ThreadPoolExecutor(
-        max_workers=options.max_concurrency, thread_name_prefix="wasm",
+        max_workers=threads, thread_name_prefix="wasm",
         initializer=lower_priority, initargs=(options.worker_nice,),
     )
     # Compiling modules and reading manifests is background work too (wasmtime's
@@ -194,7 +144,10 @@ async def serve(options: ServeOptions) -> None:
         initializer=lower_priority, initargs=(options.worker_nice,),
     ))
     metrics = RunnerMetrics()
-    budget = MemoryBudget.detect(options.memory)
+    budget = MemoryBudget.detect(
+        limit=options.memory_limit, default_limit=options.memory_default,
+        fraction=options.memory_fraction, cgroup_root=options.cgroup_root,
+    )
     _bind_budget_metrics(metrics, budget)
     catalog = Catalog(
         engine=engine,
@@ -203,7 +156,7 @@ async def serve(options: ServeOptions) -> None:
         queue=QueuePolicy(max_waiting=options.max_waiting, max_wait=options.max_wait),
         inline=InlinePolicy(budget=options.inline_fuel),
         shared=SharedLimits(
-            budget=budget, threads=Gate(options.max_concurrency, options.max_queued)
+            budget=budget, threads=Gate(threads, options.max_queued)
         ),
         disk_cache=_disk_cache(options.cache_dir, engine),
         instance_max_requests=options.instance_max_requests,
@@ -254,7 +207,7 @@ async def serve(options: ServeOptions) -> None:
 
 
 def _source(
-    options: ServeOptions, catalog: Catalog, stop: asyncio.Event
+    options: RunnerSettings, catalog: Catalog, stop: asyncio.Event
 ) -> Coroutine[Any, Any, None]:
     if options.manifests is not None:
         return watch_folder(options.manifests, catalog, stop)

@@ -4,6 +4,7 @@ every key is documented, and the two files describe the same keys."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -11,7 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
-from support.helm import CHART_DIR, Helm
+from edge_runner.cli import parse
+from edge_runner.settings import RunnerSettings, unknown_variables
+from support.helm import CHART_DIR, Helm, container
 
 SCHEMA: dict[str, Any] = json.loads((CHART_DIR / "values.schema.json").read_text())
 VALUES_TEXT = (CHART_DIR / "values.yaml").read_text()
@@ -20,7 +23,7 @@ VALUES: dict[str, Any] = yaml.safe_load(VALUES_TEXT)
 # Values copied into manifests as Kubernetes objects: their inner keys follow
 # the Kubernetes API's schema, not this chart's, so they are open objects.
 PASS_THROUGH = {
-    "runner.extraEnv", "runner.resources", "runner.autoscaling.behavior",
+    "runner.extraEnv", "runner.settings", "runner.resources", "runner.autoscaling.behavior",
     "runner.networkPolicy.httpFrom", "runner.networkPolicy.adminFrom",
     "runner.networkPolicy.egress", "runner.podSecurityContext", "runner.securityContext",
     "runner.tolerations", "runner.affinity", "runner.topologySpreadConstraints",
@@ -190,3 +193,26 @@ def test_every_schema_property_has_a_description() -> None:
         if not child.get("description")
     ]
     assert not missing
+
+
+def test_runner_settings_become_variables_the_runner_knows(
+    helm: Helm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rendered = helm.render(sets=["runner.settings.maxQueued=512", "runner.settings.inlineFuel=0",
+                                 "runner.settings.maxQueud=5"])
+    deployment = next(d for d in rendered.all("Deployment") if d["metadata"]["name"].endswith(
+        "-runner"))
+    env = {e["name"]: e.get("value") for e in container(deployment, "runner")["env"]}
+    assert (env["EDGE_RUNNER_MAX_QUEUED"], env["EDGE_RUNNER_INLINE_FUEL"]) == ("512", "0")
+    for name in list(os.environ):
+        if name.startswith("EDGE_RUNNER_"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        if value is not None:
+            monkeypatch.setenv(name, value)
+    # The typo renders (the chart cannot know every setting) and the runner refuses it.
+    assert unknown_variables() == ["EDGE_RUNNER_MAX_QUEUD"]
+    monkeypatch.delenv("EDGE_RUNNER_MAX_QUEUD")
+    parsed = parse([])
+    assert isinstance(parsed, RunnerSettings)
+    assert (parsed.max_queued, parsed.inline_fuel) == (512, 0)

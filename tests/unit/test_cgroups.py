@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_runner.host.cgroups import CGROUP_ROOT_ENV, read_cgroup_limit, read_cpu_limit
+from edge_runner.host.cgroups import read_cgroup_limit, read_cpu_limit
 from edge_runner.server import usable_cpus
+from edge_runner.settings import RunnerSettings
 
 
 def _proc_cgroup(tmp_path: Path, text: str) -> Path:
@@ -67,6 +68,7 @@ def test_worker_threads_follow_the_cpu_quota_not_only_the_affinity(
 ) -> None:
     # The fake root holds cpu.max itself, an ancestor of whatever cgroup this test runs in.
     (tmp_path / "cpu.max").write_text(quota + "\n")
-    monkeypatch.setenv(CGROUP_ROOT_ENV, str(tmp_path))
+    monkeypatch.setenv("EDGE_RUNNER_CGROUP_ROOT", str(tmp_path))
     affinity = len(os.sched_getaffinity(0))
-    assert usable_cpus() == (affinity if cpus is None else min(affinity, cpus))
+    expected = affinity if cpus is None else min(affinity, cpus)
+    assert usable_cpus(RunnerSettings().cgroup_root) == expected

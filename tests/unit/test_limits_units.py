@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 import wasmtime
 
 from edge_runner.invoke.admission import Gate, GateFull
-from edge_runner.invoke.budget import BudgetSettings, MemoryBudget
+from edge_runner.invoke.budget import MemoryBudget
+from edge_runner.settings import RunnerSettings
 from edge_runner.wasm import growprobe
 from support.wasm import wat_to_wasm
 
@@ -121,17 +123,24 @@ def test_modules_the_decoder_cannot_read_are_reported() -> None:
         growprobe.instrument(b"\x00asm\x0d\x00\x01\x00")  # a component, not a core module
 
 
+def detect(**settings: Any) -> MemoryBudget:
+    """The budget the runner sizes from these settings (and the environment)."""
+    given = RunnerSettings(**settings)
+    return MemoryBudget.detect(limit=given.memory_limit, default_limit=given.memory_default,
+                               fraction=given.memory_fraction, cgroup_root=given.cgroup_root)
+
+
 def test_budget_limit_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "memory.max").write_text(f"{3 * 2**30}\n")
     monkeypatch.setenv("EDGE_RUNNER_CGROUP_ROOT", str(tmp_path))
     monkeypatch.delenv("EDGE_RUNNER_MEMORY_LIMIT", raising=False)
-    assert MemoryBudget.detect(BudgetSettings()).limit == 3 * 2**30
+    assert detect().limit == 3 * 2**30
     monkeypatch.setenv("EDGE_RUNNER_MEMORY_LIMIT", "536870912")  # the chart's downward API
-    assert MemoryBudget.detect(BudgetSettings()).limit == 512 * 2**20
-    assert MemoryBudget.detect(BudgetSettings(limit=2**30)).limit == 2**30
+    assert detect().limit == 512 * 2**20
+    assert detect(memory_limit=2**30).limit == 2**30
     monkeypatch.delenv("EDGE_RUNNER_MEMORY_LIMIT")
     monkeypatch.setenv("EDGE_RUNNER_CGROUP_ROOT", str(tmp_path / "none"))
-    detected = MemoryBudget.detect(BudgetSettings(default_limit=5 * 2**30))
+    detected = detect(memory_default=5 * 2**30)
     assert detected.limit == 5 * 2**30 and detected.baseline > 0
 
 

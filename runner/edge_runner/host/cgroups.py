@@ -4,26 +4,17 @@ Read at start-up by :mod:`edge_runner.invoke.budget` (the memory limit the budge
 under) and :mod:`edge_runner.server` (how many worker threads guests get).  Both
 look at this process's cgroup and every ancestor and take the tightest limit:
 cgroup v2 first (``memory.max``, ``cpu.max``), then v1 (``memory.limit_in_bytes``,
-``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``).  Tests point
-``$EDGE_RUNNER_CGROUP_ROOT`` at a fake hierarchy.
+``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``).  The root of the hierarchy is the
+``cgroup-root`` setting; tests point it at a fake one.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-#: Environment variable naming the cgroup filesystem root (tests point it at a fake).
-CGROUP_ROOT_ENV = "EDGE_RUNNER_CGROUP_ROOT"
-DEFAULT_CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_SELF_CGROUP = Path("/proc/self/cgroup")
 #: cgroup v1 spells "no limit" as a huge page-rounded number; anything above this is none.
 NO_LIMIT_ABOVE = 2**60
-
-
-def cgroup_root() -> Path:
-    """``$EDGE_RUNNER_CGROUP_ROOT``, else /sys/fs/cgroup."""
-    return Path(os.environ.get(CGROUP_ROOT_ENV) or DEFAULT_CGROUP_ROOT)
 
 
 def _parse_limit(text: str) -> int | None:

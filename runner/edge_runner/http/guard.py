@@ -39,17 +39,16 @@ from edge_runner.http.problems import problem
 
 @dataclass(frozen=True, slots=True)
 class HttpLimits:
-    """Per-connection limits against hostile clients (``edge-runner serve`` options)."""
+    """Per-connection limits against hostile clients (defaults: :mod:`edge_runner.settings`)."""
 
-    #: Request line + headers, bytes.  32 KiB is the common proxy default
-    #: (nginx's 4 x 8 KiB ``large_client_header_buffers``).
-    max_head_bytes: int = 32 * 1024
-    #: Header fields per request.  100 is what most servers allow.
-    max_headers: int = 100
+    #: Request line + headers, bytes.
+    max_head_bytes: int
+    #: Header fields per request.
+    max_headers: int
     #: Seconds to receive a complete request head.
-    head_timeout: float = 10.0
+    head_timeout: float
     #: Seconds to receive a request body once the head is complete.
-    body_timeout: float = 30.0
+    body_timeout: float
 
 
 _SLUGS = {400: "bad-request", 408: "request-timeout", 431: "headers-too-large"}
@@ -62,7 +61,7 @@ class _Refused(Exception):
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with :class:`HttpLimits` (see the module docstring)."""
 
-    limits: ClassVar[HttpLimits] = HttpLimits()
+    limits: ClassVar[HttpLimits]  # set by guarded_protocol
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

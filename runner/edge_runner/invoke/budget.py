@@ -29,17 +29,12 @@ import logging
 import os
 import threading
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from edge_api.units import parse_quantity
-from edge_runner.host.cgroups import cgroup_root, read_cgroup_limit
+from edge_runner.host.cgroups import read_cgroup_limit
 
 log = logging.getLogger("edge_runner.invoke.budget")
-
-#: Environment variable with the memory limit (bytes or a quantity such as 512Mi).
-MEMORY_LIMIT_ENV = "EDGE_RUNNER_MEMORY_LIMIT"
 
 
 def resident_bytes() -> int:
@@ -51,22 +46,6 @@ def resident_bytes() -> int:
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return pages * os.sysconf("SC_PAGE_SIZE")
-
-
-@dataclass(frozen=True, slots=True)
-class BudgetSettings:
-    """How the budget is sized (``edge-runner serve`` options)."""
-
-    #: Bytes; overrides the cgroup limit when set.
-    limit: int | None = None
-    #: Limit used when there is no cgroup limit (a laptop): 2 GiB.
-    default_limit: int = 2 * 2**30
-    #: Share of the limit that baseline + reservations may use; the rest is slack
-    #: for what the budget does not count (Python heap growth, compiled code,
-    #: wasmtime's per-store overhead, socket buffers).
-    fraction: float = 0.8
-    #: Root of the cgroup filesystem; default from $EDGE_RUNNER_CGROUP_ROOT or /sys/fs/cgroup.
-    cgroup_root: Path | None = None
 
 
 class Reclaimable(Protocol):
@@ -96,21 +75,21 @@ class MemoryBudget:
         return cls(limit=2**62, fraction=1.0, baseline=0, source="unlimited")
 
     @classmethod
-    def detect(cls, settings: BudgetSettings) -> MemoryBudget:
-        """Size the budget from the settings, the cgroup and the resident memory now."""
-        from_env = os.environ.get(MEMORY_LIMIT_ENV)
-        if settings.limit is not None:
-            limit, source = settings.limit, "--memory-limit"
-        elif from_env:
-            limit, source = parse_quantity(from_env.strip()), f"${MEMORY_LIMIT_ENV}"
+    def detect(
+        cls, *, limit: int | None, default_limit: int, fraction: float, cgroup_root: Path
+    ) -> MemoryBudget:
+        """Size the budget: ``limit`` if set (the ``memory-limit`` setting), else the
+        cgroup's, else ``default_limit``; ``fraction`` of it minus the resident memory now."""
+        if limit is not None:
+            source = "the memory-limit setting"
         else:
-            found = read_cgroup_limit(settings.cgroup_root or cgroup_root())
+            found = read_cgroup_limit(cgroup_root)
             if found is not None:
                 limit, source = found[0], str(found[1])
             else:
-                limit, source = settings.default_limit, "default (no cgroup limit)"
+                limit, source = default_limit, "default (no cgroup limit)"
         budget = cls(
-            limit=limit, fraction=settings.fraction, baseline=resident_bytes(), source=source
+            limit=limit, fraction=fraction, baseline=resident_bytes(), source=source
         )
         log.info(
             "memory budget: limit %d bytes from %s, baseline %d, usable for guests %d",
