@@ -59,7 +59,7 @@ RETRIED = frozenset({"instantiate"})
 NO_BODY = frozenset({204, 304})
 #: Status for the metrics of a request whose client left before its body arrived.
 CLIENT_CLOSED = 499
-_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
 
 class _TooLarge(Exception):
@@ -116,7 +116,7 @@ class DataPlane:
         connection_tokens: set[bytes] = set()
         for name, value in scope["headers"]:
             if name == b"x-request-id":
-                if _REQUEST_ID.match(value):
+                if _REQUEST_ID.fullmatch(value):
                     request_id = value.decode()
             elif name == b"host":
                 host = value

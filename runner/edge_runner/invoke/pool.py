@@ -324,7 +324,10 @@ class FunctionRuntime:
         except BudgetExceeded:
             raise  # preempted: judged by invoke
         except BaseException:
-            self._judge(time.monotonic() - started)
+            # A failure is judged by invoke (failure_backoff); it never counts as the
+            # fast call that forgives earlier demotions, but it may be a slow one.
+            if time.monotonic() - started > self._inline.slow_call:
+                self._slow()
             raise
         self._judge(time.monotonic() - started)
         return response
@@ -448,7 +451,8 @@ class FunctionRuntime:
             "served": self.stats.served,
             "discarded": self.stats.discarded,
             "evicted": self.stats.evicted,
-            "inline": time.monotonic() >= self._inline_after and self._inline.budget > 0,
+            "inline": self.abi.inline and self._inline.budget > 0
+            and time.monotonic() >= self._inline_after,
             "demotions": self.stats.demotions,
             "maxInstances": self.spec.pool.max_instances,
             "reuse": self.spec.pool.reuse,
