@@ -1,10 +1,11 @@
 """Runner registration records: one ``coordination.k8s.io`` Lease per runner.
 
-A runner creates its Lease when it starts, renews ``spec.renewTime`` every
-third of ``leaseDurationSeconds``, records in an annotation which digest of
-each function it serves, and deletes the Lease on graceful shutdown.  The
-operator lists these Leases to count live runners and how many serve each
-function's current digest.  Pure builders and parsers, shared by both.
+A runner server-side applies its Lease when it starts and again every third
+of ``leaseDurationSeconds`` (a new ``spec.renewTime``), records in an
+annotation which digest of each function it serves, and deletes the Lease on
+graceful shutdown.  The operator lists these Leases to count live runners and
+how many serve each function's current digest.  Pure builders and parsers,
+shared by both.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ def lease_name(runner_id: str) -> str:
 
 
 def lease(*, runner_id: str, namespace: str, duration: int, digests: dict[str, str],
-          now: datetime.datetime) -> dict[str, Any]:
-    stamp = micro_time(now)
+          now: datetime.datetime, acquired: datetime.datetime | None = None) -> dict[str, Any]:
+    """The whole Lease as the runner applies it; ``acquired`` defaults to ``now``."""
     return {
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
@@ -53,17 +54,9 @@ def lease(*, runner_id: str, namespace: str, duration: int, digests: dict[str, s
         "spec": {
             "holderIdentity": runner_id,
             "leaseDurationSeconds": duration,
-            "acquireTime": stamp,
-            "renewTime": stamp,
+            "acquireTime": micro_time(acquired or now),
+            "renewTime": micro_time(now),
         },
-    }
-
-
-def renewal(*, digests: dict[str, str], now: datetime.datetime) -> dict[str, Any]:
-    """The merge patch that renews a Lease and refreshes its digests."""
-    return {
-        "metadata": {"annotations": {ANNOTATION_DIGESTS: json.dumps(digests, sort_keys=True)}},
-        "spec": {"renewTime": micro_time(now)},
     }
 
 

@@ -1,44 +1,28 @@
-"""``edge-operator`` command line: runs the kopf operator for one or more namespaces."""
+"""``edge-operator`` command line: runs the kopf operator for one or more namespaces.
+
+The options are the fields of :class:`edge_operator.config.OperatorConfig`.
+"""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
 import sys
 
 import kopf
 from prometheus_client import start_http_server
 
-from edge_api import logs
-from edge_api.kube import KubeClient, load_config
+from edge_api import logs, settings
+from edge_api.k8s import async_client, load_config
 from edge_operator.config import OperatorConfig
 from edge_operator.handlers import Context, registry
 from edge_operator.metrics import OperatorMetrics
 from edge_operator.propagation import PropagationTracker
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="edge-operator",
-        description="Reconcile EdgeFunction and EdgeRoute objects into runner ConfigMaps.",
-    )
-    parser.add_argument("--namespace", action="append", dest="namespaces",
-                        help="namespace to watch (repeatable; default: POD_NAMESPACE or the"
-                        " kubeconfig's namespace)")
-    parser.add_argument("--metrics-port", type=int, default=8000,
-                        help="port of the Prometheus /metrics endpoint (0 = off)")
-    parser.add_argument("--health-port", type=int, default=8081,
-                        help="port of kopf's liveness endpoint /healthz (0 = off)")
-    parser.add_argument("--log-level", default="info",
-                        choices=["debug", "info", "warning", "error"])
-    parser.add_argument("--log-format", default="json", choices=["json", "text"])
-    return parser
+from edge_operator.status import FIELD_MANAGER
 
 
 async def run(namespaces: list[str], *, metrics: OperatorMetrics, config: OperatorConfig,
               health_port: int, stop_flag: asyncio.Event | None = None) -> None:
-    kube = KubeClient(load_config())
+    kube = async_client(field_manager=FIELD_MANAGER)
     try:
         await kopf.operator(
             registry=registry,
@@ -58,14 +42,16 @@ async def run(namespaces: list[str], *, metrics: OperatorMetrics, config: Operat
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logs.configure(args.log_level, args.log_format)
-    namespaces = args.namespaces or [os.environ.get("POD_NAMESPACE") or load_config().namespace]
+    config = settings.parse(OperatorConfig, sys.argv[1:] if argv is None else argv)
+    if isinstance(config, str):
+        print(f"edge-operator: error: {config}", file=sys.stderr)
+        return 2
+    logs.configure(config.log_level, config.log_format)
+    namespaces = config.namespace or [load_config().namespace]
     metrics = OperatorMetrics()
-    if args.metrics_port:
-        start_http_server(args.metrics_port, registry=metrics.registry)
-    config = OperatorConfig()
-    asyncio.run(run(namespaces, metrics=metrics, config=config, health_port=args.health_port))
+    if config.metrics_port:
+        start_http_server(config.metrics_port, registry=metrics.registry)
+    asyncio.run(run(namespaces, metrics=metrics, config=config, health_port=config.health_port))
     return 0
 
 

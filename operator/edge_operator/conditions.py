@@ -1,10 +1,12 @@
 """Status conditions in the Kubernetes shape (type, status, reason, message,
 lastTransitionTime, observedGeneration), merged without churn.
 
-Pure: the reconcilers compute the conditions they want and :func:`merge`
-keeps ``lastTransitionTime`` when a condition's status did not change, so a
-second reconcile of an unchanged object produces an identical status (and
-therefore no write).
+Pure: the reconcilers compute the conditions they want; :func:`owned` builds
+them in the Kubernetes shape and keeps ``lastTransitionTime`` when a
+condition's status did not change, so a second reconcile of an unchanged
+object produces an identical status (and therefore no write).  Each status
+writer applies only its own conditions (see :mod:`edge_operator.status`);
+:func:`merge` is the whole list as the API server holds it after such an apply.
 """
 
 from __future__ import annotations
@@ -35,12 +37,13 @@ def now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def merge(current: Iterable[Condition] | None, wanted: Iterable[Want], generation: int | None,
+def owned(current: Iterable[Condition] | None, wanted: Iterable[Want], generation: int | None,
           *, timestamp: str | None = None) -> list[Condition]:
-    """The new ``conditions`` list: wanted ones updated, others kept as they were."""
+    """The ``wanted`` conditions, sorted by type, each keeping its ``lastTransitionTime``
+    from ``current`` if its status did not change."""
     existing = {c.get("type"): c for c in (current or [])}
     stamp = timestamp or now()
-    merged: dict[str, Condition] = {str(k): dict(v) for k, v in existing.items() if k}
+    result: dict[str, Condition] = {}
     for want in wanted:
         old = existing.get(want.type) or {}
         changed = old.get("status") != want.status_text
@@ -54,8 +57,24 @@ def merge(current: Iterable[Condition] | None, wanted: Iterable[Want], generatio
         }
         if generation is not None:
             condition["observedGeneration"] = generation
-        merged[want.type] = condition
+        result[want.type] = condition
+    return sorted(result.values(), key=lambda c: str(c["type"]))
+
+
+def merge(current: Iterable[Condition] | None, wanted: Iterable[Want], generation: int | None,
+          *, timestamp: str | None = None) -> list[Condition]:
+    """The new ``conditions`` list: wanted ones updated, others kept as they were."""
+    current = list(current or [])
+    merged: dict[str, Condition] = {str(c["type"]): dict(c) for c in current if c.get("type")}
+    for condition in owned(current, wanted, generation, timestamp=timestamp):
+        merged[condition["type"]] = condition
     return sorted(merged.values(), key=lambda c: str(c["type"]))
+
+
+def unchanged(current: Iterable[Condition] | None, conditions: Iterable[Condition]) -> bool:
+    """True if ``current`` already holds each of ``conditions`` exactly."""
+    existing = {c.get("type"): c for c in (current or [])}
+    return all(existing.get(c["type"]) == c for c in conditions)
 
 
 def find(conditions: Iterable[Condition] | None, kind: str) -> Condition | None:

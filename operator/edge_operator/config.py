@@ -1,24 +1,61 @@
-"""Operator settings: one dataclass, every field with its unit and why its default."""
+"""Every setting of ``edge-operator``, declared once (docs/cli.md).
+
+:class:`OperatorConfig` is the operator process's one settings model: each field
+is a flag (``--url-timeout``) and an ``EDGE_OPERATOR_*`` variable
+(``EDGE_OPERATOR_URL_TIMEOUT``); how they combine with the downward API's
+``POD_NAMESPACE`` is in :mod:`edge_api.settings`.  The CLI parses it; the
+handlers read it from their context.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Final
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Final, Literal
 
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from edge_api.settings import BASE_CONFIG, ProcessSettings
 from edge_api.wire import MAX_MODULE_BYTES
 
 #: Seconds between re-checks of every function by a kopf timer: catches edits of
-#: a referenced ConfigMap or URL; unchanged objects cause no writes.
+#: a referenced ConfigMap or URL; unchanged objects cause no writes.  Fixed: the
+#: timer is declared with the handlers.
 RESYNC_SECONDS: Final = 60.0
 
 
-@dataclass(frozen=True)
-class OperatorConfig:
-    #: Largest module fetched from a ``source.url`` (bytes).  A ConfigMap holds
-    #: 1 MiB, so anything larger could not be published anyway.
-    max_url_bytes: int = MAX_MODULE_BYTES
-    #: Seconds a ``source.url`` download may take before it counts as failed.
-    url_timeout: float = 30.0
-    #: Seconds between rollout recounts when no runner Lease changes; Lease
-    #: events trigger a recount at once, this only catches expiries.
-    rollout_interval: float = 2.0
+class OperatorConfig(ProcessSettings):
+    """Reconcile EdgeFunction and EdgeRoute objects into runner ConfigMaps.
+
+    Every option is also an environment variable EDGE_OPERATOR_<NAME>; flags win.
+    """
+
+    model_config = SettingsConfigDict(
+        **BASE_CONFIG, env_prefix="EDGE_OPERATOR_", cli_prog_name="edge-operator"
+    )
+    downward: ClassVar[Mapping[str, str]] = {"POD_NAMESPACE": "namespace"}
+
+    namespace: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="namespace to reconcile; repeat the flag (or give a"
+        " comma-separated list) for several (default: $POD_NAMESPACE, else the kubeconfig's)")
+    metrics_port: int = Field(8000, ge=0, le=65535, description="port of the Prometheus"
+                              " /metrics endpoint on all addresses (0 = off)")
+    health_port: int = Field(8081, ge=0, le=65535, description="port of kopf's liveness"
+                             " endpoint /healthz (0 = off)")
+    max_url_bytes: int = Field(MAX_MODULE_BYTES, gt=0, description="largest module fetched"
+                               " from a source.url, bytes (a ConfigMap holds 1 MiB, so anything"
+                               " larger could not be published anyway)")
+    url_timeout: float = Field(30.0, gt=0, description="seconds a source.url download may"
+                               " take per network operation before it counts as failed")
+    rollout_interval: float = Field(2.0, gt=0, description="seconds between rollout recounts"
+                                    " when no runner Lease changes (Lease events trigger a"
+                                    " recount at once; this only catches expiries)")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="log level")
+    log_format: Literal["json", "text"] = Field("json", description="log line format")
+
+    @field_validator("namespace", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return [part.strip() for part in value.split(",") if part.strip()] \
+            if isinstance(value, str) else value

@@ -2,22 +2,22 @@
 
 Called by :mod:`edge_operator.handlers` (thin kopf handlers).  Order: parse
 the spec, resolve the source (:mod:`edge_operator.sources`), validate the
-module for its ABI (:mod:`edge_api.abi`, off the event loop), write the
-function ConfigMap (:mod:`edge_operator.publish`), and return the status the
-object should have.  Problems become conditions with a reason, never a crash.
+module for its ABI (:mod:`edge_operator.validation`: cached by digest, compiled
+off the event loop), write the function ConfigMap (:mod:`edge_operator.publish`),
+and return what the status should say.  Problems become conditions with a
+reason, never a crash; transient ones carry a retry delay
+(:attr:`FunctionOutcome.retry_after`) the handler hands to kopf.
 """
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
-import wasmtime
+from lightkube import AsyncClient
 from pydantic import ValidationError
 
-from edge_api.abi import ModuleRejected, validate
-from edge_api.kube import KubeClient
+from edge_api.abi import ModuleRejected
 from edge_api.models import EdgeFunctionSpec, describe_validation_error
 from edge_api.wire import (
     MAX_MODULE_BYTES,
@@ -28,10 +28,19 @@ from edge_api.wire import (
 from edge_operator.conditions import Want
 from edge_operator.config import OperatorConfig
 from edge_operator.metrics import OperatorMetrics
-from edge_operator.publish import apply_configmap
+from edge_operator.publish import NotOwned, apply_configmap
 from edge_operator.sources import SourceError, resolve
+from edge_operator.validation import ValidationCache
 
-_ENGINE = wasmtime.Engine()
+#: First retry of a transient failure (seconds); doubled per retry up to the cap.
+RETRY_FIRST: Final = 5.0
+#: The resync timer's interval: no retry waits longer than the next resync.
+RETRY_CAP: Final = 60.0
+
+
+def retry_delay(retry: int) -> float:
+    """Seconds before retry number ``retry + 1`` of a transient failure (5, 10, 20, 40, 60...)."""
+    return min(RETRY_FIRST * float(2 ** max(retry, 0)), RETRY_CAP)
 
 
 @dataclass
@@ -41,13 +50,18 @@ class FunctionOutcome:
     fields: dict[str, Any] = field(default_factory=dict)
     conditions: list[Want] = field(default_factory=list)
     warning: tuple[str, str] | None = None
-    #: Retry later (transient problem), in seconds; None = done.
+    #: Retry in this many seconds (a transient problem); None = done until the next change
+    #: or resync.
     retry_after: float | None = None
     result: str = "ok"
 
 
-def _failed(reason: str, message: str, *, module_valid: bool | None, result: str,
-            retry_after: float | None = None) -> FunctionOutcome:
+def failed(reason: str, message: str, *, module_valid: bool | None, result: str,
+           retry_after: float | None = None) -> FunctionOutcome:
+    """The outcome of a reconcile that stopped at ``reason``.
+
+    ``module_valid`` None means the module could not be looked at (Unknown).
+    """
     conditions = [Want("Ready", False, reason, message)]
     if module_valid is not None:
         conditions.append(Want("ModuleValid", module_valid, reason if not module_valid
@@ -58,46 +72,64 @@ def _failed(reason: str, message: str, *, module_valid: bool | None, result: str
                            retry_after=retry_after, result=result)
 
 
-async def reconcile_function(body: dict[str, Any], *, kube: KubeClient, config: OperatorConfig,
-                             metrics: OperatorMetrics) -> FunctionOutcome:
+def published(abi: str, wasm: bytes, digest: str, name: str) -> FunctionOutcome:
+    """The outcome of a reconcile that published the module."""
+    artifact = f"configmap/{function_configmap_name(name)}"
+    return FunctionOutcome(
+        fields={**module_fields(wasm, digest), "artifact": artifact},
+        conditions=[
+            Want("ModuleValid", True, "Valid", f"{abi} module, {len(wasm)} bytes"),
+            Want("Ready", True, "Published", f"published as {artifact}"),
+        ],
+    )
+
+
+def module_fields(wasm: bytes, digest: str) -> dict[str, Any]:
+    return {"digest": digest, "shortDigest": digest[7:19], "size": len(wasm)}
+
+
+def too_large(wasm: bytes, digest: str) -> FunctionOutcome | None:
+    """ModuleTooLarge if a valid module does not fit a ConfigMap, else None."""
+    if len(wasm) <= MAX_MODULE_BYTES:
+        return None
+    outcome = failed(
+        "ModuleTooLarge",
+        f"module of {len(wasm)} bytes does not fit a ConfigMap ({MAX_MODULE_BYTES} bytes);"
+        " artifact references are not supported yet",
+        module_valid=True, result="invalid")
+    outcome.fields = module_fields(wasm, digest)
+    return outcome
+
+
+async def reconcile_function(body: dict[str, Any], *, kube: AsyncClient, config: OperatorConfig,
+                             metrics: OperatorMetrics, validations: ValidationCache,
+                             retry: int = 0) -> FunctionOutcome:
+    """Reconcile ``body``; ``retry`` counts the retries of a transient failure so far."""
     metadata = body["metadata"]
     name, namespace = metadata["name"], metadata["namespace"]
     try:
         spec = EdgeFunctionSpec.model_validate(body.get("spec") or {})
     except ValidationError as exc:
-        return _failed("InvalidSpec", describe_validation_error(exc), module_valid=False,
-                       result="invalid")
+        return failed("InvalidSpec", describe_validation_error(exc), module_valid=False,
+                      result="invalid")
     try:
         wasm = await resolve(spec.source, namespace=namespace, kube=kube, config=config)
     except SourceError as exc:
-        return _failed(exc.reason, exc.message, module_valid=None if exc.transient else False,
-                       result="error" if exc.transient else "invalid",
-                       retry_after=30.0 if exc.transient else None)
+        return failed(exc.reason, exc.message, module_valid=None if exc.transient else False,
+                      result="error" if exc.transient else "invalid",
+                      retry_after=retry_delay(retry) if exc.transient else None)
     try:
-        digest = await asyncio.to_thread(validate, wasm, spec.abi, _ENGINE)
+        digest = await validations.validate(wasm, spec.abi)
     except ModuleRejected as exc:
-        return _failed(exc.reason, str(exc), module_valid=False, result="invalid")
-    fields: dict[str, Any] = {
-        "digest": digest,
-        "shortDigest": digest[7:19],
-        "size": len(wasm),
-    }
-    if len(wasm) > MAX_MODULE_BYTES:
-        outcome = _failed(
-            "ModuleTooLarge",
-            f"module of {len(wasm)} bytes does not fit a ConfigMap ({MAX_MODULE_BYTES} bytes);"
-            " artifact references are not supported yet",
-            module_valid=True, result="invalid")
-        outcome.fields = fields
-        return outcome
+        return failed(exc.reason, str(exc), module_valid=False, result="invalid")
+    oversized = too_large(wasm, digest)
+    if oversized is not None:
+        return oversized
     configmap = function_configmap(name=name, namespace=namespace, spec=spec, module=wasm,
                                    owner=owner_reference(body))
-    await apply_configmap(kube, configmap, metrics)
-    fields["artifact"] = f"configmap/{function_configmap_name(name)}"
-    return FunctionOutcome(
-        fields=fields,
-        conditions=[
-            Want("ModuleValid", True, "Valid", f"{spec.abi} module, {len(wasm)} bytes"),
-            Want("Ready", True, "Published", f"published as {fields['artifact']}"),
-        ],
-    )
+    try:
+        await apply_configmap(kube, configmap, metrics)
+    except NotOwned as exc:
+        return failed("ConfigMapNotOwned", str(exc), module_valid=True, result="error",
+                      retry_after=retry_delay(retry))
+    return published(spec.abi, wasm, digest, name)

@@ -1,9 +1,13 @@
 """Every kopf handler of the operator, in one place; each is thin.
 
 Handlers read the object, call the reconcilers (:mod:`edge_operator.functions`,
-:mod:`edge_operator.routes`) and patch only the status fields that changed, so
-an unchanged object reconciles without a single write.  Shared clients live
-in kopf's ``memo`` (:class:`Context`), set up by :func:`startup`.
+:mod:`edge_operator.routes`) and apply the status fields their writer owns
+(:mod:`edge_operator.status`: server-side apply, one field manager per writer;
+kopf's own patch carries only its progress annotations), and only when they
+changed, so an unchanged object reconciles without a single write.  A
+transient failure is retried by kopf after the delay the reconcile chose
+(``kopf.TemporaryError``).  Shared clients live in kopf's ``memo``
+(:class:`Context`), set up by :mod:`edge_operator.cli`.
 """
 
 from __future__ import annotations
@@ -14,17 +18,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
+from lightkube import AsyncClient
 
-from edge_api.constants import GROUP, LABEL_KIND, PLURAL_FUNCTION, PLURAL_ROUTE, VERSION
-from edge_api.kube import KubeClient, load_config
+from edge_api.constants import (
+    GROUP,
+    KIND_FUNCTION,
+    KIND_ROUTE,
+    LABEL_KIND,
+    PLURAL_FUNCTION,
+    PLURAL_ROUTE,
+    VERSION,
+)
+from edge_api.k8s import authorization, load_config
 from edge_api.wire import function_configmap_name, route_configmap_name
-from edge_operator.conditions import Want, merge
 from edge_operator.config import RESYNC_SECONDS, OperatorConfig
-from edge_operator.functions import reconcile_function
+from edge_operator.functions import reconcile_function, retry_delay
 from edge_operator.metrics import OperatorMetrics
 from edge_operator.propagation import PropagationTracker
 from edge_operator.publish import delete_configmap
-from edge_operator.routes import reconcile_route, sync_conflicts
+from edge_operator.routes import ConflictSync, reconcile_route
+from edge_operator.status import FIELD_MANAGER, apply_status, function_status, route_status
+from edge_operator.validation import ValidationCache
 
 log = logging.getLogger("edge_operator")
 registry = kopf.OperatorRegistry()
@@ -34,10 +48,12 @@ registry = kopf.OperatorRegistry()
 class Context:
     """What handlers share (kopf's memo)."""
 
-    kube: KubeClient
+    kube: AsyncClient
     config: OperatorConfig
     metrics: OperatorMetrics
     tracker: PropagationTracker
+    validations: ValidationCache = field(default_factory=ValidationCache)
+    conflicts: ConflictSync = field(default_factory=ConflictSync)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -49,15 +65,29 @@ def _context(memo: Any) -> Context:
 
 @kopf.on.login(registry=registry)
 async def login(**_: Any) -> kopf.ConnectionInfo:
-    """Credentials for kopf's own client, from the same config as ours."""
+    """Credentials for kopf's own client, from the same config as ours.
+
+    Called again by kopf when the API server answers 401, so short-lived
+    tokens (exec plugins, rotated service-account tokens) are fetched anew.
+    """
     config = load_config()
+    cluster, user = config.cluster, config.user
+    header = await authorization(config)
+    scheme, _space, token = (header or "").partition(" ")
     return kopf.ConnectionInfo(
-        server=config.server,
-        ca_path=config.ca_file,
-        insecure=config.insecure,
-        token=config.bearer(),
-        certificate_path=config.cert_file,
-        private_key_path=config.key_file,
+        server=cluster.server,
+        ca_path=str(config.abs_file(cluster.certificate_auth))
+        if cluster.certificate_auth else None,
+        ca_data=cluster.certificate_auth_data,
+        insecure=cluster.insecure,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=str(config.abs_file(user.client_cert))
+        if user and user.client_cert and not user.client_cert_data else None,
+        certificate_data=user.client_cert_data if user else None,
+        private_key_path=str(config.abs_file(user.client_key))
+        if user and user.client_key and not user.client_key_data else None,
+        private_key_data=user.client_key_data if user else None,
         default_namespace=config.namespace,
     )
 
@@ -73,21 +103,6 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     )
     settings.watching.server_timeout = 300
     settings.watching.reconnect_backoff = 1.0
-
-
-def _patch_status(body: Any, patch: Any, fields: dict[str, Any], wants: list[Want]) -> bool:
-    """Set the status fields and conditions that differ; returns True if any did."""
-    status = dict(body.get("status") or {})
-    generation = body["metadata"].get("generation")
-    desired = {
-        **fields,
-        "observedGeneration": generation,
-        "conditions": merge(status.get("conditions"), wants, generation),
-    }
-    changes = {key: value for key, value in desired.items() if status.get(key) != value}
-    for key, value in changes.items():
-        patch.status[key] = value
-    return bool(changes)
 
 
 @kopf.on.cleanup(registry=registry)
@@ -112,30 +127,41 @@ async def runner_lease_event(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.update(GROUP, VERSION, PLURAL_FUNCTION, field="spec", registry=registry)
 @kopf.timer(GROUP, VERSION, PLURAL_FUNCTION, interval=RESYNC_SECONDS,
             initial_delay=RESYNC_SECONDS, registry=registry)
-async def function_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
+async def function_changed(body: kopf.Body, memo: kopf.Memo, retry: int = 0,
                            **_: Any) -> None:
     context = _context(memo)
+    metadata = body["metadata"]
     with context.metrics.duration.labels("function").time():
         outcome = await reconcile_function(dict(body), kube=context.kube,
-                                           config=context.config, metrics=context.metrics)
-    changed = _patch_status(body, patch, outcome.fields, outcome.conditions)
+                                           config=context.config, metrics=context.metrics,
+                                           validations=context.validations, retry=retry)
+        status = function_status(body.get("status"), outcome.fields, outcome.conditions,
+                                 metadata.get("generation"))
+        if status is not None:
+            await apply_status(context.kube, KIND_FUNCTION, name=metadata["name"],
+                               namespace=metadata["namespace"], status=status,
+                               manager=FIELD_MANAGER, metrics=context.metrics)
     context.metrics.reconciles.labels("function", outcome.result).inc()
-    if changed:
+    if status is not None:
         context.tracker.wake.set()
-    if outcome.warning is not None and changed:
+    if outcome.warning is not None and status is not None:
         reason, message = outcome.warning
         kopf.warn(body, reason=reason, message=message)
+    if outcome.retry_after is not None:  # transient: kopf calls this handler again then
+        reason, message = outcome.warning or ("Retry", "")
+        raise kopf.TemporaryError(f"{reason}: {message}", delay=outcome.retry_after)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL_FUNCTION, registry=registry)
 async def function_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    """On deletion, remove the ConfigMap now (owner references make GC do it too)."""
+    """On deletion, remove its ConfigMap now (owner references make GC do it too)."""
     if event["type"] != "DELETED":
         return
     context = _context(memo)
     metadata = event["object"]["metadata"]
     await delete_configmap(context.kube, metadata["namespace"],
-                           function_configmap_name(metadata["name"]), context.metrics)
+                           function_configmap_name(metadata["name"]), metadata["uid"],
+                           context.metrics)
 
 
 # -- EdgeRoute ---------------------------------------------------------------------------
@@ -144,29 +170,37 @@ async def function_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> Non
 @kopf.on.resume(GROUP, VERSION, PLURAL_ROUTE, registry=registry)
 @kopf.on.create(GROUP, VERSION, PLURAL_ROUTE, registry=registry)
 @kopf.on.update(GROUP, VERSION, PLURAL_ROUTE, field="spec", registry=registry)
-async def route_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
+async def route_changed(body: kopf.Body, memo: kopf.Memo, retry: int = 0,
                         **_: Any) -> None:
     context = _context(memo)
-    name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
+    metadata = body["metadata"]
     with context.metrics.duration.labels("route").time():
-        wants = await reconcile_route(dict(body), kube=context.kube, metrics=context.metrics)
-        conflicts = await sync_conflicts(namespace, kube=context.kube,
-                                         metrics=context.metrics, skip=name)
-    conflict = conflicts.get(name) or Want("Conflict", False, "NoConflict", "")
-    changed = _patch_status(body, patch, {}, [*wants, conflict])
-    ready = wants[0]
-    context.metrics.reconciles.labels("route", "ok" if ready.status else "invalid").inc()
-    if changed and conflict.status:
-        kopf.warn(body, reason="RulesConflict", message=conflict.message)
+        ready = await reconcile_route(dict(body), kube=context.kube, metrics=context.metrics)
+        status = route_status(body.get("status"), ready, metadata.get("generation"))
+        if status is not None:
+            await apply_status(context.kube, KIND_ROUTE, name=metadata["name"],
+                               namespace=metadata["namespace"], status=status,
+                               manager=FIELD_MANAGER, metrics=context.metrics)
+        await context.conflicts.sync(metadata["namespace"], kube=context.kube,
+                                     metrics=context.metrics)
+    context.metrics.reconciles.labels(
+        "route", "ok" if ready.status else "error" if ready.reason == "ConfigMapNotOwned"
+        else "invalid").inc()
+    if ready.reason == "ConfigMapNotOwned":
+        if status is not None:
+            kopf.warn(body, reason=ready.reason, message=ready.message)
+        raise kopf.TemporaryError(ready.message, delay=retry_delay(retry))
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL_ROUTE, registry=registry)
 async def route_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    """On deletion, drop the ConfigMap and clear conflicts this route caused."""
+    """On deletion, drop its ConfigMap and clear conflicts this route caused."""
     if event["type"] != "DELETED":
         return
     context = _context(memo)
     metadata = event["object"]["metadata"]
     await delete_configmap(context.kube, metadata["namespace"],
-                           route_configmap_name(metadata["name"]), context.metrics)
-    await sync_conflicts(metadata["namespace"], kube=context.kube, metrics=context.metrics)
+                           route_configmap_name(metadata["name"]), metadata["uid"],
+                           context.metrics)
+    await context.conflicts.sync(metadata["namespace"], kube=context.kube,
+                                 metrics=context.metrics)

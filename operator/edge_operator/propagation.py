@@ -4,8 +4,12 @@ A loop per operator (started by :mod:`edge_operator.handlers` at startup) lists
 runner Leases and EdgeFunctions of each watched namespace whenever a Lease
 changes (kopf event handler wakes it) and at least every ``interval`` seconds;
 :func:`aggregate` (pure) computes ``readyRunners``/``totalRunners`` and the
-``Propagated`` condition; only functions whose status differs are patched.
-Leases expired for longer than ``cleanup_after`` lease durations are deleted.
+``Propagated`` condition.  The tracker is the only writer of those fields and
+applies them by server-side apply under its own field manager
+(``edge-operator-rollout``, see :mod:`edge_operator.status`), so it never
+touches ``Ready`` or ``ModuleValid``; only functions whose rollout status
+differs are written.  Leases expired for longer than ``cleanup_after`` lease
+durations are deleted.
 """
 
 from __future__ import annotations
@@ -17,13 +21,15 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+from lightkube import AsyncClient
+from lightkube.resources.coordination_v1 import Lease
 
-from edge_api.constants import GROUP, PLURAL_FUNCTION, VERSION
-from edge_api.kube import KubeClient, KubeError, NotFound, resource_path
-from edge_api.runners import RUNNER_SELECTOR, RunnerRecord, parse_lease
-from edge_operator.conditions import Want, find, merge
+from edge_api.constants import KIND_FUNCTION, LABEL_KIND
+from edge_api.k8s import KUBE_ERRORS, EdgeFunctionResource, is_not_found
+from edge_api.runners import LABEL_KIND_RUNNER, RunnerRecord, parse_lease
+from edge_operator.conditions import Want, find
 from edge_operator.metrics import OperatorMetrics
+from edge_operator.status import ROLLOUT_MANAGER, apply_status, rollout_status
 
 log = logging.getLogger("edge_operator.propagation")
 
@@ -59,7 +65,7 @@ def aggregate(name: str, digest: str | None, runners: list[RunnerRecord]) -> Rol
 
 
 class PropagationTracker:
-    def __init__(self, *, kube: KubeClient, namespaces: list[str], metrics: OperatorMetrics,
+    def __init__(self, *, kube: AsyncClient, namespaces: list[str], metrics: OperatorMetrics,
                  interval: float = 5.0, cleanup_after: float = 3.0) -> None:
         self.kube = kube
         self.namespaces = namespaces
@@ -75,29 +81,27 @@ class PropagationTracker:
             for namespace in self.namespaces:
                 try:
                     await self.sync(namespace)
-                except (KubeError, httpx.HTTPError, OSError) as exc:
+                except KUBE_ERRORS as exc:
                     log.warning("rollout tracking in %s failed: %s", namespace, exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), self.interval)
 
     async def sync(self, namespace: str) -> None:
         now = datetime.datetime.now(datetime.UTC)
-        leases = await self.kube.list(
-            resource_path("coordination.k8s.io", "v1", "leases", namespace),
-            label_selector=RUNNER_SELECTOR,
-        )
-        records = [r for r in map(parse_lease, leases.get("items", [])) if r is not None]
+        leases = [lease.to_dict() async for lease in self.kube.list(
+            Lease, namespace=namespace, labels={LABEL_KIND: LABEL_KIND_RUNNER})]
+        records = [r for r in map(parse_lease, leases) if r is not None]
         live = [r for r in records if r.alive(now)]
         for record in records:
             limit = record.renewed + datetime.timedelta(seconds=record.duration
                                                         * self.cleanup_after)
             if now > limit:
                 await self._delete_lease(namespace, record)
-        functions = await self.kube.list(resource_path(GROUP, VERSION, PLURAL_FUNCTION,
-                                                       namespace))
+        functions = [dict(f) async for f in self.kube.list(EdgeFunctionResource,
+                                                           namespace=namespace)]
         self.metrics.live_runners.labels(namespace).set(len(live))
         seen = set()
-        for function in functions.get("items", []):
+        for function in functions:
             seen.add(function["metadata"]["name"])
             await self._update(namespace, function, live)
         for name in self._exported.get(namespace, set()) - seen:
@@ -107,42 +111,32 @@ class PropagationTracker:
 
     async def _delete_lease(self, namespace: str, record: RunnerRecord) -> None:
         log.info("runner %s expired; removing its lease", record.runner_id)
-        with contextlib.suppress(NotFound):
-            await self.kube.delete(resource_path("coordination.k8s.io", "v1", "leases",
-                                                 namespace, record.name))
-            self.metrics.writes.labels("lease", "delete").inc()
+        try:
+            await self.kube.delete(Lease, record.name, namespace=namespace)
+        except KUBE_ERRORS as exc:
+            if not is_not_found(exc):
+                raise
+            return
+        self.metrics.writes.labels("lease", "delete").inc()
 
     async def _update(self, namespace: str, function: dict[str, Any],
                       live: list[RunnerRecord]) -> None:
         metadata, status = function["metadata"], function.get("status") or {}
-        ready = find(status.get("conditions"), "Ready")
-        digest = status.get("digest") if ready and ready.get("status") == "True" else None
-        rollout = aggregate(metadata["name"], digest, live)
+        rollout = aggregate(metadata["name"], published_digest(status), live)
         self.metrics.function_runners.labels(namespace, metadata["name"], "ready").set(
             rollout.ready)
         self.metrics.function_runners.labels(namespace, metadata["name"], "total").set(
             rollout.total)
-        fields = rollout.fields()
-        current = find(status.get("conditions"), "Propagated")
-        unchanged = all(status.get(k) == v for k, v in fields.items()) and current is not None \
-            and current.get("status") == rollout.condition.status_text \
-            and current.get("reason") == rollout.condition.reason \
-            and current.get("message") == rollout.condition.message
-        if unchanged:
+        wanted = rollout_status(status, rollout.fields(), rollout.condition,
+                                metadata.get("generation"))
+        if wanted is None:
             return
-        patch = {
-            "metadata": {"resourceVersion": metadata["resourceVersion"]},
-            "status": {**fields, "conditions": merge(status.get("conditions"),
-                                                     [rollout.condition],
-                                                     metadata.get("generation"))},
-        }
-        try:
-            await self.kube.merge_patch(
-                resource_path(GROUP, VERSION, PLURAL_FUNCTION, namespace, metadata["name"],
-                              "status"), patch)
-        except KubeError as exc:
-            if exc.status in (404, 409):  # gone, or changed meanwhile: next pass redoes it
-                self.wake.set()
-                return
-            raise
-        self.metrics.writes.labels("edgefunction-status", "patch").inc()
+        await apply_status(self.kube, KIND_FUNCTION, name=metadata["name"],
+                           namespace=namespace, status=wanted, manager=ROLLOUT_MANAGER,
+                           metrics=self.metrics)
+
+
+def published_digest(status: dict[str, Any]) -> str | None:
+    """The digest runners should serve: the status digest while ``Ready`` is True."""
+    ready = find(status.get("conditions"), "Ready")
+    return status.get("digest") if ready and ready.get("status") == "True" else None

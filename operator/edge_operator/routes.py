@@ -1,40 +1,59 @@
 """Reconcile EdgeRoutes: publish each route, report conflicts across all of them.
 
 Called by :mod:`edge_operator.handlers`.  A route's ConfigMap is written like a
-function's; conflicts are a property of the whole namespace, so after any
-route changes :func:`conflict_conditions` recomputes them with the same route
-table the runners use (:mod:`edge_api.routing`) and every route whose
-``Conflict`` condition changed gets its status patched.
+function's (:func:`reconcile_route` returns its ``Ready`` condition).
+Conflicts are a property of the whole namespace: after any route changes or
+goes, :class:`ConflictSync` lists the namespace's routes, recomputes every
+``Conflict`` condition with the same route table the runners use
+(:func:`conflict_conditions`, pure, over :mod:`edge_api.routing`) and applies
+those that changed, as the only writer of ``Conflict`` (field manager
+``edge-operator-conflicts``, see :mod:`edge_operator.status`).  Syncs of one
+namespace run one at a time, and a request made while one runs is served by
+the next, which lists afresh: the last sync always sees the last change.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections import defaultdict
 from typing import Any
 
+import kopf
+from lightkube import AsyncClient
 from pydantic import ValidationError
 
-from edge_api.constants import GROUP, PLURAL_ROUTE, VERSION
-from edge_api.kube import KubeClient, NotFound, resource_path
+from edge_api.constants import KIND_ROUTE
+from edge_api.k8s import EdgeRouteResource
 from edge_api.models import EdgeRouteSpec, describe_validation_error
 from edge_api.routing import build_table
 from edge_api.wire import owner_reference, route_configmap
-from edge_operator.conditions import Want, find, merge
+from edge_operator.conditions import Want
 from edge_operator.metrics import OperatorMetrics
-from edge_operator.publish import apply_configmap
+from edge_operator.publish import NotOwned, apply_configmap
+from edge_operator.status import CONFLICT_MANAGER, apply_status, conflict_status
+
+log = logging.getLogger("edge_operator.routes")
+
+NO_CONFLICT = Want("Conflict", False, "NoConflict", "")
 
 
-async def reconcile_route(body: dict[str, Any], *, kube: KubeClient,
-                          metrics: OperatorMetrics) -> list[Want]:
+async def reconcile_route(body: dict[str, Any], *, kube: AsyncClient,
+                          metrics: OperatorMetrics) -> Want:
+    """Publish the route's ConfigMap; its ``Ready`` condition."""
     metadata = body["metadata"]
     try:
         spec = EdgeRouteSpec.model_validate(body.get("spec") or {})
     except ValidationError as exc:
-        return [Want("Ready", False, "InvalidSpec", describe_validation_error(exc))]
+        return Want("Ready", False, "InvalidSpec", describe_validation_error(exc))
     configmap = route_configmap(name=metadata["name"], namespace=metadata["namespace"],
                                 spec=spec, owner=owner_reference(body))
-    await apply_configmap(kube, configmap, metrics)
-    return [Want("Ready", True, "Published", f"published as configmap/"
-                 f"{configmap['metadata']['name']}")]
+    try:
+        await apply_configmap(kube, configmap, metrics)
+    except NotOwned as exc:
+        return Want("Ready", False, "ConfigMapNotOwned", str(exc))
+    return Want("Ready", True, "Published", f"published as configmap/"
+                f"{configmap['metadata']['name']}")
 
 
 def conflict_conditions(routes: list[dict[str, Any]]) -> dict[str, Want]:
@@ -53,37 +72,45 @@ def conflict_conditions(routes: list[dict[str, Any]]) -> dict[str, Want]:
             messages.setdefault(ident.rsplit("/", 1)[0], []).append(conflict.describe())
     return {
         name: Want("Conflict", True, "RulesConflict", "; ".join(sorted(set(messages[name]))))
-        if name in messages else Want("Conflict", False, "NoConflict", "")
+        if name in messages else NO_CONFLICT
         for name, _spec in specs
     }
 
 
-async def sync_conflicts(namespace: str, *, kube: KubeClient, metrics: OperatorMetrics,
-                         skip: str | None = None) -> dict[str, Want]:
-    """Patch the Conflict condition of every route in ``namespace`` that is out of date.
+class ConflictSync:
+    """Keeps every route's ``Conflict`` condition right, one namespace sync at a time."""
 
-    ``skip`` names a route whose status the caller patches itself.
-    """
-    listing = await kube.list(resource_path(GROUP, VERSION, PLURAL_ROUTE, namespace))
-    routes = [r for r in listing.get("items", []) if not r["metadata"].get("deletionTimestamp")]
-    wanted = conflict_conditions(routes)
-    for route in routes:
-        name = route["metadata"]["name"]
-        want = wanted.get(name)
-        if want is None or name == skip:
-            continue
-        status = route.get("status") or {}
-        current = find(status.get("conditions"), "Conflict")
-        if current and current.get("status") == want.status_text \
-                and current.get("message") == want.message:
-            continue
-        conditions = merge(status.get("conditions"), [want], route["metadata"].get("generation"))
-        try:
-            await kube.merge_patch(
-                resource_path(GROUP, VERSION, PLURAL_ROUTE, namespace, name, "status"),
-                {"status": {"conditions": conditions}},
-            )
-        except NotFound:
-            continue
-        metrics.writes.labels("edgeroute-status", "patch").inc()
-    return wanted
+    def __init__(self) -> None:
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._requested: defaultdict[str, int] = defaultdict(int)
+        self._covered: defaultdict[str, int] = defaultdict(int)
+
+    async def sync(self, namespace: str, *, kube: AsyncClient,
+                   metrics: OperatorMetrics) -> None:
+        """Return once a sync that started after this call has finished."""
+        self._requested[namespace] += 1
+        ticket = self._requested[namespace]
+        async with self._locks[namespace]:
+            if self._covered[namespace] >= ticket:
+                return  # a sync that listed after this request already ran
+            covers = self._requested[namespace]
+            await self._sync(namespace, kube=kube, metrics=metrics)
+            self._covered[namespace] = covers
+
+    async def _sync(self, namespace: str, *, kube: AsyncClient,
+                    metrics: OperatorMetrics) -> None:
+        routes = [dict(r) async for r in kube.list(EdgeRouteResource, namespace=namespace)]
+        routes = [r for r in routes if not r["metadata"].get("deletionTimestamp")]
+        wanted = conflict_conditions(routes)
+        for route in routes:
+            metadata = route["metadata"]
+            # A spec the models refuse is in no table: no conflict (its Ready says why).
+            want = wanted.get(metadata["name"], NO_CONFLICT)
+            status = conflict_status(route.get("status"), want, metadata.get("generation"))
+            if status is None:
+                continue
+            written = await apply_status(kube, KIND_ROUTE, name=metadata["name"],
+                                         namespace=namespace, status=status,
+                                         manager=CONFLICT_MANAGER, metrics=metrics)
+            if written and want.status:
+                kopf.warn(route, reason="RulesConflict", message=want.message)

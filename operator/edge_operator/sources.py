@@ -14,8 +14,10 @@ import base64
 import hashlib
 
 import httpx
+from lightkube import AsyncClient
+from lightkube.resources.core_v1 import ConfigMap
 
-from edge_api.kube import KubeClient, KubeError, NotFound, resource_path
+from edge_api.k8s import KUBE_ERRORS, is_not_found
 from edge_api.models import Source
 from edge_operator.config import OperatorConfig
 
@@ -28,7 +30,7 @@ class SourceError(Exception):
         self.transient = transient
 
 
-async def resolve(source: Source, *, namespace: str, kube: KubeClient,
+async def resolve(source: Source, *, namespace: str, kube: AsyncClient,
                   config: OperatorConfig) -> bytes:
     if source.inline is not None:
         return source.inline_bytes()
@@ -47,15 +49,16 @@ async def resolve(source: Source, *, namespace: str, kube: KubeClient,
                       " configMapRef")
 
 
-async def _from_configmap(name: str, key: str, *, namespace: str, kube: KubeClient) -> bytes:
+async def _from_configmap(name: str, key: str, *, namespace: str, kube: AsyncClient) -> bytes:
     try:
-        configmap = await kube.get(resource_path("", "v1", "configmaps", namespace, name))
-    except NotFound as exc:
-        raise SourceError("ConfigMapNotFound", f"configmap {name} not found in {namespace}",
-                          transient=True) from exc
-    except KubeError as exc:
+        found = await kube.get(ConfigMap, name, namespace=namespace)
+    except KUBE_ERRORS as exc:
+        if is_not_found(exc):
+            raise SourceError("ConfigMapNotFound", f"configmap {name} not found in {namespace}",
+                              transient=True) from exc
         raise SourceError("ConfigMapUnreadable", f"configmap {name}: {exc}",
                           transient=True) from exc
+    configmap = found.to_dict()
     binary = (configmap.get("binaryData") or {}).get(key)
     if binary is not None:
         return base64.b64decode(binary)

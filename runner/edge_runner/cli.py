@@ -10,12 +10,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from pydantic import ValidationError
-from pydantic_settings import CliApp, SettingsError
-
-from edge_api import logs
+from edge_api import logs, settings
 from edge_runner.server import serve
-from edge_runner.settings import RunnerSettings, unknown_variables
+from edge_runner.settings import RunnerSettings
 
 USAGE = """usage: edge-runner serve [options]
 
@@ -33,21 +30,11 @@ def _usage_error(message: str) -> int:
 
 def parse(argv: list[str]) -> RunnerSettings | str:
     """Settings from ``serve``'s arguments and the environment, or an error message."""
-    unknown = unknown_variables()
-    if unknown:
-        return f"unknown setting(s) in the environment: {', '.join(unknown)}"
-    try:
-        settings = CliApp.run(RunnerSettings, cli_args=argv)
-    except ValidationError as exc:
-        return "; ".join(
-            f"--{'-'.join(str(part) for part in error['loc']).replace('_', '-')}: {error['msg']}"
-            for error in exc.errors()
-        )
-    except SettingsError as exc:
-        return str(exc)
-    if settings.manifests is not None and not settings.manifests.is_dir():
-        return f"--manifests {settings.manifests}: not a directory"
-    return settings
+    parsed = settings.parse(RunnerSettings, argv)
+    if isinstance(parsed, RunnerSettings) and parsed.manifests is not None \
+            and not parsed.manifests.is_dir():
+        return f"--manifests {parsed.manifests}: not a directory"
+    return parsed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,17 +44,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args else 2
     if args[0] != "serve":
         return _usage_error(f"unknown command {args[0]!r} (expected: serve)")
-    settings = parse(args[1:])
-    if isinstance(settings, str):
-        return _usage_error(settings)
-    logs.configure(settings.log_level, settings.log_format)
+    options = parse(args[1:])
+    if isinstance(options, str):
+        return _usage_error(options)
+    logs.configure(options.log_level, options.log_format)
     try:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         pass
-    asyncio.run(serve(settings))
+    asyncio.run(serve(options))
     return 0
 
 

@@ -213,4 +213,5 @@ def _source(
         return watch_folder(options.manifests, catalog, stop)
     from edge_runner.sources.cluster import watch_cluster
 
-    return watch_cluster(catalog, stop, namespace=options.namespace)
+    return watch_cluster(catalog, stop, namespace=options.namespace, runner_id=options.pod_name,
+                         lease_seconds=options.lease_seconds)

@@ -7,21 +7,22 @@ the variable over the default.  Descriptions here are the ``--help`` text, and
 docs/cli.md lists the same names (a unit test keeps the two in step).  The CLI
 (:mod:`edge_runner.cli`) parses them, :mod:`edge_runner.server` and the parts
 it builds read them; nothing else in the runner reads the environment, except
-the Kubernetes client's own in-cluster and KUBECONFIG discovery.
-
-A variable ``EDGE_RUNNER_*`` that names no setting is an error, so a typo in a
-Helm value or a pod spec fails at start instead of being ignored.
+the Kubernetes client's own in-cluster and KUBECONFIG discovery.  How flags,
+variables and the downward API's ``POD_NAMESPACE``/``POD_NAME`` combine, and why
+an unknown ``EDGE_RUNNER_*`` variable is an error: :mod:`edge_api.settings`.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AliasChoices, BeforeValidator, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, field_validator
+from pydantic_settings import SettingsConfigDict
 
+from edge_api.settings import BASE_CONFIG, ProcessSettings
 from edge_api.units import parse_quantity
 from edge_runner.host.cpusched import MIN_SLICE
 
@@ -42,7 +43,7 @@ def default_cache_dir() -> Path:
     return Path(base) / "edge-runner" / "modules"
 
 
-class RunnerSettings(BaseSettings):
+class RunnerSettings(ProcessSettings):
     """Serve WebAssembly HTTP functions: standalone with --manifests, else cluster mode.
 
     Every option is also an environment variable EDGE_RUNNER_<NAME> (e.g.
@@ -50,21 +51,20 @@ class RunnerSettings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, cli_prog_name="edge-runner serve", cli_kebab_case=True,
-        cli_hide_none_type=True, frozen=True, extra="forbid", populate_by_name=True,
+        **BASE_CONFIG, env_prefix=ENV_PREFIX, cli_prog_name="edge-runner serve"
     )
+    downward: ClassVar[Mapping[str, str]] = {"POD_NAMESPACE": "namespace",
+                                             "POD_NAME": "pod_name"}
 
     # -- what to serve and where ---------------------------------------------------
     manifests: Path | None = Field(
         None, description="folder of EdgeFunction/EdgeRoute YAML (standalone mode); unset:"
         " cluster mode, serving what the operator publishes")
     namespace: str | None = Field(
-        None, validation_alias=AliasChoices("namespace", f"{ENV_PREFIX}NAMESPACE", "POD_NAMESPACE"),
-        description="namespace to watch in cluster mode (default: $POD_NAMESPACE, else the"
+        None, description="namespace to watch in cluster mode (default: $POD_NAMESPACE, else the"
         " kubeconfig's)")
     pod_name: str | None = Field(
-        None, validation_alias=AliasChoices("pod_name", f"{ENV_PREFIX}POD_NAME", "POD_NAME"),
-        description="this runner's name in its Lease (default: $POD_NAME, else host name and"
+        None, description="this runner's name in its Lease (default: $POD_NAME, else host name and"
         " process id)")
     host: str = Field("0.0.0.0", description="data plane bind address")
     port: int = Field(8080, ge=0, le=65535, description="data plane port")
@@ -143,9 +143,3 @@ class RunnerSettings(BaseSettings):
     def _empty_disables(cls, value: Any) -> Any:
         return None if isinstance(value, str | Path) and str(value) in ("", ".") else value
 
-
-def unknown_variables(environ: dict[str, str] | os._Environ[str] | None = None) -> list[str]:
-    """``EDGE_RUNNER_*`` variables that name no setting (typos), sorted."""
-    known = {f"{ENV_PREFIX}{name.upper()}" for name in RunnerSettings.model_fields}
-    env = os.environ if environ is None else environ
-    return sorted(name for name in env if name.startswith(ENV_PREFIX) and name not in known)

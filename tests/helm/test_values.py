@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
+from edge_api.settings import unknown_variables
 from edge_runner.cli import parse
-from edge_runner.settings import RunnerSettings, unknown_variables
+from edge_runner.settings import RunnerSettings
 from support.helm import CHART_DIR, Helm, container
 
 SCHEMA: dict[str, Any] = json.loads((CHART_DIR / "values.schema.json").read_text())
@@ -27,9 +28,9 @@ PASS_THROUGH = {
     "runner.networkPolicy.httpFrom", "runner.networkPolicy.adminFrom",
     "runner.networkPolicy.egress", "runner.podSecurityContext", "runner.securityContext",
     "runner.tolerations", "runner.affinity", "runner.topologySpreadConstraints",
-    "operator.extraEnv", "operator.resources", "operator.networkPolicy.metricsFrom",
-    "operator.networkPolicy.egress", "operator.podSecurityContext",
-    "operator.securityContext", "operator.tolerations", "operator.affinity",
+    "operator.extraEnv", "operator.settings", "operator.resources",
+    "operator.networkPolicy.metricsFrom", "operator.networkPolicy.egress",
+    "operator.podSecurityContext", "operator.securityContext", "operator.tolerations", "operator.affinity",
     "httpRoute.parentRefs",
 }  # fmt: skip
 
@@ -211,7 +212,7 @@ def test_runner_settings_become_variables_the_runner_knows(
         if value is not None:
             monkeypatch.setenv(name, value)
     # The typo renders (the chart cannot know every setting) and the runner refuses it.
-    assert unknown_variables() == ["EDGE_RUNNER_MAX_QUEUD"]
+    assert unknown_variables(RunnerSettings) == ["EDGE_RUNNER_MAX_QUEUD"]
     monkeypatch.delenv("EDGE_RUNNER_MAX_QUEUD")
     parsed = parse([])
     assert isinstance(parsed, RunnerSettings)

@@ -236,6 +236,68 @@ INVALID = [
 ]
 
 
+# Every quantity and duration field, in each form a negative value can take:
+# integers must meet the schema's minimum, strings its pattern.
+NEGATIVE_VALUES = [
+    ("limits.memory", -67108864, "greater than or equal to 0"),
+    ("limits.memory", "-64Mi", "should match"),
+    ("limits.maxRequestBytes", -1, "greater than or equal to 0"),
+    ("limits.maxRequestBytes", "-1Ki", "should match"),
+    ("limits.maxResponseBytes", -8388608, "greater than or equal to 0"),
+    ("limits.maxResponseBytes", "-8Mi", "should match"),
+    ("limits.timeout", -1, "must be of type string"),
+    ("limits.timeout", "-1s", "should match"),
+    ("limits.fuel", -1000, "greater than or equal to 0"),
+    ("pool.maxInstances", -8, "greater than or equal to 1"),
+    ("pool.idleTimeout", -300, "must be of type string"),
+    ("pool.idleTimeout", "-5m", "should match"),
+]
+
+
+@pytest.mark.parametrize("negative", NEGATIVE_VALUES,
+                         ids=[f"{f}={v}" for f, v, _ in NEGATIVE_VALUES])
+def test_negative_quantity_or_duration_is_refused(
+    cluster: Cluster, crds: list[str], namespace: str, negative: tuple[str, Any, str]
+) -> None:
+    field, value, problem = negative
+    manifest = function()
+    group, key = field.split(".")
+    manifest["spec"][group] = {key: value}
+    result = apply(cluster, namespace, manifest)
+    assert result.returncode != 0, f"accepted:\n{result.stdout}"
+    assert f"spec.{field}" in result.stderr, result.stderr
+    assert problem in result.stderr, result.stderr
+    gone = cluster.kubectl("get", "-n", namespace, "ef", "hello", "--ignore-not-found", "-o",
+                           "name")
+    assert gone.stdout == ""
+
+
+@pytest.mark.parametrize("weight", [-1, -1000])
+def test_negative_backend_weight_is_refused(
+    cluster: Cluster, crds: list[str], namespace: str, weight: int
+) -> None:
+    manifest = _drop_nones(with_rule(function=None, backends=[
+        {"function": "a", "weight": weight}, {"function": "b", "weight": 1}]))
+    result = apply(cluster, namespace, manifest)
+    assert result.returncode != 0, f"accepted:\n{result.stdout}"
+    assert "spec.rules[0].backends[0].weight" in result.stderr, result.stderr
+    assert "greater than or equal to 0" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(("field", "value"), [("readyRunners", -1), ("totalRunners", -3),
+                                              ("size", -10), ("observedGeneration", -1)])
+def test_negative_status_counts_are_refused(
+    cluster: Cluster, crds: list[str], namespace: str, field: str, value: int
+) -> None:
+    assert apply(cluster, namespace, function()).returncode == 0
+    result = cluster.kubectl(
+        "patch", "-n", namespace, "ef", "hello", "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": {field: value}}), check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert f"status.{field}" in result.stderr, result.stderr
+
+
 def _drop_nones(value: Any) -> Any:
     """``with_rule(function=None)`` means: no function field at all."""
     if isinstance(value, dict):

@@ -1,4 +1,9 @@
-"""Build and read edge-runner custom objects in tests (YAML in, JSON out via kubectl)."""
+"""Build and read edge-runner custom objects in tests (YAML in, JSON out via kubectl).
+
+Sits in tests/support/ (imported as ``support.objects``): manifests for
+EdgeFunctions, EdgeRoutes and ConfigMaps, and readers of conditions and of
+which field manager owns them.
+"""
 
 from __future__ import annotations
 
@@ -39,3 +44,28 @@ metadata: {{name: {name}}}
 spec:
   rules: [{{match: {{path: {path}}}, function: {function}}}]
 """
+
+
+def items(cluster: Cluster, namespace: str, kind: str) -> list[dict[str, Any]]:
+    """Every object of ``kind`` in ``namespace``, as JSON, with ``managedFields``."""
+    out = cluster.kubectl("get", kind, "-n", namespace, "-o", "json", "--show-managed-fields")
+    return list(json.loads(out.stdout)["items"])
+
+
+def condition_managers(obj: dict[str, Any], kind: str) -> set[str]:
+    """The field managers (managedFields) that own the status condition of type ``kind``."""
+    key = f'k:{{"type":"{kind}"}}'
+    return {
+        entry["manager"] for entry in obj["metadata"].get("managedFields") or []
+        if key in ((entry.get("fieldsV1") or {}).get("f:status") or {}).get("f:conditions", {})
+    }
+
+
+def configmap_yaml(name: str, data: dict[str, str], *, labels: dict[str, str] | None = None
+                   ) -> str:
+    """A ConfigMap (JSON is YAML) with ``data`` and optional labels."""
+    metadata: dict[str, Any] = {"name": name}
+    if labels:
+        metadata["labels"] = labels
+    return json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata,
+                       "data": data})

@@ -1,5 +1,6 @@
-"""Runner settings (edge_runner.settings): one declaration gives a flag, an environment
-variable, the --help text and a row of docs/cli.md; bad input is a usage error."""
+"""Runner and operator settings (edge_runner.settings, edge_operator.config): one
+declaration gives a flag, an environment variable, the --help text and a row of
+docs/cli.md; bad input is a usage error."""
 
 from __future__ import annotations
 
@@ -8,40 +9,47 @@ from pathlib import Path
 
 import pytest
 
-from edge_runner.cli import main, parse
-from edge_runner.settings import RunnerSettings, unknown_variables
+from edge_api.settings import ProcessSettings, flag, parse, unknown_variables
+from edge_operator.config import OperatorConfig
+from edge_runner import cli
+from edge_runner.cli import main
+from edge_runner.settings import RunnerSettings
 from support.wasm import REPO_ROOT
 
-#: The runner's section of docs/cli.md.
-CLI_DOC = (REPO_ROOT / "docs" / "cli.md").read_text().split("## `edge-runner serve`")[1] \
-    .split("\n## ")[0]
+CLI_TEXT = (REPO_ROOT / "docs" / "cli.md").read_text()
 
 
-def flag(field: str) -> str:
-    return "--" + field.replace("_", "-")
+def section(heading: str) -> str:
+    """One ``## heading`` section of docs/cli.md."""
+    return CLI_TEXT.split(f"## {heading}")[1].split("\n## ")[0]
 
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("POD_NAMESPACE", "POD_NAME", *(f"EDGE_RUNNER_{f.upper()}"
-                                                for f in RunnerSettings.model_fields)):
+    for name in ("POD_NAMESPACE", "POD_NAME", *RunnerSettings.env_names(),
+                 *OperatorConfig.env_names()):
         monkeypatch.delenv(name, raising=False)
 
 
 def settings(argv: list[str]) -> RunnerSettings:
-    parsed = parse(argv)
+    parsed = cli.parse(argv)
     assert isinstance(parsed, RunnerSettings), parsed
     return parsed
 
 
-def test_every_setting_is_documented_with_its_flag_and_variable() -> None:
-    rows = {line.split("|")[1].strip(): line for line in CLI_DOC.splitlines()
+@pytest.mark.parametrize(("model", "heading"), [
+    (RunnerSettings, "`edge-runner serve`"), (OperatorConfig, "`edge-operator`")])
+def test_every_setting_is_documented_with_its_flag_and_variable(
+    model: type[ProcessSettings], heading: str
+) -> None:
+    rows = {line.split("|")[1].strip(): line for line in section(heading).splitlines()
             if line.startswith("| `--")}
-    for field in RunnerSettings.model_fields:
+    for variable, field in model.env_names().items():
         documented = [row for name, row in rows.items()
                       if re.fullmatch(f"`{flag(field)}( [A-Z]+)?`", name)]
         assert documented, f"{flag(field)} is missing from docs/cli.md"
-        assert f"`EDGE_RUNNER_{field.upper()}`" in documented[0]
+        assert f"`{variable}`" in documented[0]
+    assert len(rows) == len(model.model_fields)  # and nothing documented that does not exist
 
 
 def test_a_flag_beats_the_variable_which_beats_the_default(
@@ -76,7 +84,7 @@ def test_quantities_kubernetes_variables_and_an_empty_cache_dir(
     (["--manifests", "/nonexistent"], "--manifests /nonexistent: not a directory"),
 ])
 def test_bad_values_name_the_option(argv: list[str], message: str) -> None:
-    error = parse(argv)
+    error = cli.parse(argv)
     assert isinstance(error, str) and error.startswith(message)
 
 
@@ -84,7 +92,7 @@ def test_a_misspelt_variable_stops_the_runner(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("EDGE_RUNNER_MAX_QUEUD", "5")
-    assert unknown_variables() == ["EDGE_RUNNER_MAX_QUEUD"]
+    assert unknown_variables(RunnerSettings) == ["EDGE_RUNNER_MAX_QUEUD"]
     assert main(["serve"]) == 2
     assert "unknown setting(s) in the environment: EDGE_RUNNER_MAX_QUEUD" in capsys.readouterr().err
 
@@ -98,3 +106,22 @@ def test_help_shows_every_flag_with_its_default(capsys: pytest.CaptureFixture[st
         assert flag(field) in text
     assert "data plane port (default: 8080)" in text
     assert main(["bogus"]) == 2
+
+
+def test_operator_namespaces_from_flags_a_list_or_the_pod(monkeypatch: pytest.MonkeyPatch) -> None:
+    def namespaces(argv: list[str]) -> list[str]:
+        parsed = parse(OperatorConfig, argv)
+        assert isinstance(parsed, OperatorConfig), parsed
+        return parsed.namespace
+
+    assert namespaces([]) == []
+    monkeypatch.setenv("POD_NAMESPACE", "edge")
+    assert namespaces([]) == ["edge"]
+    monkeypatch.setenv("EDGE_OPERATOR_NAMESPACE", "a, b")
+    assert namespaces([]) == ["a", "b"]
+    assert namespaces(["--namespace", "x", "--namespace", "y"]) == ["x", "y"]
+    assert parse(OperatorConfig, ["--url-timeout", "0"]) == (
+        "--url-timeout: Input should be greater than 0")
+    monkeypatch.setenv("EDGE_OPERATOR_URL_TIMOUT", "5")
+    assert parse(OperatorConfig, []) == (
+        "unknown setting(s) in the environment: EDGE_OPERATOR_URL_TIMOUT")

@@ -1,13 +1,13 @@
 """Cluster mode: functions and routes from the ConfigMaps the operator writes.
 
 :func:`watch_cluster` lists the namespace's ConfigMaps labelled
-``edgerunner.dev/kind``, applies them to the catalog (which marks the runner
-ready after this first full sync), then follows a watch from that list's
-resourceVersion, re-applying after each burst of events.  Every
-``resync`` seconds it lists again.  When the API server is unreachable it keeps
-serving the last good configuration and retries with capped backoff; a 410
-Gone restarts from a fresh list.  Parsed ConfigMaps are cached by
-resourceVersion, so only what changed is decoded again.
+``edgerunner.dev/kind`` (a lightkube client from :mod:`edge_api.k8s`), applies
+them to the catalog (which marks the runner ready after this first full sync),
+then follows a watch from that list's resourceVersion, re-applying after each
+burst of events.  Every ``resync`` seconds it lists again.  When the API server
+is unreachable it keeps serving the last good configuration and retries with
+capped backoff; a 410 Gone restarts from a fresh list.  Parsed ConfigMaps are
+cached by resourceVersion, so only what changed is decoded again.
 """
 
 from __future__ import annotations
@@ -15,17 +15,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from typing import Any
 
-import httpx
+from lightkube import AsyncClient
+from lightkube.core.client import LabelSelector
+from lightkube.operators import exists
+from lightkube.resources.core_v1 import ConfigMap
 
 from edge_api.constants import LABEL_KIND
-from edge_api.kube import KubeClient, KubeError, load_config, resource_path
+from edge_api.k8s import KUBE_ERRORS, async_client, status_code
 from edge_api.wire import FunctionConfig, RouteConfig, WireError, parse_configmap
 from edge_runner.invoke.catalog import Catalog, DesiredState, FunctionSource
-from edge_runner.sources.registration import Registration
+from edge_runner.sources.registration import FIELD_MANAGER, Registration
 
 log = logging.getLogger("edge_runner.sources.cluster")
 
@@ -34,8 +36,12 @@ RESYNC_SECONDS = 300.0
 #: Seconds to wait after an event for more before applying (coalesces bursts).
 DEBOUNCE_SECONDS = 0.05
 MAX_BACKOFF_SECONDS = 10.0
+#: Longest single watch request (the server ends it; the client opens the next).
+WATCH_SECONDS = 300
 
-_Events = asyncio.Queue[dict[str, Any] | BaseException | None]
+_Events = asyncio.Queue[tuple[str, dict[str, Any]] | BaseException | None]
+#: Only ConfigMaps the operator labelled.
+_SELECTOR: LabelSelector = {LABEL_KIND: exists()}
 
 
 class _Desired:
@@ -85,35 +91,35 @@ class _Desired:
         return state
 
 
-def _namespace(option: str | None, client: KubeClient) -> str:
-    return option or os.environ.get("POD_NAMESPACE") or client.config.namespace
+def _namespace(option: str | None, client: AsyncClient) -> str:
+    return option or str(client.namespace)
 
 
 async def watch_cluster(
     catalog: Catalog, stop: asyncio.Event, *, namespace: str | None,
+    runner_id: str | None = None, lease_seconds: int | None = None,
     resync: float = RESYNC_SECONDS,
 ) -> None:
-    client = KubeClient(load_config())
+    client = async_client(field_manager=FIELD_MANAGER)
     ns = _namespace(namespace, client)
-    path = resource_path("", "v1", "configmaps", ns)
     desired = _Desired()
     backoff = 0.5
-    registration = Registration(kube=client, namespace=ns, catalog=catalog)
+    registration = Registration(kube=client, namespace=ns, catalog=catalog,
+                                runner_id=runner_id, duration=lease_seconds)
     heartbeat: asyncio.Task[None] | None = None
     log.info("watching configmaps in namespace %s", ns)
     try:
         while not stop.is_set():
             try:
-                listing = await client.list(path, label_selector=LABEL_KIND)
-                desired.replace_all(listing.get("items", []))
+                listing = client.list(ConfigMap, namespace=ns, labels=_SELECTOR)
+                desired.replace_all([item.to_dict() async for item in listing])
                 await catalog.apply(desired.state())
                 backoff = 0.5
                 if heartbeat is None:
                     heartbeat = asyncio.create_task(registration.run(stop), name="heartbeat")
-                await _follow(client, path, version=listing["metadata"]["resourceVersion"],
-                              desired=desired, catalog=catalog, stop=stop,
-                              deadline=time.monotonic() + resync)
-            except (KubeError, httpx.HTTPError, OSError) as exc:
+                await _follow(client, ns, version=listing.resourceVersion, desired=desired,
+                              catalog=catalog, deadline=time.monotonic() + resync)
+            except KUBE_ERRORS as exc:
                 log.warning("API server unreachable or failing (%s); serving the last good"
                             " configuration, retrying in %.1fs", exc, backoff)
                 with contextlib.suppress(TimeoutError):
@@ -127,62 +133,60 @@ async def watch_cluster(
 
 
 async def _follow(
-    client: KubeClient, path: str, *, version: str, desired: _Desired, catalog: Catalog,
-    stop: asyncio.Event, deadline: float,
+    client: AsyncClient, namespace: str, *, version: str, desired: _Desired, catalog: Catalog,
+    deadline: float,
 ) -> None:
-    """Watch from ``version`` until ``deadline``; returns to re-list (or raises)."""
-    while not stop.is_set() and time.monotonic() < deadline:
-        timeout = max(1, int(deadline - time.monotonic()))
-        queue: _Events = asyncio.Queue()
-        pumping = asyncio.create_task(_pump(client, path, version, timeout, queue))
-        try:
-            version = await _consume(queue, version, desired, catalog)
-        finally:
-            pumping.cancel()
-            await asyncio.gather(pumping, return_exceptions=True)
-        if not version:
-            return
-
-
-async def _pump(client: KubeClient, path: str, since: str, wait: int, queue: _Events) -> None:
-    """Move watch events into ``queue``; ends with None, or with the exception."""
+    """Watch from ``version`` until ``deadline`` or a 410 Gone; returns to re-list (or raises)."""
+    queue: _Events = asyncio.Queue()
+    pumping = asyncio.create_task(_pump(client, namespace, version, queue))
     try:
-        async for event in client.watch(path, resource_version=since, label_selector=LABEL_KIND,
-                                        timeout_seconds=wait):
-            queue.put_nowait(event)
+        await _consume(queue, desired, catalog, deadline)
+    finally:
+        pumping.cancel()
+        await asyncio.gather(pumping, return_exceptions=True)
+
+
+async def _pump(client: AsyncClient, namespace: str, since: str, queue: _Events) -> None:
+    """Move watch events into ``queue``; ends with None, or with the exception.
+
+    lightkube opens the next watch request from the last resourceVersion seen
+    when the server ends one, so this runs until cancelled or an error.
+    """
+    try:
+        async for kind, obj in client.watch(ConfigMap, namespace=namespace, labels=_SELECTOR,
+                                            resource_version=since,
+                                            server_timeout=WATCH_SECONDS):
+            queue.put_nowait((kind, obj.to_dict()))
         queue.put_nowait(None)
     except Exception as exc:  # handed to the consumer, which re-raises it
         queue.put_nowait(exc)
 
 
-async def _consume(
-    queue: _Events, version: str,
-    desired: _Desired, catalog: Catalog,
-) -> str:
-    """Apply events until the watch ends; returns the last version ("" = list again)."""
+async def _consume(queue: _Events, desired: _Desired, catalog: Catalog, deadline: float) -> None:
+    """Apply events until ``deadline``, the end of the watch or a 410 Gone."""
     pending = False
     while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
         try:
-            item = await asyncio.wait_for(queue.get(), DEBOUNCE_SECONDS if pending else None)
+            item = await asyncio.wait_for(queue.get(),
+                                          min(DEBOUNCE_SECONDS, left) if pending else left)
         except TimeoutError:
-            await catalog.apply(desired.state())
-            pending = False
+            if pending:
+                await catalog.apply(desired.state())
+                pending = False
             continue
         if item is None:
             break
         if isinstance(item, BaseException):
-            raise item
-        kind, obj = item["type"], item["object"]
-        if kind == "ERROR":
-            if obj.get("code") == 410:
+            if status_code(item) == 410:
                 log.info("watch expired (410 Gone); listing again")
-                return ""
-            raise KubeError(int(obj.get("code", 500)), str(obj.get("reason", "")),
-                            str(obj.get("message", "")))
-        version = obj["metadata"].get("resourceVersion", version)
+                break
+            raise item
+        kind, obj = item
         if kind != "BOOKMARK":
             desired.apply_event(kind, obj)
             pending = True
     if pending:
         await catalog.apply(desired.state())
-    return version
