@@ -30,8 +30,8 @@ PASS_THROUGH = {
     "runner.tolerations", "runner.affinity", "runner.topologySpreadConstraints",
     "operator.extraEnv", "operator.settings", "operator.resources",
     "operator.networkPolicy.metricsFrom", "operator.networkPolicy.egress",
-    "operator.podSecurityContext", "operator.securityContext", "operator.tolerations", "operator.affinity",
-    "httpRoute.parentRefs",
+    "operator.podSecurityContext", "operator.securityContext", "operator.tolerations",
+    "operator.affinity", "httpRoute.parentRefs",
 }  # fmt: skip
 
 
