@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from edge_runner.invoke.lanes import LANES
 from edge_runner.invoke.pool import PoolEvents
 
 LATENCY_BUCKETS = (
@@ -29,6 +30,8 @@ class _PoolEvents(PoolEvents):
         self._duration = metrics.cold_start_duration.labels(function)
         self._evictions = metrics.evictions
         self._function = function
+        self._waits = {lane: metrics.worker_wait.labels(function, lane) for lane in LANES}
+        self._quarantines = metrics.quarantines.labels(function)
 
     def cold_start(self, seconds: float | None) -> None:
         self._cold.inc()
@@ -37,6 +40,13 @@ class _PoolEvents(PoolEvents):
 
     def evicted(self, cause: str, count: int = 1) -> None:
         self._evictions.labels(self._function, cause).inc(count)
+
+    def thread_wait(self, lane: str, seconds: float) -> None:
+        self._waits[lane].observe(seconds)
+
+    def quarantined(self, entered: bool) -> None:
+        if entered:
+            self._quarantines.inc()
 
 
 class InstancesCollector(Collector):
@@ -55,6 +65,23 @@ class InstancesCollector(Collector):
         yield family
 
 
+class QuarantineCollector(Collector):
+    """``edge_function_quarantined{function}``, read from the live pools at scrape time."""
+
+    def __init__(self, read: Callable[[], Iterable[tuple[str, bool]]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "edge_function_quarantined",
+            "1 while the function runs on the quarantine lane of worker threads, else 0.",
+            labels=["function"],
+        )
+        for function, quarantined in self._read():
+            family.add_metric([function], int(quarantined))
+        yield family
+
+
 class RunnerMetrics:
     def pool_events(self, function: str) -> PoolEvents:
         return _PoolEvents(self, function)
@@ -62,6 +89,10 @@ class RunnerMetrics:
     def watch_instances(self, read: Callable[[], Iterable[tuple[str, str, int]]]) -> None:
         """Export ``edge_instances`` from ``read`` (called at every scrape)."""
         self.registry.register(InstancesCollector(read))
+
+    def watch_quarantine(self, read: Callable[[], Iterable[tuple[str, bool]]]) -> None:
+        """Export ``edge_function_quarantined`` from ``read`` (called at every scrape)."""
+        self.registry.register(QuarantineCollector(read))
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -137,6 +168,20 @@ class RunnerMetrics:
             " (own resident memory at start), usable (fraction of limit minus baseline),"
             " reserved (limits.memory of live instances), headroom (usable minus reserved).",
             ["kind"],
+            registry=r,
+        )
+        self.worker_wait = Histogram(
+            "edge_worker_wait_seconds",
+            "Time calls waited for a worker thread, by function and lane (shared,"
+            " quarantine); 0 for a call that found one free.",
+            ["function", "lane"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.quarantines = Counter(
+            "edge_quarantines_total",
+            "Times a function was moved to the quarantine lane of worker threads.",
+            ["function"],
             registry=r,
         )
         self.reloads = Counter(

@@ -14,7 +14,10 @@ Worker threads (guests that outgrew the inline budget, and WAGI) and background
 threads (compiling modules) run at a lower CPU priority (``worker_nice``) than
 the event loop thread, and all of them ask for a short time slice
 (``cpu_slice``), so guests burning CPU cannot delay request handling and inline
-calls of healthy functions (see :mod:`edge_runner.host.cpusched`).
+calls of healthy functions (see :mod:`edge_runner.host.cpusched`).  Worker
+threads come in two lanes (:mod:`edge_runner.invoke.lanes`, docs/scheduling.md):
+``shared`` (two per usable CPU) and ``quarantine`` (``SCHED_IDLE``), each behind
+a gate that is fair between functions.
 """
 
 from __future__ import annotations
@@ -39,9 +42,10 @@ from edge_runner.host.cpusched import lower_priority, request_slice
 from edge_runner.http.admin import Lifecycle, build_admin_app
 from edge_runner.http.dataplane import DataPlane
 from edge_runner.http.guard import HttpLimits, guarded_protocol
-from edge_runner.invoke.admission import Gate
+from edge_runner.invoke.admission import FairGate
 from edge_runner.invoke.budget import MemoryBudget
 from edge_runner.invoke.catalog import Catalog
+from edge_runner.invoke.lanes import QUARANTINE, Lane, QuarantinePolicy, idle_priority
 from edge_runner.invoke.pool import InlinePolicy, QueuePolicy, SharedLimits
 from edge_runner.metrics import RunnerMetrics
 from edge_runner.settings import RunnerSettings
@@ -56,9 +60,13 @@ def usable_cpus(root: Path) -> int:
     """CPUs this process may use, at least one: those it may run on (affinity), or
     fewer if its cgroup's CPU quota (a pod's ``limits.cpu``, rounded up) is smaller.
 
-    More guest threads than that would only queue for the quota and, measured with
-    bench/hostile.py, hurt the event loop: two spinning guests on the event loop's
-    one CPU took healthy p99 under attack from 1.4-1.9x to 3.6-3.8x of idle.
+    The shared lane gets two worker threads per usable CPU, the quarantine lane four
+    (docs/scheduling.md).  One per CPU was the rule while hostile guests spun on the
+    shared threads: two of them on the event loop's one CPU took healthy p99 under
+    attack from 1.4-1.9x to 3.6-3.8x of idle (bench/hostile.py).  Since such guests
+    are quarantined at ``SCHED_IDLE``, a second thread per CPU no longer hurts the
+    event loop there, and lets a thread-bound function such as WAGI keep its
+    throughput beside them (bench/fairness.py).
     """
     try:
         cpus = max(1, len(os.sched_getaffinity(0)))
@@ -118,6 +126,22 @@ async def _sweep_idle(catalog: Catalog, stop: asyncio.Event, every: float) -> No
             runtime.expire_idle(now)
 
 
+def _quarantine_lane(options: RunnerSettings, cpus: int) -> Lane | None:
+    """The quarantine lane's threads (at idle priority) and fair gate; None if disabled."""
+    size = options.quarantine_threads
+    if size is None:
+        size = 4 * cpus
+    if not size or not options.quarantine_strikes:
+        return None
+    executor = ThreadPoolExecutor(
+        max_workers=size, thread_name_prefix="quarantine", initializer=idle_priority,
+    )
+    # One call at a time per quarantined function: each of its calls may spin until its
+    # timeout, so its CPU use is bounded by the number of quarantined functions, not by
+    # how many requests they get (docs/scheduling.md).
+    return Lane(QUARANTINE, FairGate(size, options.max_queued, cap=1), executor)
+
+
 def _disk_cache(folder: Path | None, engine: WasmEngine) -> DiskCache | None:
     if folder is None:
         return None
@@ -132,7 +156,8 @@ async def serve(options: RunnerSettings) -> None:
     if request_slice(options.cpu_slice):  # first: the threads started later inherit it
         log.info("threads' time slice: %.1f ms", options.cpu_slice * 1e3)
     engine = WasmEngine()
-    threads = options.max_concurrency or usable_cpus(options.cgroup_root)
+    cpus = usable_cpus(options.cgroup_root)
+    threads = options.max_concurrency or 2 * cpus
     executor = ThreadPoolExecutor(
         max_workers=threads, thread_name_prefix="wasm",
         initializer=lower_priority, initargs=(options.worker_nice,),
@@ -149,6 +174,7 @@ async def serve(options: RunnerSettings) -> None:
         fraction=options.memory_fraction, cgroup_root=options.cgroup_root,
     )
     _bind_budget_metrics(metrics, budget)
+    quarantine = _quarantine_lane(options, cpus)
     catalog = Catalog(
         engine=engine,
         executor=executor,
@@ -156,10 +182,14 @@ async def serve(options: RunnerSettings) -> None:
         queue=QueuePolicy(max_waiting=options.max_waiting, max_wait=options.max_wait),
         inline=InlinePolicy(budget=options.inline_fuel),
         shared=SharedLimits(
-            budget=budget, threads=Gate(threads, options.max_queued)
+            budget=budget,
+            threads=FairGate.sized(threads, options.max_queued, share=options.max_thread_share),
+            quarantine=quarantine,
         ),
         disk_cache=_disk_cache(options.cache_dir, engine),
         instance_max_requests=options.instance_max_requests,
+        quarantine=QuarantinePolicy(strikes=options.quarantine_strikes,
+                                    heavy_call=options.heavy_call),
     )
     lifecycle = Lifecycle()
     data_app = DataPlane(catalog, metrics)
@@ -202,6 +232,9 @@ async def serve(options: RunnerSettings) -> None:
         await asyncio.gather(source, sweeper, admin_task, return_exceptions=True)
         # Guests still on threads stop by their own deadline, which needs the ticker.
         await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+        if quarantine is not None:
+            await asyncio.to_thread(quarantine.executor.shutdown, wait=True,
+                                    cancel_futures=True)
         engine.close()
         log.info("stopped")
 

@@ -73,9 +73,9 @@ class RunnerSettings(ProcessSettings):
 
     # -- concurrency and queueing --------------------------------------------------
     max_concurrency: int | None = Field(
-        None, ge=1, description="guest invocations running at once on worker threads (default:"
-        " the CPUs the process may use: affinity, capped by the cgroup CPU quota); guests are"
-        " pure computation, so more threads than CPUs only add contention")
+        None, ge=1, description="guest invocations running at once on the shared lane's worker"
+        " threads (default: twice the CPUs the process may use: affinity, capped by the cgroup"
+        " CPU quota; docs/scheduling.md has the measurements)")
     max_waiting: int = Field(64, ge=0, description="requests queued per function when all its"
                              " instances are busy")
     max_queued: int = Field(256, ge=0, description="requests queued runner-wide for a worker"
@@ -89,6 +89,23 @@ class RunnerSettings(ProcessSettings):
     instance_max_requests: int = Field(10_000, ge=0, description="requests after which an"
                                        " instance is recycled (0 = never); bounds what a"
                                        " slowly leaking guest accumulates")
+
+    # -- sharing worker threads between functions (docs/scheduling.md) -------------
+    max_thread_share: float = Field(0.75, gt=0, le=1, description="share of the shared"
+                                    " lane's worker threads one function may hold at once"
+                                    " (rounded up; at least one); in quarantine a function"
+                                    " runs one call at a time")
+    quarantine_threads: int | None = Field(
+        None, ge=0, description="worker threads of the quarantine lane, where functions that"
+        " keep failing or computing long run at the lowest CPU priority (default: four per"
+        " CPU the process may use; 0 = no quarantine)")
+    quarantine_strikes: float = Field(3.0, ge=0, description="strikes that quarantine a"
+                                      " function: a failed call is one, a call computing"
+                                      " longer than --heavy-call one per --heavy-call; each"
+                                      " other call takes one off, and at zero a quarantined"
+                                      " function is released (0 = never quarantine)")
+    heavy_call: float = Field(0.02, gt=0, description="CPU seconds of one call on a worker"
+                              " thread beyond which it counts as strikes")
 
     # -- CPU scheduling of the runner's threads ------------------------------------
     worker_nice: int = Field(19, ge=0, le=19, description="nice increment of guest worker"

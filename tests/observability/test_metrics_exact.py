@@ -35,5 +35,12 @@ def test_exact_counters_after_a_scripted_workload(manifest_dir: Path) -> None:
     assert value("edge_cold_starts_total", function="alpha") == 1
     assert value("edge_cold_starts_total", function="beta") == 3
     assert value("edge_functions", state="ready") == 2
+    # beta failed inline first, then on worker threads: two calls waited for a thread of
+    # the shared lane, and its third failure quarantined it (docs/scheduling.md).
+    assert value("edge_worker_wait_seconds_count", function="beta", lane="shared") == 2
+    assert value("edge_worker_wait_seconds_count", function="alpha", lane="shared") == 0
+    assert value("edge_quarantines_total", function="beta") == 1
+    assert value("edge_function_quarantined", function="beta") == 1
+    assert value("edge_function_quarantined", function="alpha") == 0
     # Labels stay bounded: no path or request id ever becomes a label value.
     assert "/missing" not in text

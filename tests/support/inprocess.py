@@ -10,15 +10,22 @@ For tests of :mod:`edge_runner.invoke.pool`, :mod:`edge_runner.invoke.catalog` a
   demotions, backoffs and idle expiry are judged on a clock the test moves;
 * :func:`asgi_call`: one raw ASGI request with a ``receive`` that records (or
   refuses) every call, for what an HTTP client cannot show (was the body read?
-  what exactly was sent for HEAD?).
+  what exactly was sent for HEAD?);
+* for :mod:`edge_runner.invoke.lanes` (fair sharing of worker threads and the
+  quarantine): :func:`lanes` (a shared lane and a quarantine lane with its own
+  recording executor), :class:`LaneEvents`, :class:`FakeCpu` (a clock whose
+  ``thread_time`` says how long each call computed) and :func:`completion_order`.
 
-Guests come from :mod:`support.guests`; :func:`fuel_wat` is the one added here.
+Guests come from :mod:`support.guests`; :func:`fuel_wat` and :func:`trap_if_big_wat`
+are the ones added here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,9 +37,10 @@ from edge_api.models import EdgeFunctionSpec, EdgeRouteSpec
 from edge_runner.abi import HttpRequest
 from edge_runner.errors import InvocationError
 from edge_runner.http.dataplane import DataPlane
-from edge_runner.invoke.admission import Gate
+from edge_runner.invoke.admission import FairGate, Gate
 from edge_runner.invoke.budget import MemoryBudget
 from edge_runner.invoke.catalog import Catalog, DesiredState, FunctionSource
+from edge_runner.invoke.lanes import QUARANTINE, Lane
 from edge_runner.invoke.pool import (
     FunctionRuntime,
     InlinePolicy,
@@ -69,6 +77,13 @@ def fuel_wat(per_byte: int = 64) -> str:
       (br_if $done (i32.eqz (global.get $left)))
       (global.set $left (i32.sub (global.get $left) (i32.const 1)))
       (br $more)))""")
+
+
+def trap_if_big_wat(limit: int = 1000) -> str:
+    """Answers ``ok``, but traps when the request envelope is over ``limit`` bytes: a
+    function that fails or behaves as its callers choose."""
+    return constant_wat(b"ok", handle_prefix=f"""
+    (if (i32.gt_u (local.get 1) (i32.const {limit})) (then unreachable))""")
 
 
 def wasm_of(module: str | bytes) -> bytes:
@@ -345,3 +360,70 @@ async def asgi_call(
     assert len(start) == 1, sent
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     return AsgiResult(start[0]["status"], list(start[0]["headers"]), body, received, sent)
+
+
+# -- lanes of worker threads and the quarantine ----------------------------------------
+
+
+@contextmanager
+def lanes(shared: int = 1, quarantine: int = 1, *, max_waiting: int = 64, share: float = 1.0
+          ) -> Iterator[tuple[SharedLimits, RecordingExecutor]]:
+    """Shared limits with fair gates for ``shared`` worker threads (the runtimes' own
+    executor) and a quarantine lane of ``quarantine`` threads, whose executor is
+    yielded too; no memory budget."""
+    with worker_threads(quarantine) as executor:
+        yield SharedLimits(
+            budget=MemoryBudget.unlimited(),
+            threads=FairGate.sized(shared, max_waiting, share=share),
+            quarantine=Lane(QUARANTINE, FairGate.sized(quarantine, max_waiting, share=share),
+                            executor),
+        ), executor
+
+
+@dataclass
+class LaneEvents(RecordingEvents):
+    """:class:`RecordingEvents` plus waits for a worker thread (lane, seconds) and moves to
+    (True) and from (False) the quarantine lane."""
+
+    waits: list[tuple[str, float]] = field(default_factory=list)
+    quarantines: list[bool] = field(default_factory=list)
+
+    def thread_wait(self, lane: str, seconds: float) -> None:
+        self.waits.append((lane, seconds))
+
+    def quarantined(self, entered: bool) -> None:
+        self.quarantines.append(entered)
+
+    def lanes(self) -> list[str]:
+        """The lane of each call that ran on a worker thread, in order."""
+        return [lane for lane, _ in self.waits]
+
+
+class FakeCpu(FakeClock):
+    """A :class:`FakeClock` whose ``thread_time()`` advances :attr:`cpu_step` at every
+    read, so a call on a worker thread (read before and after) computed exactly
+    ``cpu_step`` seconds, however long it really took."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        super().__init__(now)
+        self.cpu_step = 0.0
+        self._cpu = 0.0
+        self._lock = threading.Lock()
+
+    def thread_time(self) -> float:
+        with self._lock:
+            self._cpu += self.cpu_step
+            return self._cpu
+
+
+async def completion_order(calls: Sequence[tuple[str, Callable[[], Awaitable[object]]]]
+                           ) -> list[str]:
+    """Start every call at once, in order; the labels in the order they finished."""
+    order: list[str] = []
+
+    async def one(label: str, call: Callable[[], Awaitable[object]]) -> None:
+        await call()
+        order.append(label)
+
+    await asyncio.gather(*(one(label, call) for label, call in calls))
+    return order

@@ -26,6 +26,7 @@ import wasmtime
 from edge_api.abi import ModuleRejected
 from edge_api.models import EdgeFunctionSpec, EdgeRouteSpec
 from edge_api.routing import EMPTY_TABLE, RouteTable, build_table
+from edge_runner.invoke.lanes import QuarantinePolicy
 from edge_runner.invoke.pool import FunctionRuntime, InlinePolicy, QueuePolicy, SharedLimits
 from edge_runner.metrics import RunnerMetrics
 from edge_runner.wasm.engine import CompiledModule, WasmEngine
@@ -80,6 +81,7 @@ class Catalog:
         shared: SharedLimits | None = None,
         disk_cache: DiskCache | None = None,
         instance_max_requests: int = 0,
+        quarantine: QuarantinePolicy | None = None,
     ) -> None:
         self.engine = engine
         self.executor = executor
@@ -89,6 +91,7 @@ class Catalog:
         self.shared = shared
         self.disk_cache = disk_cache
         self.instance_max_requests = instance_max_requests
+        self.quarantine = quarantine or QuarantinePolicy()
         self.snapshot = EMPTY
         #: True once the first complete desired state was applied (/readyz).
         self.synced = False
@@ -98,12 +101,17 @@ class Catalog:
         self._cache_size = compiled_cache_size
         self._lock = asyncio.Lock()
         metrics.watch_instances(self._instance_counts)
+        metrics.watch_quarantine(self._quarantined)
 
     def _instance_counts(self) -> Iterator[tuple[str, str, int]]:
         for name, runtime in self.snapshot.functions.items():
             pool = runtime.describe()
             for state in ("idle", "busy", "waiting"):
                 yield name, state, int(str(pool[state]))
+
+    def _quarantined(self) -> Iterator[tuple[str, bool]]:
+        for name, runtime in self.snapshot.functions.items():
+            yield name, runtime.quarantined
 
     async def apply(self, desired: DesiredState) -> Snapshot:
         """Make ``desired`` the served configuration; returns the new snapshot."""
@@ -159,6 +167,7 @@ class Catalog:
             events=self.metrics.pool_events(source.name),
             max_requests=self.instance_max_requests,
             shared=self.shared,
+            quarantine=self.quarantine,
         )
         log.info("function %s loaded (sha256:%s, %d bytes)", source.name, digest[:12],
                  len(wasm), extra={"function": source.name})

@@ -10,9 +10,12 @@ it, and the invocation passes, in order:
    ``pool.maxInstances`` at once, a bounded queue, a bounded wait, else 503;
 2. for ABIs that allow it (``edge``), a speculative run on the event loop
    under a small fuel budget (:class:`InlinePolicy`);
-3. otherwise the runner-wide gate (one slot per worker thread, same bounded
-   wait) and a worker thread, so a slow or endless guest never blocks the
-   event loop or other functions.
+3. otherwise a lane of worker threads (:mod:`edge_runner.invoke.lanes`): its
+   gate (one slot per thread, the same bounded wait, fair between functions)
+   and a thread, so a slow or endless guest never blocks the event loop or
+   other functions.  Functions run on the ``shared`` lane, except those whose
+   :class:`~edge_runner.invoke.lanes.Conduct` put them in quarantine: they run
+   on the ``quarantine`` lane only (never inline) until they behave again.
 
 Every instance reserves its ``limits.memory`` in the runner's memory budget
 (:mod:`edge_runner.invoke.budget`) before it is created and releases it when it is
@@ -38,8 +41,9 @@ from edge_api.models import EdgeFunctionSpec
 from edge_runner.abi import AbiExecutor, HttpRequest, Instance, Response, executor_for
 from edge_runner.abi.base import BudgetExceeded, Speculation
 from edge_runner.errors import GuestFailure, GuestTimeout, Unavailable
-from edge_runner.invoke.admission import Gate, GateFull
+from edge_runner.invoke.admission import FairGate, Gate, GateFull
 from edge_runner.invoke.budget import MemoryBudget
+from edge_runner.invoke.lanes import SHARED, Conduct, Lane, QuarantinePolicy
 from edge_runner.wasm.engine import CompiledModule, WasmEngine
 
 log = logging.getLogger("edge_runner.invoke.pool")
@@ -113,11 +117,15 @@ class InlinePolicy:
 
 @dataclass(frozen=True, slots=True)
 class SharedLimits:
-    """What all functions of one runner share: the memory budget and the thread gate."""
+    """What all functions of one runner share: the memory budget and the worker threads."""
 
     budget: MemoryBudget
-    #: One slot per worker thread: guest calls running off the event loop.
-    threads: Gate
+    #: The gate of the shared lane (the executor given to each runtime), one slot per
+    #: worker thread; the server's is fair between functions, a plain FIFO :class:`Gate`
+    #: ignores which function asks.
+    threads: Gate | FairGate
+    #: The lane of quarantined functions; None: no function is ever quarantined.
+    quarantine: Lane | None = None
 
     @classmethod
     def unbounded(cls) -> SharedLimits:
@@ -134,6 +142,12 @@ class PoolEvents:
     def evicted(self, cause: str, count: int = 1) -> None:
         """Instances were dropped, by cause: failure, recycle, idle or budget."""
 
+    def thread_wait(self, lane: str, seconds: float) -> None:
+        """A call got a worker thread of ``lane`` after waiting ``seconds`` (0: at once)."""
+
+    def quarantined(self, entered: bool) -> None:
+        """The function went to the quarantine lane (True) or was released (False)."""
+
 
 @dataclass(slots=True)
 class PoolStats:
@@ -142,6 +156,7 @@ class PoolStats:
     served: int = 0
     demotions: int = 0
     evicted: int = 0
+    quarantines: int = 0
     last_used: float = field(default_factory=time.monotonic)
 
 
@@ -161,6 +176,7 @@ class FunctionRuntime:
         events: PoolEvents | None = None,
         max_requests: int = 0,
         shared: SharedLimits | None = None,
+        quarantine: QuarantinePolicy | None = None,
     ) -> None:
         self.name = name
         self.spec = spec
@@ -184,6 +200,8 @@ class FunctionRuntime:
         self._gate = Gate(spec.pool.max_instances, queue.max_waiting)
         shared = shared or SharedLimits.unbounded()
         self._threads = shared.threads
+        self._quarantine = shared.quarantine
+        self._conduct = Conduct(quarantine or QuarantinePolicy())
         self._budget = shared.budget
         self._reservation = spec.limits.memory
         self._idle: list[Instance] = []
@@ -202,12 +220,14 @@ class FunctionRuntime:
             spent = 0.0
             inline = self._inline
             started = time.monotonic()
-            if inline.budget and self.abi.inline and started >= self._inline_after:
+            if inline.budget and self.abi.inline and started >= self._inline_after \
+                    and not self._conduct.quarantined:
                 computed = time.thread_time()
                 try:
-                    return self._run(payload, request_id, self._speculation, 0.0)
+                    response = self._run(payload, request_id, self._speculation, 0.0)
                 except (GuestFailure, GuestTimeout):
                     self._demote(inline.failure_backoff, "its call failed")
+                    self._behaved(failed=True, cpu=0.0)
                     raise
                 except BudgetExceeded as exceeded:
                     spent = time.monotonic() - started
@@ -222,6 +242,10 @@ class FunctionRuntime:
                         # was descheduled, which is no fault of the guest.  A strike.
                         self._slow()
                     # Either way (or a clock that jumped ahead): re-run it on a thread.
+                else:
+                    if self._conduct.strikes:
+                        self._behaved(failed=False, cpu=0.0)
+                    return response
             return await self._on_thread(waited, self._run, payload, request_id, None, spent)
         finally:
             gate.leave()
@@ -240,21 +264,87 @@ class FunctionRuntime:
     async def _on_thread(
         self, waited: float, work: Callable[..., Response], *args: object
     ) -> Response:
-        threads = self._threads
-        if not threads.try_enter():
-            await self._wait(threads, self._queue.max_wait - waited, runner_wide=True)
-        try:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, work, *args)
-        finally:
-            threads.leave()
-
-    async def _wait(self, gate: Gate, timeout: float, *, runner_wide: bool = False) -> float:
-        """Queue at ``gate``; returns seconds waited or raises Unavailable (503)."""
-        what = "the runner's worker threads are" if runner_wide else "all instances are"
+        lane = self._quarantine if self._conduct.quarantined else None
+        name, gate, executor = (SHARED, self._threads, self._executor) if lane is None \
+            else (lane.name, lane.gate, lane.executor)
+        if gate.try_enter(name=self.name):
+            self._events.thread_wait(name, 0.0)
+        else:
+            queued = time.monotonic()
+            try:
+                await self._wait_lane(gate, self._queue.max_wait - waited, quarantine=bool(lane))
+            finally:
+                self._events.thread_wait(name, time.monotonic() - queued)
+        cpu: list[float] = []
         started = time.monotonic()
         try:
-            entered = await gate.wait(timeout)
+            loop = asyncio.get_running_loop()
+            response = await loop.run_in_executor(executor, self._timed, cpu, work, *args)
+        except (GuestFailure, GuestTimeout):
+            self._behaved(failed=True, cpu=sum(cpu))
+            raise
+        finally:
+            gate.leave(name=self.name, cost=time.monotonic() - started)
+        self._behaved(failed=False, cpu=sum(cpu))
+        return response
+
+    @staticmethod
+    def _timed(cpu: list[float], work: Callable[..., Response], *args: object) -> Response:
+        """Run ``work`` on a worker thread, adding the CPU seconds it took to ``cpu``."""
+        started = time.thread_time()
+        try:
+            return work(*args)
+        finally:
+            cpu.append(time.thread_time() - started)
+
+    def _behaved(self, *, failed: bool, cpu: float) -> None:
+        """Judge a call for the quarantine (:class:`~edge_runner.invoke.lanes.Conduct`)."""
+        if self._quarantine is None:
+            return
+        conduct = self._conduct
+        change = conduct.failed(cpu) if failed else conduct.served(cpu)
+        if change is None:
+            return
+        entered = change == "quarantined"
+        if entered:
+            self.stats.quarantines += 1
+        self._events.quarantined(entered)
+        log.warning("%s %s the quarantine lane (strikes %.1f)", self.name,
+                    "moves to" if entered else "leaves", conduct.strikes,
+                    extra={"function": self.name})
+
+    async def _wait_lane(self, gate: Gate | FairGate, timeout: float, *, quarantine: bool
+                         ) -> None:
+        """Queue for a worker thread of a lane, or raise (503, or 504 in quarantine).
+
+        A quarantined function's request waits at most its own ``limits.timeout``: past
+        that, its client would get 504 anyway, and a function that keeps timing out
+        must not pile up requests that each hold a thread for a whole timeout later.
+        """
+        if not quarantine:
+            await self._wait(gate, timeout, what="the runner's worker threads are")
+            return
+        limit = self.spec.limits.timeout
+        if limit >= timeout:
+            await self._wait(gate, timeout, what="the quarantine lane's worker threads are")
+            return
+        try:
+            entered = await gate.wait(name=self.name, timeout=limit)
+        except GateFull as exc:
+            raise Unavailable("concurrency", f"{self.name}: the quarantine lane's worker"
+                              " threads are busy and the queue is full") from exc
+        if not entered:
+            raise GuestTimeout("timeout", f"{self.name} is quarantined (docs/scheduling.md)"
+                               f" and waited its whole time limit ({limit:g}s) for a thread",
+                               guest_started=False)
+
+    async def _wait(
+        self, gate: Gate | FairGate, timeout: float, *, what: str = "all instances are"
+    ) -> float:
+        """Queue at ``gate``; returns seconds waited or raises Unavailable (503)."""
+        started = time.monotonic()
+        try:
+            entered = await gate.wait(name=self.name, timeout=timeout)
         except GateFull as exc:
             raise Unavailable(
                 "concurrency", f"{self.name}: {what} busy and the queue is full"
@@ -400,6 +490,11 @@ class FunctionRuntime:
     def last_used(self) -> float:
         return self.stats.last_used
 
+    @property
+    def quarantined(self) -> bool:
+        """Whether its calls run on the quarantine lane now."""
+        return self._conduct.quarantined
+
     def evict_idle(self) -> bool:
         """Drop the least recently used idle instance (the budget needs room)."""
         try:
@@ -452,8 +547,9 @@ class FunctionRuntime:
             "discarded": self.stats.discarded,
             "evicted": self.stats.evicted,
             "inline": self.abi.inline and self._inline.budget > 0
-            and time.monotonic() >= self._inline_after,
+            and time.monotonic() >= self._inline_after and not self._conduct.quarantined,
             "demotions": self.stats.demotions,
+            "quarantined": self._conduct.quarantined,
             "maxInstances": self.spec.pool.max_instances,
             "reuse": self.spec.pool.reuse,
         }
