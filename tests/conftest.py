@@ -5,6 +5,11 @@ kube-apiserver + kube-controller-manager, or an existing cluster given by
 ``KUBECONFIG`` with ``EDGE_USE_EXISTING_CLUSTER=1``); it starts only when a test
 asks for it.  ``crds`` (session): the CRDs of crds/ applied and Established.
 ``namespace`` (function): a fresh namespace for one test, deleted afterwards.
+``helm`` (session): a :class:`support.helm.Helm` for charts/edge-runner with private
+HELM_* directories. ``identities`` (function): the chart's ServiceAccounts and RBAC in
+the test's namespace, with a kubeconfig per account (:mod:`support.identities`); runners
+and operators of the Kubernetes tests run with them, never as the admin, and a request
+the chart's RBAC refuses fails the test.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from support.helm import Helm, find_helm
+from support.identities import ChartIdentities
 from support.k8s import Cluster
 from support.runner import RunnerProcess
 from support.wasm import REPO_ROOT, build_function
@@ -84,3 +91,23 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     cluster.kubectl("create", "namespace", name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+
+
+@pytest.fixture(scope="session")
+def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    return Helm(find_helm(), home=tmp_path_factory.mktemp("helm-home"))
+
+
+@pytest.fixture
+def identities(
+    cluster: Cluster, crds: list[str], namespace: str, helm: Helm, tmp_path: Path
+) -> Iterator[ChartIdentities]:
+    """The chart's runner and operator identities in ``namespace``; fails the test if the
+    API server refused any of their requests (a permission the chart lacks)."""
+    chart = ChartIdentities(cluster, helm, namespace, tmp_path / "identities").install()
+    try:
+        yield chart
+        refused = chart.forbidden()
+        assert not refused, "the chart's RBAC refused:\n" + "\n".join(map(str, refused))
+    finally:
+        chart.remove()

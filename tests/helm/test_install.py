@@ -1,11 +1,15 @@
-"""`helm install` of charts/edge-runner into the real API server harness.
+"""`helm install` of charts/edge-runner into a real API server harness of its own.
 
-Every object must be accepted (with every toggle on: the CRDs of
-ServiceMonitor, PrometheusRule and HTTPRoute are stood in for by minimal stub
-CRDs), the pods the controllers create must pass the "restricted" Pod
-Security Standard, and `kubectl auth can-i --as=<service account>` proves
-that RBAC is as narrow as the chart claims, with allowed and denied verbs.
-No kubelet runs, so pods are admitted but never start.
+The module starts its own control plane (``cluster`` below), so what it checks does
+not depend on what other tests left behind: the chart's CRDs are not there before
+its install, and nothing else is.  Every object must be accepted with every toggle
+on, the ServiceMonitors, the PrometheusRule and the HTTPRoute against the real CRDs
+of the Prometheus Operator and the Gateway API (support.crdschemas: from their Go
+module zips); the pods the controllers create must pass the "restricted" Pod
+Security Standard; `kubectl auth can-i --as=<service account>` shows that RBAC is as
+narrow as the chart claims, with allowed and denied verbs (the Kubernetes tests run
+the runner and the operator as these accounts: support.identities).  No kubelet
+runs, so pods are admitted but never start.
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from support.helm import Helm, Manifest, parse_manifests
+from support.crdschemas import FILES, find_crd_schemas
+from support.helm import CHART_DIR, Helm, Manifest, parse_manifests
 from support.k8s import Cluster, wait_until
 
 pytestmark = pytest.mark.k8s
@@ -29,46 +35,37 @@ RELEASE = "edge"
 RUNNER_SA = "edge-edge-runner-runner"
 OPERATOR_SA = "edge-edge-runner-operator"
 CHART_CRDS = ("edgefunctions.edgerunner.dev", "edgeroutes.edgerunner.dev")
+THIRD_PARTY_CRDS = ("servicemonitors.monitoring.coreos.com",
+                    "prometheusrules.monitoring.coreos.com",
+                    "httproutes.gateway.networking.k8s.io")
 
 
-def stub_crd(group: str, kind: str, plural: str) -> Manifest:
-    """A CRD that accepts any spec: enough for the chart's objects to be stored."""
-    metadata: Manifest = {"name": f"{plural}.{group}"}
-    if group.endswith(".k8s.io"):
-        # *.k8s.io groups are protected; the real Gateway API CRDs carry this too.
-        metadata["annotations"] = {
-            "api-approved.kubernetes.io": "https://github.com/kubernetes-sigs/gateway-api/pull/1538"
-        }
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": metadata,
-        "spec": {
-            "group": group,
-            "scope": "Namespaced",
-            "names": {"kind": kind, "plural": plural, "listKind": f"{kind}List"},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "x-kubernetes-preserve-unknown-fields": True,
-                        }
-                    },
-                }
-            ],
-        },
-    }
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    """A control plane of this module's own (an existing cluster is shared)."""
+    with Cluster() as started:
+        yield started
 
 
-STUB_CRDS = [
-    stub_crd("monitoring.coreos.com", "ServiceMonitor", "servicemonitors"),
-    stub_crd("monitoring.coreos.com", "PrometheusRule", "prometheusrules"),
-    stub_crd("gateway.networking.k8s.io", "HTTPRoute", "httproutes"),
-]
+@pytest.fixture(scope="module", autouse=True)
+def crds_before(cluster: Cluster) -> list[str]:
+    """The chart's CRDs that existed before anything of this module was installed (autouse:
+    taken before the first test, whichever runs first)."""
+    found = cluster.kubectl("get", "crd", "-o", "name").stdout.split()
+    return [name for name in CHART_CRDS if f"customresourcedefinition.apiextensions.k8s.io/{name}"
+            in found]
+
+
+@pytest.fixture(scope="module")
+def third_party_crds(cluster: Cluster) -> Path:
+    """The real ServiceMonitor, PrometheusRule and HTTPRoute CRDs, Established."""
+    directory = find_crd_schemas()
+    for name in FILES:
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f",
+                        str(directory / name), timeout=120)
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                    *[f"crd/{name}" for name in THIRD_PARTY_CRDS])
+    return directory
 
 
 def everything_on(team: str, namespace: str) -> dict[str, Any]:
@@ -118,15 +115,8 @@ def helm_in(cluster: Cluster) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def stubs(cluster: Cluster) -> None:
-    text = "\n---\n".join(yaml.safe_dump(crd) for crd in STUB_CRDS)
-    cluster.kubectl("apply", "-f", "-", input=text)
-    names = [f"crd/{crd['metadata']['name']}" for crd in STUB_CRDS]
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
-
-
-@pytest.fixture(scope="module")
-def release(helm: Helm, cluster: Cluster, stubs: None) -> Iterator[Release]:
+def release(helm: Helm, cluster: Cluster, crds_before: list[str], third_party_crds: Path
+            ) -> Iterator[Release]:
     namespace = create_restricted_namespace(cluster, "edge")
     team = create_restricted_namespace(cluster, "team")
     other = create_restricted_namespace(cluster, "other")
@@ -170,9 +160,20 @@ def test_every_object_is_accepted(cluster: Cluster, helm: Helm, release: Release
     assert status["info"]["status"] == "deployed"
 
 
-def test_the_chart_installs_the_crds(cluster: Cluster, release: Release) -> None:
+def test_the_chart_installs_the_crds(cluster: Cluster, crds_before: list[str],
+                                     release: Release) -> None:
     names = [f"crd/{name}" for name in CHART_CRDS]
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
+    if cluster.existing:
+        return  # a shared cluster may have had them before: nothing more to tell
+    assert crds_before == []
+    for name in CHART_CRDS:
+        stored = json.loads(cluster.kubectl("get", f"crd/{name}", "-o", "json",
+                                            "--show-managed-fields").stdout)
+        assert {entry["manager"] for entry in stored["metadata"]["managedFields"]} >= {"helm"}
+        shipped = yaml.safe_load((CHART_DIR / "crds" / f"{name.split('.')[0][:-1]}.yaml")
+                                 .read_text())
+        assert stored["spec"]["versions"][0]["schema"] == shipped["spec"]["versions"][0]["schema"]
 
 
 def test_no_pod_security_warnings(release: Release) -> None:
@@ -234,6 +235,71 @@ def test_notes_without_an_ingress_use_port_forward(
     assert f"kubectl -n {namespace} apply -k functions/hello-world" in notes
     assert f"port-forward service/{RUNNER_SA} 8080:80" in notes
     assert "curl http://localhost:8080/hello" in notes
+
+
+# --- the third-party objects against their real schemas -------------------------------
+
+THIRD_PARTY_KINDS = ["HTTPRoute", "PrometheusRule", "ServiceMonitor", "ServiceMonitor"]
+TUNED: dict[str, Any] = {
+    "monitoring": {
+        "serviceMonitor": {"enabled": True, "interval": "15s", "scrapeTimeout": "5s",
+                           "labels": {"release": "kube-prometheus"}},
+        "prometheusRule": {"enabled": True, "labels": {"role": "alert-rules"}},
+    },
+    "httpRoute": {
+        "enabled": True, "annotations": {"team": "edge"},
+        "parentRefs": [{"name": "public", "namespace": "gateways", "sectionName": "https"}],
+        "hostnames": ["hello.example.com", "*.edge.example.com"],
+    },
+}
+#: One wrong field per kind, each of a form the real schema refuses (a stub takes it).
+BREAK = {
+    "ServiceMonitor": ("spec.endpoints.0.interval", "30 seconds"),
+    "PrometheusRule": ("spec.groups.0.rules.0.for", "five minutes"),
+    "HTTPRoute": ("spec.rules.0.matches.0.path.type", "Prefix"),
+}
+
+
+def third_party(helm: Helm, namespace: str, values: dict[str, Any]) -> list[Manifest]:
+    objects = [obj for obj in helm.render(values, namespace=namespace)
+               if obj["kind"] in BREAK]
+    assert sorted(obj["kind"] for obj in objects) == THIRD_PARTY_KINDS
+    return objects
+
+
+def dry_run(cluster: Cluster, namespace: str, objects: list[Manifest]
+            ) -> subprocess.CompletedProcess[str]:
+    """Server-side dry run with kubectl's strict field validation (unknown fields fail)."""
+    return cluster.kubectl(
+        "apply", "--dry-run=server", "--validate=strict", "-n", namespace, "-f", "-",
+        input="\n---\n".join(yaml.safe_dump(obj) for obj in objects), check=False)
+
+
+@pytest.mark.parametrize("variant", ["everything-on", "tuned"])
+def test_monitoring_and_gateway_objects_pass_their_real_schemas(
+        cluster: Cluster, helm: Helm, third_party_crds: Path, namespace: str, variant: str
+) -> None:
+    values = everything_on("team", namespace) if variant == "everything-on" else TUNED
+    accepted = dry_run(cluster, namespace, third_party(helm, namespace, values))
+    assert accepted.returncode == 0, accepted.stderr
+    assert accepted.stdout.count("(server dry run)") == len(THIRD_PARTY_KINDS), accepted.stdout
+
+
+@pytest.mark.parametrize("kind", sorted(BREAK))
+def test_the_schemas_are_real_a_wrong_field_is_refused(
+        cluster: Cluster, helm: Helm, third_party_crds: Path, namespace: str, kind: str
+) -> None:
+    """The control: stub CRDs would take these; the real ones name the field."""
+    dotted, value = BREAK[kind]
+    [obj] = [o for o in third_party(helm, namespace, TUNED) if o["kind"] == kind][:1]
+    *parents, leaf = dotted.split(".")
+    target: Any = obj
+    for step in parents:
+        target = target[int(step)] if isinstance(target, list) else target[step]
+    target[leaf] = value
+    refused = dry_run(cluster, namespace, [obj])
+    assert refused.returncode != 0, refused.stdout
+    assert leaf in refused.stderr and "Invalid value" in refused.stderr, refused.stderr
 
 
 # --- RBAC, allowed and denied -------------------------------------------------------------

@@ -1,7 +1,9 @@
 """How the runner and the operator find and authenticate to the API server
 (edge_api.k8s), against the real one: a multi-file ``KUBECONFIG`` merged as
 kubectl merges it, with relative certificate paths, and an exec credential
-plugin (the way EKS, GKE and AKS hand out tokens)."""
+plugin (the way EKS, GKE and AKS hand out tokens).  The merged kubeconfig uses the
+harness's admin client certificate (what is tested is how its files are found); the
+exec plugins hand out the tokens of the chart's own ServiceAccounts (``identities``)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,6 @@ import json
 import os
 import stat
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 import yaml
 
 from support.guests import constant_wat
+from support.identities import ChartIdentities
 from support.k8s import Cluster
 from support.objects import condition, function_yaml, get, route_yaml
 from support.operator import OperatorProcess
@@ -33,10 +35,13 @@ def _admin(cluster: Cluster) -> tuple[dict[str, Any], dict[str, Any]]:
     return document["clusters"][0]["cluster"], document["users"][0]["user"]
 
 
-def _serve_one(cluster: Cluster, namespace: str, env: dict[str, str], body: bytes) -> None:
-    """An operator and a runner with ``env`` publish and serve a function."""
+def _serve_one(cluster: Cluster, namespace: str, env: dict[str, str], body: bytes,
+               runner_env: dict[str, str] | None = None) -> None:
+    """An operator with ``env`` and a runner with ``runner_env`` (default: the same)
+    publish and serve a function."""
     with OperatorProcess(namespace, env) as operator, \
-            RunnerProcess(None, extra_args=["--namespace", namespace], env=env) as runner:
+            RunnerProcess(None, extra_args=["--namespace", namespace],
+                          env=runner_env or env) as runner:
         cluster.kubectl("apply", "-n", namespace, "-f", "-", input=function_yaml(
             "cfg", wat_to_wasm(constant_wat(body))) + "---\n" + route_yaml("cfg", "/cfg", "cfg"))
         wait_until(lambda: runner.client.get("/cfg").text == body.decode(), timeout=30,
@@ -83,38 +88,25 @@ def test_multi_file_kubeconfig_with_relative_paths(
     _serve_one(cluster, namespace, {**cluster.env(), "KUBECONFIG": listing}, b"merged")
 
 
-@pytest.fixture
-def service_account_token(cluster: Cluster, namespace: str) -> Iterator[str]:
-    """A token of a new service account bound to cluster-admin (removed afterwards)."""
-    cluster.kubectl("create", "serviceaccount", "exec-user", "-n", namespace)
-    binding = f"{namespace}-exec-user"
-    cluster.kubectl("create", "clusterrolebinding", binding, "--clusterrole=cluster-admin",
-                    f"--serviceaccount={namespace}:exec-user")
-    try:
-        yield cluster.kubectl("create", "token", "exec-user", "-n", namespace,
-                              "--duration=1h").stdout.strip()
-    finally:
-        cluster.kubectl("delete", "clusterrolebinding", binding, "--ignore-not-found")
-
-
-def test_exec_credential_plugin(cluster: Cluster, crds: list[str], namespace: str,
-                                tmp_path: Path, service_account_token: str) -> None:
-    if cluster.existing:
-        pytest.skip("needs the harness's own CA")
+def _exec_kubeconfig(cluster: Cluster, identities: ChartIdentities, component: str,
+                     directory: Path) -> Path:
+    """A kubeconfig whose only credential is an exec plugin printing the token of the
+    chart's ``component`` ServiceAccount; the plugin logs each call to calls.jsonl."""
     entry, _user = _admin(cluster)
-    calls = tmp_path / "calls.jsonl"
-    plugin = tmp_path / "bin" / "token-plugin"
-    plugin.parent.mkdir()
+    token = yaml.safe_load(identities.kubeconfigs[component].read_text())["users"][0]["user"][
+        "token"]
+    plugin = directory / "bin" / "token-plugin"
+    plugin.parent.mkdir(parents=True)
     credential = {"apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential",
-                  "status": {"token": service_account_token}}
+                  "status": {"token": token}}
     plugin.write_text(f"""#!{sys.executable}
 import json, os
-with open({str(calls)!r}, "a") as out:
+with open({str(directory.parent / "calls.jsonl")!r}, "a") as out:
     out.write(json.dumps(os.environ.get("KUBERNETES_EXEC_INFO")) + "\\n")
 print(json.dumps({credential!r}))
 """)
     plugin.chmod(plugin.stat().st_mode | stat.S_IXUSR)
-    config = tmp_path / "config"
+    config = directory / "config"
     config.write_text(yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config", "current-context": "exec",
         "clusters": [{"name": "c", "cluster": entry}],
@@ -124,8 +116,18 @@ print(json.dumps({credential!r}))
             "interactiveMode": "Never"}}}],
         "contexts": [{"name": "exec", "context": {"cluster": "c", "user": "u"}}],
     }))
-    _serve_one(cluster, namespace, {**cluster.env(), "KUBECONFIG": str(config)}, b"exec")
-    seen = [json.loads(line) for line in calls.read_text().splitlines()]
+    return config
+
+
+def test_exec_credential_plugin(cluster: Cluster, namespace: str, tmp_path: Path,
+                                identities: ChartIdentities) -> None:
+    if cluster.existing:
+        pytest.skip("needs the harness's own CA")
+    configs = {component: _exec_kubeconfig(cluster, identities, component, tmp_path / component)
+               for component in ("operator", "runner")}
+    _serve_one(cluster, namespace, {**cluster.env(), "KUBECONFIG": str(configs["operator"])},
+               b"exec", runner_env={**cluster.env(), "KUBECONFIG": str(configs["runner"])})
+    seen = [json.loads(line) for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
     # The operator (lightkube and kopf's login) and the runner each ran the plugin.
     assert len(seen) >= 3, seen
     info = json.loads(seen[0])

@@ -1,4 +1,7 @@
-"""End to end on a real API server: kubectl apply -> operator -> ConfigMaps -> runner -> HTTP."""
+"""End to end on a real API server: kubectl apply -> operator -> ConfigMaps -> runner -> HTTP.
+
+The operator and the runner run as the chart's ServiceAccounts (``identities``).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,10 @@ from typing import Any
 
 import pytest
 
-from support.guests import constant_wat
+from support.guests import constant_wat, counter_wat
+from support.identities import ChartIdentities
 from support.k8s import Cluster
+from support.keepalive import KeepAlive
 from support.objects import condition, function_yaml, get, route_yaml
 from support.operator import OperatorProcess
 from support.runner import REPO_ROOT, RunnerProcess, wait_until
@@ -22,11 +27,11 @@ HELLO = REPO_ROOT / "functions" / "hello-world"
 
 
 @pytest.fixture
-def plane(cluster: Cluster, crds: list[str], namespace: str, hello_wasm: Path
+def plane(namespace: str, identities: ChartIdentities, hello_wasm: Path
           ) -> Iterator[tuple[OperatorProcess, RunnerProcess]]:
-    env = cluster.env()
-    with OperatorProcess(namespace, env) as operator, \
-            RunnerProcess(None, extra_args=["--namespace", namespace], env=env) as runner:
+    with OperatorProcess(namespace, identities.operator_env()) as operator, \
+            RunnerProcess(None, extra_args=["--namespace", namespace],
+                          env=identities.runner_env()) as runner:
         yield operator, runner
 
 
@@ -46,15 +51,15 @@ def test_hello_world_through_the_cluster(cluster: Cluster, namespace: str,
     columns = cluster.kubectl("get", "ef", "-n", namespace).stdout
     assert "READY" in columns and digest[7:19] in columns
 
-    # Update: a new env value is a new spec; it is served without restarting the runner.
-    pid = runner.process.pid if runner.process else 0
-    started = time.monotonic()
-    cluster.kubectl("patch", "ef", "hello-world", "-n", namespace, "--type=merge", "-p",
-                    '{"spec": {"env": [{"name": "GREETING", "value": "Hi"}]}}')
-    wait_until(lambda: runner.client.get("/hello", params={"name": "Ada"}).text == "Hi, Ada!",
-               timeout=30, what="updated function served")
+    # Update: a new env value is a new spec; the same keep-alive connection gets it.
+    with KeepAlive(runner.port) as connection:
+        assert connection.text("/hello?name=Ada") == "Hello, Ada!"
+        started = time.monotonic()
+        cluster.kubectl("patch", "ef", "hello-world", "-n", namespace, "--type=merge", "-p",
+                        '{"spec": {"env": [{"name": "GREETING", "value": "Hi"}]}}')
+        wait_until(lambda: connection.text("/hello?name=Ada") == "Hi, Ada!",
+                   timeout=30, what="updated function served")
     print(f"apply->served: {time.monotonic() - started:.2f}s")
-    assert runner.process is not None and runner.process.pid == pid
 
     # Delete: the function goes away and its route answers 404 once the route is gone too.
     cluster.kubectl("delete", "-n", namespace, "-k", str(HELLO))
@@ -66,15 +71,24 @@ def test_hello_world_through_the_cluster(cluster: Cluster, namespace: str,
 
 def test_new_module_digest_is_served_without_restart(
         cluster: Cluster, namespace: str, plane: tuple[OperatorProcess, RunnerProcess]) -> None:
+    """One keep-alive connection sees both versions (a restarted runner would have closed
+    it), and a function that did not change keeps its warm instance."""
     _operator, runner = plane
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=function_yaml(
-        "swap", wat_to_wasm(constant_wat(b"one"))) + "---\n" + route_yaml("swap", "/swap", "swap"))
-    wait_until(lambda: runner.client.get("/swap").text == "one", timeout=30, what="v1")
-    started = time.monotonic()
-    cluster.kubectl("apply", "-n", namespace, "-f", "-",
-                    input=function_yaml("swap", wat_to_wasm(constant_wat(b"two"))))
-    wait_until(lambda: runner.client.get("/swap").text == "two", timeout=30, what="v2")
-    elapsed = time.monotonic() - started
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input="---\n".join([
+        function_yaml("swap", wat_to_wasm(constant_wat(b"one"))),
+        route_yaml("swap", "/swap", "swap"),
+        function_yaml("steady", wat_to_wasm(counter_wat()), extra="  pool: {reuse: true}\n"),
+        route_yaml("steady", "/steady", "steady")]))
+    with KeepAlive(runner.port) as connection:
+        wait_until(lambda: connection.text("/swap") == "one", timeout=30, what="v1")
+        wait_until(lambda: connection.get("/steady")[0] == 200, timeout=30, what="steady")
+        assert connection.get("/steady")[1] == (2).to_bytes(4, "little")
+        started = time.monotonic()
+        cluster.kubectl("apply", "-n", namespace, "-f", "-",
+                        input=function_yaml("swap", wat_to_wasm(constant_wat(b"two"))))
+        wait_until(lambda: connection.text("/swap") == "two", timeout=30, what="v2")
+        elapsed = time.monotonic() - started
+        assert connection.get("/steady")[1] == (3).to_bytes(4, "little")
     print(f"apply->served (new digest): {elapsed:.2f}s")
     status = get(cluster, namespace, "ef", "swap")["status"]
     assert runner.functions()["swap"]["digest"] == status["digest"]
@@ -109,7 +123,8 @@ def test_invalid_module_is_reported_not_crashed(
 
 
 def test_reconcile_is_idempotent_across_operator_restart(
-        cluster: Cluster, namespace: str, plane: tuple[OperatorProcess, RunnerProcess]) -> None:
+        cluster: Cluster, namespace: str, plane: tuple[OperatorProcess, RunnerProcess],
+        identities: ChartIdentities) -> None:
     operator, runner = plane
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=function_yaml(
         "steady", wat_to_wasm(constant_wat(b"s"))) + "---\n" + route_yaml("steady", "/s",
@@ -125,7 +140,7 @@ def test_reconcile_is_idempotent_across_operator_restart(
 
     before = versions()
     operator.stop()
-    with OperatorProcess(namespace, cluster.env()) as again:
+    with OperatorProcess(namespace, identities.operator_env()) as again:
         wait_until(lambda: "function_changed" in again.log() or "resum" in again.log().lower(),
                    timeout=30, what="operator resumed")
         wait_until(lambda: 'kind="function"' in again.metrics()

@@ -1,4 +1,10 @@
-"""Runner registration, heartbeats and rollout tracking with three real runners (R7)."""
+"""Runner registration, heartbeats and rollout tracking with three real runners (R7).
+
+The operator and the runners run as the chart's ServiceAccounts (``identities``).
+Bounds come from docs/resources.md: a runner counts as live until its Lease's
+``renewTime`` + ``leaseDurationSeconds``, the operator recounts at least every
+``--rollout-interval``, and a runner deletes its Lease on graceful shutdown.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from typing import Any
 import pytest
 
 from support.guests import constant_wat
+from support.identities import ChartIdentities
 from support.k8s import Cluster
 from support.objects import condition, function_yaml, get, route_yaml
 from support.operator import OperatorProcess
@@ -21,6 +28,10 @@ from support.wasm import wat_to_wasm
 pytestmark = pytest.mark.k8s
 
 LEASE_SECONDS = 3
+#: The operator's --rollout-interval: recounts when no Lease changes (an expiry).
+ROLLOUT_INTERVAL = 1.0
+#: Slack for a recount's API round trips and the test's own polling.
+MARGIN = 1.5
 
 
 def leases(cluster: Cluster, namespace: str) -> dict[str, dict[str, Any]]:
@@ -38,14 +49,15 @@ def rollout(cluster: Cluster, namespace: str, name: str) -> tuple[int, int, str,
 
 
 @pytest.fixture
-def fleet(cluster: Cluster, crds: list[str], namespace: str
+def fleet(namespace: str, identities: ChartIdentities
           ) -> Iterator[tuple[OperatorProcess, list[RunnerProcess]]]:
     with ExitStack() as stack:
-        operator = stack.enter_context(OperatorProcess(namespace, cluster.env()))
+        operator = stack.enter_context(OperatorProcess(namespace, identities.operator_env(
+            EDGE_OPERATOR_ROLLOUT_INTERVAL=str(ROLLOUT_INTERVAL))))
         runners = []
         for letter in "abc":
-            env = {**cluster.env(), "POD_NAME": f"runner-{letter}",
-                   "EDGE_RUNNER_LEASE_SECONDS": str(LEASE_SECONDS)}
+            env = identities.runner_env(POD_NAME=f"runner-{letter}",
+                                        EDGE_RUNNER_LEASE_SECONDS=str(LEASE_SECONDS))
             runners.append(stack.enter_context(
                 RunnerProcess(None, extra_args=["--namespace", namespace, "--grace", "2"],
                               env=env)))
@@ -82,21 +94,28 @@ def test_registration_propagation_and_faults(
     print(f"apply->propagated to 3 runners: {time.monotonic() - started:.2f}s")
     assert all(r.client.get("/roll").text == "v2" for r in runners)
 
-    # Graceful stop: the lease is removed and the count drops.
-    runners[0].terminate()
-    wait_until(lambda: "runner-a" not in leases(cluster, namespace), timeout=10,
-               what="lease removed on SIGTERM")
-    wait_until(lambda: rollout(cluster, namespace, "roll")[:3] == (2, 2, "True"), timeout=15)
+    # Graceful stop: the runner removes its own Lease before it exits (the operator's
+    # clean-up of expired Leases would take 3 lease durations), and the count drops.
+    assert runners[0].terminate() == 0
+    assert "runner-a" not in leases(cluster, namespace)
+    assert "deregistered runner-a" in runners[0].log()
+    wait_until(lambda: rollout(cluster, namespace, "roll")[:3] == (2, 2, "True"),
+               timeout=ROLLOUT_INTERVAL + MARGIN, what="count without runner-a")
 
-    # SIGKILL: no goodbye; excluded within three lease periods and cleaned up.
+    # SIGKILL: no goodbye.  Live until its last renewal (at most a third of the lease
+    # before the kill) + the lease; excluded at the next recount, within the interval.
     killed_at = time.monotonic()
     assert runners[1].process is not None
     runners[1].process.send_signal(signal.SIGKILL)
     wait_until(lambda: rollout(cluster, namespace, "roll")[:2] == (1, 1),
-               timeout=3 * LEASE_SECONDS + 2, what="killed runner excluded")
-    print(f"SIGKILL -> excluded: {time.monotonic() - killed_at:.2f}s")
+               timeout=LEASE_SECONDS + ROLLOUT_INTERVAL + MARGIN, what="killed runner excluded")
+    excluded = time.monotonic() - killed_at
+    print(f"SIGKILL -> excluded: {excluded:.2f}s")
+    assert excluded >= LEASE_SECONDS * 2 / 3 - 0.1, "counted dead before its lease expired"
+    # Deleted once expired for 3 lease durations (plus the recount that notices it).
     wait_until(lambda: "runner-b" not in leases(cluster, namespace),
-               timeout=3 * LEASE_SECONDS + 5, what="expired lease cleaned up")
+               timeout=3 * LEASE_SECONDS + ROLLOUT_INTERVAL + MARGIN,
+               what="expired lease cleaned up")
     assert operator.process is not None and operator.process.poll() is None
 
 

@@ -3,7 +3,8 @@
 Objects applied together (one ``kubectl apply``) must all end with every
 condition their writers own (docs/resources.md, "who writes status"); the
 operator never overwrites or deletes a ConfigMap it does not own; a transient
-source error is retried after its delay, not at the next 60 s resync.
+source error is retried after its delay, not at the next 60 s resync.  The operator
+and the runner run as the chart's ServiceAccounts (``identities``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from support.guests import constant_wat
+from support.identities import ChartIdentities
 from support.k8s import Cluster
 from support.objects import (
     condition,
@@ -38,8 +40,8 @@ CONFLICTING = 6
 
 
 @pytest.fixture
-def operator(cluster: Cluster, crds: list[str], namespace: str) -> Iterator[OperatorProcess]:
-    with OperatorProcess(namespace, cluster.env()) as started:
+def operator(namespace: str, identities: ChartIdentities) -> Iterator[OperatorProcess]:
+    with OperatorProcess(namespace, identities.operator_env()) as started:
         yield started
 
 
@@ -60,6 +62,8 @@ def test_routes_applied_together_all_become_ready(
     """
     manifests = "---\n".join(route_yaml(f"route-{i:02d}", _route_path(i), "target")
                              for i in range(ROUTES))
+    # The routes' function exists (a route to a missing one is Ready=False, FunctionNotFound).
+    manifests += "---\n" + function_yaml("target", wat_to_wasm(constant_wat(b"t")))
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=manifests)
 
     def settled() -> list[dict[str, Any]] | None:
@@ -106,14 +110,15 @@ def test_routes_applied_together_all_become_ready(
 
 
 def test_functions_applied_together_keep_every_condition(
-        cluster: Cluster, crds: list[str], namespace: str, operator: OperatorProcess) -> None:
+        cluster: Cluster, namespace: str, operator: OperatorProcess,
+        identities: ChartIdentities) -> None:
     """The reconcile (Ready, ModuleValid) and the rollout tracker (Propagated, counts)
     write the same status at once; neither drops the other's conditions."""
     count = 12
     manifests = "---\n".join(
         function_yaml(f"fn-{i:02d}", wat_to_wasm(constant_wat(f"body {i}".encode())))
         for i in range(count))
-    env = {**cluster.env(), "POD_NAME": "runner-solo", "EDGE_RUNNER_LEASE_SECONDS": "3"}
+    env = identities.runner_env(POD_NAME="runner-solo", EDGE_RUNNER_LEASE_SECONDS="3")
     with RunnerProcess(None, extra_args=["--namespace", namespace], env=env):
         cluster.kubectl("apply", "-n", namespace, "-f", "-", input=manifests)
 
@@ -171,10 +176,11 @@ def test_a_configmap_the_operator_does_not_own_is_left_alone(
                interval=0.5, what="the operator to skip the foreign ConfigMap")
     assert get(cluster, namespace, "configmap", "edgefn-squat")["data"] == squatter
 
-    # Once the squatter's ConfigMap is gone, the retry publishes the route's own.
+    # Once the squatter's ConfigMap is gone, the retry publishes the route's own (its
+    # function was deleted above, so the route now says that instead).
     cluster.kubectl("delete", "configmap", "edgeroute-squat", "-n", namespace)
     wait_until(lambda: condition(get(cluster, namespace, "er", "squat"),
-                                 "Ready").get("status") == "True",
+                                 "Ready").get("reason") == "FunctionNotFound",
                timeout=70, interval=0.5, what="route published after the retry")
     published = get(cluster, namespace, "configmap", "edgeroute-squat")
     route_uid = get(cluster, namespace, "er", "squat")["metadata"]["uid"]

@@ -23,6 +23,8 @@ HEAD_TIMEOUT = 1.0
 BODY_TIMEOUT = 1.0
 #: uvloop's timers have millisecond resolution on a cached clock: they may fire a little early.
 EARLY = 0.01
+#: Scheduling slack on top of a timeout (docs/http.md: 408 and closed "within" it).
+MARGIN = 0.5
 MAX_CONNECTIONS = 20
 
 
@@ -130,7 +132,7 @@ def test_slowloris_head_is_408_within_the_timeout_while_others_are_served(
         assert runner.client.get("/healthy").text == "fine"
     slow.join()
     assert _status(received[0]) == 408
-    assert HEAD_TIMEOUT - EARLY <= closed_after[0] < HEAD_TIMEOUT + 1.0
+    assert HEAD_TIMEOUT - EARLY <= closed_after[0] < HEAD_TIMEOUT + MARGIN, closed_after
 
 
 def test_idle_connection_without_a_request_is_closed(runner: RunnerProcess) -> None:
@@ -139,7 +141,7 @@ def test_idle_connection_without_a_request_is_closed(runner: RunnerProcess) -> N
         received = _read_all(sock)
         elapsed = time.monotonic() - started
     assert received == b""
-    assert HEAD_TIMEOUT - EARLY <= elapsed < HEAD_TIMEOUT + 1.5, elapsed
+    assert HEAD_TIMEOUT - EARLY <= elapsed < HEAD_TIMEOUT + MARGIN, elapsed
 
 
 def test_stalled_body_is_408_and_never_reaches_the_guest(runner: RunnerProcess) -> None:
@@ -150,7 +152,7 @@ def test_stalled_body_is_408_and_never_reaches_the_guest(runner: RunnerProcess) 
         raw = _read_all(sock)
         elapsed = time.monotonic() - started
     assert _status(raw) == 408
-    assert BODY_TIMEOUT - EARLY <= elapsed < BODY_TIMEOUT + 1.0
+    assert BODY_TIMEOUT - EARLY <= elapsed < BODY_TIMEOUT + MARGIN, elapsed
     assert _served(runner, "echo") == before
 
 

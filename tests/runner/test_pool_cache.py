@@ -29,15 +29,29 @@ def test_instances_are_recycled_after_their_request_quota(manifest_dir: Path) ->
         assert metric_value(text, "edge_instances", {"function": "quota", "state": "idle"}) == 1
 
 
-def test_a_failed_instance_is_replaced(manifest_dir: Path) -> None:
-    write_function(manifest_dir, "flaky", guests.trap_wat())
+def _fragile_counter_wat() -> str:
+    """:func:`~support.guests.counter_wat` that traps on a request envelope over 1 KiB
+    (a request with a body), so one instance can be made to fail between good calls."""
+    handle = '(func (export "edge_handle") (param i32 i32) (result i64)\n'
+    source = guests.counter_wat()
+    assert handle in source
+    return source.replace(handle, handle + "    (if (i32.gt_u (local.get 1) (i32.const 1024))"
+                                           " (then unreachable))\n")
+
+
+def test_a_failed_instance_leaves_the_pool_and_is_replaced(manifest_dir: Path) -> None:
+    write_function(manifest_dir, "flaky", _fragile_counter_wat(), pool={"maxInstances": 1})
     with RunnerProcess(manifest_dir) as runner:
+        assert _counts(runner, "/flaky", 2) == [1, 2]  # one warm instance
         for _ in range(2):
-            assert runner.client.get("/flaky").status_code == 502
+            assert runner.client.post("/flaky", content=b"x" * 2048).status_code == 502
+        # The failed instance is gone: the next request starts a fresh one from 1.
+        assert _counts(runner, "/flaky", 2) == [1, 2]
         text = runner.metrics()
         assert metric_value(text, "edge_instance_evictions_total",
                             {"function": "flaky", "cause": "failure"}) == 2
-        assert metric_value(text, "edge_instances", {"function": "flaky", "state": "idle"}) == 0
+        assert metric_value(text, "edge_cold_starts_total", {"function": "flaky"}) == 3
+        assert metric_value(text, "edge_instances", {"function": "flaky", "state": "idle"}) == 1
 
 
 def test_budget_evicts_the_least_recently_used_idle_instance(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import httpx
@@ -79,9 +80,22 @@ def test_hop_by_hop_headers_are_not_forwarded(samples_runner: RunnerProcess) -> 
 
 
 def test_oversized_body_is_413_without_reading_it(samples_runner: RunnerProcess) -> None:
-    declared = samples_runner.client.post("/hello", content=b"x" * (2**20 + 1))
-    assert declared.status_code == 413
-    assert declared.json()["function"] == "hello-world"
+    """A Content-Length over maxRequestBytes (1 MiB) is answered before any of the body is
+    sent: this client sends none and waits (the runner would wait --body-timeout, 30 s,
+    for a body it tried to read)."""
+    limit = 2**20
+    head = (f"POST /hello HTTP/1.1\r\nhost: x\r\ncontent-length: {limit + 1}\r\n"
+            "x-request-id: big-1\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", samples_runner.port), timeout=5) as sock:
+        sock.sendall(head)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(65536)
+            assert chunk, answer
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 413 Request Entity Too Large", answer
+    assert b"x-request-id: big-1" in rest
 
     def chunks() -> Iterator[bytes]:
         for _ in range(40):
@@ -89,6 +103,7 @@ def test_oversized_body_is_413_without_reading_it(samples_runner: RunnerProcess)
 
     streamed = samples_runner.client.post("/hello", content=chunks())  # chunked, no length
     assert streamed.status_code == 413
+    assert streamed.json()["function"] == "hello-world"
     assert samples_runner.client.get("/hello").status_code == 200
 
 

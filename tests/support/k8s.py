@@ -46,6 +46,17 @@ SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"  # a config value only: nothing is sent
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 LOG_TAIL_LINES = 40
 APISERVER_STOP_GRACE = 5.0
+#: What the API server's audit log records: every request of a service account (the
+#: runners and operators the tests start with the chart's own identities, see
+#: support.identities), with its verb, resource and response code; nothing else.
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  userGroups: ["system:serviceaccounts"]
+- level: None
+"""
 
 T = TypeVar("T")
 
@@ -357,6 +368,7 @@ class Cluster:
         self._pki: _Pki | None = None
         self._apiserver_port = 0
         self._processes: dict[str, _Process] = {}
+        self._audit_log: Path | None = None
 
     # -- public properties ---------------------------------------------------
 
@@ -380,6 +392,12 @@ class Cluster:
         if self._dir is None:
             raise ClusterError("no local processes (not started, or an existing cluster)")
         return self._dir
+
+    @property
+    def audit_log(self) -> Path | None:
+        """The API server's audit log (JSON lines, one per request of a service account;
+        see AUDIT_POLICY), or None for an existing cluster."""
+        return self._audit_log
 
     @property
     def bin_dir(self) -> Path:
@@ -514,6 +532,9 @@ class Cluster:
         kubeconfig = self._kubeconfig = work / "admin.kubeconfig"
         kubeconfig.write_text(_kubeconfig(self.server, pki))
         kubeconfig.chmod(0o600)
+        audit_policy = work / "audit-policy.yaml"
+        audit_policy.write_text(AUDIT_POLICY)
+        self._audit_log = work / "audit.log"
         etcd_url = f"http://127.0.0.1:{etcd_port}"
         peer_url = f"http://127.0.0.1:{peer_port}"
 
@@ -555,6 +576,10 @@ class Cluster:
                 "--disable-admission-plugins=ServiceAccount",
                 # 127.0.0.1 may not be an Endpoints address; no kubelets need it anyway.
                 "--endpoint-reconciler-type=none",
+                f"--audit-policy-file={audit_policy}",
+                f"--audit-log-path={self._audit_log}",
+                "--audit-log-format=json",
+                "--audit-log-mode=blocking",  # written before the response is sent
             ],
             work / "kube-apiserver.log",
         )

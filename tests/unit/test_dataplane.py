@@ -116,12 +116,16 @@ def test_routing_errors_are_problem_json(engine: WasmEngine, executor: Recording
     assert {k: v for k, v in problem(wrong_method).items() if k not in ("detail", "request_id")
             } == {"type": PROBLEM_BASE + "method-not-allowed", "title": "Method not allowed",
                   "status": 405}
-    for response, name in ((ghost, "ghost"), (broken, "broken")):
-        assert (response.status_code, response.headers["retry-after"]) == (503, "5")
-        document = problem(response)
-        assert (document["type"], document["title"], document["status"], document["function"]
-                ) == (PROBLEM_BASE + "not-loaded", "Function unavailable", 503, name)
-    assert problem(broken)["detail"].startswith("CompileError: ")  # the detail says why
+    # A function that does not exist: final (retrying cannot help), no Retry-After.
+    assert ghost.status_code == 500 and "retry-after" not in ghost.headers
+    assert (problem(ghost)["type"], problem(ghost)["function"]) == (
+        PROBLEM_BASE + "function-not-found", "ghost")
+    # One that failed to load: 503 with Retry-After; why stays in the log and /v1/functions.
+    assert (broken.status_code, broken.headers["retry-after"]) == (503, "5")
+    document = problem(broken)
+    assert (document["type"], document["title"], document["status"], document["function"]
+            ) == (PROBLEM_BASE + "not-loaded", "Function unavailable", 503, "broken")
+    assert "CompileError" not in document["detail"]
     assert trap.status_code == 502
     assert {k: v for k, v in problem(trap).items() if k not in ("detail", "request_id")} == {
         "type": PROBLEM_BASE + "trap", "title": "Function failed", "status": 502,

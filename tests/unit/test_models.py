@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
+from pydantic import AfterValidator, BaseModel, ValidationError
 
 from edge_api import EdgeFunction, EdgeRoute, ManifestError, parse_manifest
+from edge_api.models import Backend, EdgeRouteSpec, Rule, Source, describe_validation_error
 
 
 def function(spec: dict[str, Any]) -> dict[str, Any]:
@@ -103,3 +105,59 @@ def test_wrong_kind_or_version() -> None:
         parse_manifest({"apiVersion": "edgerunner.dev/v1alpha1", "kind": "Pod"})
     with pytest.raises(ManifestError, match="mapping"):
         parse_manifest(["not", "a", "mapping"])
+
+
+def test_manifest_errors_say_what_and_which_object() -> None:
+    with pytest.raises(ManifestError) as mapping:
+        parse_manifest(["a", "list"])
+    assert str(mapping.value) == "manifest must be a mapping, got list"
+    bad = {"source": {"path": "a"}, "limits": {"memory": "lots", "timeout": "soon"}}
+    with pytest.raises(ManifestError) as named:
+        parse_manifest(function(bad))
+    assert str(named.value) == (
+        "EdgeFunction f: spec.limits.memory: not a quantity (expected e.g. 64Mi, 1G, 1048576):"
+        " 'lots'; spec.limits.timeout: not a duration (expected e.g. 500ms, 1s, 5m, 1m30s):"
+        " 'soon'")
+    metadatas: list[dict[str, Any]] = [{}, {"metadata": None}, {"metadata": {}}]
+    for metadata in metadatas:
+        document = {**function(bad), **metadata}
+        if not metadata:
+            del document["metadata"]
+        with pytest.raises(ManifestError) as unnamed:
+            parse_manifest(document)
+        assert str(unnamed.value).startswith("EdgeFunction ?: "), str(unnamed.value)
+
+
+def test_validation_errors_read_as_field_paths() -> None:
+    def positive(value: int) -> int:
+        if value <= 0:
+            raise ValueError("must be positive")
+        return value
+
+    class Tagged(BaseModel):
+        x: Annotated[int, AfterValidator(positive)] | Annotated[str, AfterValidator(str.upper)]
+
+    with pytest.raises(ValidationError) as union:  # pydantic tags union members in the loc
+        Tagged.model_validate({"x": -1})
+    assert describe_validation_error(union.value) == (
+        "x: must be positive; x: Input should be a valid string")
+    with pytest.raises(ValidationError) as whole:  # a model-level error has no location
+        Source.model_validate({"inline": "AAAA", "path": "m.wasm"})
+    assert describe_validation_error(whole.value) == (
+        "exactly one of inline, configMapRef, url, oci, path must be set (got 2)")
+
+
+def test_a_single_function_is_one_backend_of_weight_one() -> None:
+    single = Rule.model_validate({"match": {"path": "/"}, "function": "f"})
+    spelled = Rule.model_validate({"match": {"path": "/"}, "backends": [{"function": "f"}]})
+    assert single.targets() == spelled.targets() == [Backend(function="f", weight=1)]
+
+
+def test_a_route_names_its_functions_once_in_rule_order() -> None:
+    spec = EdgeRouteSpec.model_validate({"rules": [
+        {"match": {"path": "/b"}, "function": "b"},
+        {"match": {"path": "/a"}, "backends": [{"function": "a"}, {"function": "b"}]},
+        {"match": {"path": "/c"}, "backends": [{"function": "c", "weight": 0},
+                                               {"function": "a"}]},
+    ]})
+    assert spec.function_names() == ["b", "a", "c"]

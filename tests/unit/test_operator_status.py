@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import datetime
+import re
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from edge_operator.conditions import Want, find, merge, owned, unchanged
+from edge_operator.conditions import Want, find, merge, now, owned, unchanged
 from edge_operator.status import (
     CONFLICT_MANAGER,
     FIELD_MANAGER,
@@ -58,6 +62,47 @@ def test_merge_keeps_conditions_it_was_not_given() -> None:
     assert [c["type"] for c in merged] == ["Propagated", "Ready"]
     assert find(merged, "Propagated") == current[0]
     assert find(merged, "Nope") is None
+
+
+def test_merge_updates_what_it_is_given_and_keeps_the_rest_sorted() -> None:
+    current: list[dict[str, Any]] = [
+        {"type": "Zeta", "status": "True", "reason": "Z", "message": "",
+         "lastTransitionTime": T0},
+        {"type": "Ready", "status": "True", "reason": "Published", "message": "old",
+         "lastTransitionTime": T0, "observedGeneration": 1},
+        {"type": "Alpha", "status": "False", "reason": "A", "message": "",
+         "lastTransitionTime": T0},
+        {"status": "True"},  # no type: dropped
+    ]
+    merged = merge(current, [Want("Ready", True, "Published", "new"),
+                             Want("Beta", False, "B", "")], 2, timestamp=T1)
+    assert [c["type"] for c in merged] == ["Alpha", "Beta", "Ready", "Zeta"]
+    assert merged[0] == current[2] and merged[3] == current[0]
+    # Ready held its status: its transition time stays; Beta is new: the given time.
+    assert (merged[2]["message"], merged[2]["lastTransitionTime"]) == ("new", T0)
+    assert merged[2]["observedGeneration"] == 2
+    assert merged[1]["lastTransitionTime"] == T1
+
+
+@pytest.fixture
+def new_york() -> Iterator[None]:
+    """A local time zone far from UTC (conditions must not depend on it)."""
+    saved = time.tzname
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TZ", "America/New_York")
+        time.tzset()
+        yield
+    time.tzset()
+    assert time.tzname == saved
+
+
+def test_transition_times_are_kubernetes_times_in_utc(new_york: None) -> None:
+    stamp = now()
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", stamp), stamp
+    moment = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(
+        tzinfo=datetime.UTC)
+    assert abs((datetime.datetime.now(datetime.UTC) - moment).total_seconds()) < 5
+    assert owned(None, [READY], 1)[0]["lastTransitionTime"] >= stamp  # the same clock
 
 
 def test_unchanged_compares_only_the_given_conditions() -> None:
@@ -144,3 +189,38 @@ def test_status_body_and_field_managers() -> None:
                     "metadata": {"name": "r", "namespace": "ns"},
                     "status": {"observedGeneration": 1}}
     assert len({FIELD_MANAGER, ROLLOUT_MANAGER, CONFLICT_MANAGER}) == 3
+
+
+SUMMARY = {"paths": "/a", "functions": "f", "url": "http://h/a"}
+
+
+def test_route_status_sends_its_summary_fields_and_refuses_others() -> None:
+    status = route_status(None, READY, 3, SUMMARY)
+    assert status is not None
+    assert {k: v for k, v in status.items() if k != "conditions"} == {
+        **SUMMARY, "observedGeneration": 3}
+    assert status["conditions"][0]["observedGeneration"] == 3
+    assert route_status(status, READY, 3, SUMMARY) is None
+    with pytest.raises(ValueError) as caught:
+        route_status(None, READY, 3, {"paths": "/a", "digest": "x", "size": 1})
+    assert str(caught.value) == "not fields of the route reconcile: ['digest', 'size']"
+
+
+def test_a_summary_field_no_longer_sent_is_written_away() -> None:
+    """Server-side apply removes what its manager stops sending: an otherwise unchanged
+    status must still be applied once without the field."""
+    current = {**SUMMARY, "observedGeneration": 3,
+               "conditions": owned(None, [READY], 3, timestamp=T0)}
+    without_url = {"paths": "/a", "functions": "f"}
+    status = route_status(current, READY, 3, without_url)
+    assert status is not None
+    assert {k: v for k, v in status.items() if k != "conditions"} == {
+        **without_url, "observedGeneration": 3}
+    assert status["conditions"] == current["conditions"]  # the same transition time
+    assert route_status({**current, "url": None}, READY, 3, without_url) is None
+
+
+def test_conflict_conditions_carry_the_generation() -> None:
+    status = conflict_status(None, Want("Conflict", True, "RulesConflict", "x"), 6)
+    assert status is not None
+    assert status["conditions"][0]["observedGeneration"] == 6

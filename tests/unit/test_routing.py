@@ -126,3 +126,74 @@ def test_weighted_backends(draws: int) -> None:
     only = table.rules[0]
     assert only.pick(0.0) == "a"
     assert only.pick(0.95) == "b"
+
+
+# -- edges of matching and precedence (docs/resources.md, "Route precedence") ---------------
+
+
+def test_a_prefix_with_a_trailing_slash_matches_below_it() -> None:
+    table = build_table([("r", spec(rule("/api/", "api"), rule("/", "root")))])
+    assert target(table, "/api/x") == "api"
+    assert target(table, "/api/") == "api"
+    assert target(table, "/api") == "root"  # not below /api/
+    assert target(table, "/apix") == "root"
+
+
+def test_a_wildcard_host_needs_a_label_before_its_suffix() -> None:
+    table = build_table([("w", spec(rule("/", "w"), hosts=["*.example.com"]))])
+    assert target(table, "/", host="a.example.com") == "w"
+    assert target(table, "/", host="a.b.example.com") == "w"
+    for other in ("example.com", ".example.com", "badexample.com", "a.example.org"):
+        assert target(table, "/", host=other) is None, other
+
+
+def test_the_longest_wildcard_suffix_wins_whatever_the_names() -> None:
+    table = build_table([
+        ("a", spec(rule("/", "short"), hosts=["*.example.com"])),
+        ("b", spec(rule("/", "long"), hosts=["*.z.example.com"])),
+    ])
+    assert target(table, "/", host="x.z.example.com") == "long"
+    assert target(table, "/", host="x.y.example.com") == "short"
+
+
+def test_a_match_names_its_rule_and_captures() -> None:
+    table = build_table([("r", spec(rule("/x", "a"), rule("/u/{id}", "b", "Template")))])
+    found = table.lookup("h", "GET", "/u/7")
+    assert isinstance(found, RouteMatch)
+    assert (found.rule.ident, found.function, found.params) == ("r/1", "b", (("id", "7"),))
+
+
+def test_methods_overlap_unless_both_rules_list_disjoint_ones() -> None:
+    def conflicts(first: list[str], second: list[str]) -> int:
+        return len(build_table([("a", spec(rule("/p", "a", methods=first))),
+                                ("b", spec(rule("/p", "b", methods=second)))]).conflicts)
+
+    assert conflicts(["GET"], []) == 1  # no methods: every method
+    assert conflicts([], ["GET"]) == 1
+    assert conflicts(["GET", "POST"], ["POST"]) == 1
+    assert conflicts(["GET"], ["POST"]) == 0
+
+
+def test_a_conflict_names_its_host() -> None:
+    table = build_table([("a", spec(rule("/p", "a"), hosts=["h.example.com"])),
+                         ("b", spec(rule("/p", "b"), hosts=["h.example.com"]))])
+    [conflict] = table.conflicts
+    assert (conflict.kept, conflict.dropped, conflict.host, conflict.path) == (
+        "a/0", "b/0", "h.example.com", "/p")
+    assert conflict.describe() == "b/0 conflicts with a/0 on h.example.com /p; a/0 wins"
+
+
+def test_three_weighted_backends_each_get_their_share() -> None:
+    backends = [{"function": name, "weight": 1} for name in ("a", "b", "c")]
+    table = build_table([("r", spec({"match": {"path": "/"}, "backends": backends}))])
+    [compiled] = table.rules
+    picks = [compiled.pick(rand=point) for point in (0.0, 0.34, 0.67, 0.99)]
+    assert picks == ["a", "b", "c", "c"]
+
+
+def test_a_backend_of_weight_zero_is_no_target() -> None:
+    backends = [{"function": "off", "weight": 0}, {"function": "on", "weight": 2}]
+    table = build_table([("r", spec({"match": {"path": "/"}, "backends": backends}))])
+    [compiled] = table.rules
+    assert compiled.functions == ("on",)
+    assert {compiled.pick(rand=point / 10) for point in range(10)} == {"on"}
