@@ -14,6 +14,9 @@ import wasmtime
 #: Imports a guest may have: WASI preview 1, nothing else.
 ALLOWED_IMPORT_MODULE = "wasi_snapshot_preview1"
 
+#: The first four bytes of every WebAssembly binary module.
+WASM_MAGIC = b"\0asm"
+
 #: Exported functions each ABI needs, with their exact signatures.
 EXPORTS: dict[str, dict[str, tuple[list[str], list[str]]]] = {
     "edge": {"edge_alloc": (["i32"], ["i32"]), "edge_handle": (["i32", "i32"], ["i64"])},
@@ -29,7 +32,26 @@ class ModuleRejected(ValueError):
         self.reason = reason
 
 
+def check_binary(wasm: bytes) -> None:
+    """Refuse bytes that are not a WebAssembly binary, before any parser sees them.
+
+    wasmtime also accepts the text format, and its message for other bytes is
+    the text parser's (``expected `(` --> <anon>:1:1``); this one says what is
+    wrong without quoting the bytes (they may be anything, even a secret).
+    """
+    if wasm.startswith(WASM_MAGIC):
+        return
+    if not wasm:
+        hint = "the module is empty"
+    elif wasm.lstrip()[:1] in (b"(", b";"):
+        hint = "it looks like WebAssembly text (.wat); assemble it into a binary first"
+    else:
+        hint = f"{len(wasm)} bytes that do not start with \\0asm; is the path or key right?"
+    raise ModuleRejected("NotWebAssembly", f"not a WebAssembly binary: {hint}")
+
+
 def compile_module(engine: wasmtime.Engine, wasm: bytes) -> wasmtime.Module:
+    check_binary(wasm)
     try:
         return wasmtime.Module(engine, wasm)
     except wasmtime.WasmtimeError as exc:

@@ -1,8 +1,11 @@
-"""Structured JSON logs for the runner and the operator (shared so both log alike).
+"""Logs of the runner and the operator (shared so both log alike), JSON or text.
 
-One JSON object per line with ``time``, ``level``, ``logger``, ``message`` and
+JSON: one object per line with ``time``, ``level``, ``logger``, ``message`` and
 every ``extra`` field a caller passed (``function``, ``request_id``, ``reason``,
-``guest_output`` ...).  Configured once by the CLI.
+``guest_output`` ...).  Text: one line, ``time level logger [object] message``
+then the same fields as ``key=value``.  Either way a line names the object it
+is about: kopf's per-object loggers pass ``k8s_ref``, our own code an
+``object`` field (``namespace/name``).  Configured once by the CLI.
 """
 
 from __future__ import annotations
@@ -14,23 +17,56 @@ import time
 
 _STANDARD = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
+#: Fields kopf (and uvicorn: color_message) add to records for their own formatters.
+_KOPF_INTERNAL = frozenset({"settings", "k8s_skip", "k8s_ref", "color_message"})
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) \
+        + f".{int(record.msecs):03d}Z"
+
+
+def _fields(record: logging.LogRecord) -> dict[str, object]:
+    """The record's ``extra`` fields, with ``object`` naming the object it is about."""
+    fields = {key: value for key, value in record.__dict__.items()
+              if key not in _STANDARD and key not in _KOPF_INTERNAL and not key.startswith("_")}
+    ref = getattr(record, "k8s_ref", None)
+    if isinstance(ref, dict) and ref.get("name") and "object" not in fields:
+        namespace = ref.get("namespace")
+        fields["object"] = f"{namespace}/{ref['name']}" if namespace else str(ref["name"])
+        if ref.get("kind"):
+            fields.setdefault("kind", ref["kind"])
+    return fields
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "time": _timestamp(record),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
+            **_fields(record),
         }
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """``time level logger [kind namespace/name] message key=value ...``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = _fields(record)
+        about = fields.pop("object", None)
+        kind = fields.pop("kind", None)
+        prefix = f"[{kind} {about}] " if about and kind else f"[{about}] " if about else ""
+        extras = "".join(f" {key}={value}" for key, value in fields.items())
+        line = f"{_timestamp(record)} {record.levelname} {record.name} {prefix}" \
+            f"{record.getMessage()}{extras}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
 
 
 def configure(level: str = "info", fmt: str = "json") -> None:
@@ -38,7 +74,7 @@ def configure(level: str = "info", fmt: str = "json") -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

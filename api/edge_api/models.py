@@ -181,6 +181,10 @@ class EdgeRouteSpec(_Model):
     hosts: list[Annotated[str, Field(pattern=_HOST.pattern, max_length=253)]] = []
     rules: Annotated[list[Rule], Field(min_length=1)]
 
+    def function_names(self) -> list[str]:
+        """Every EdgeFunction its rules send requests to, once each, in rule order."""
+        return list(dict.fromkeys(b.function for rule in self.rules for b in rule.targets()))
+
 
 class Metadata(BaseModel):
     """The part of ``metadata`` the runner needs; everything else is ignored."""

@@ -4,7 +4,10 @@ The operator builds these with :func:`function_configmap` / :func:`route_configm
 runners watch ConfigMaps labelled ``edgerunner.dev/kind`` in their namespace and
 read them back with :func:`parse_configmap`.  Function ConfigMaps carry the
 module in ``binaryData[module.wasm]``, the normalized spec as JSON and the
-module's digest; route ConfigMaps carry the normalized route spec.  Pure code.
+module's digest; route ConfigMaps carry the normalized route spec and, written
+by operators that check it, which of the route's functions do not exist
+(``missing.json``): runners answer requests for those with a final error
+instead of "not loaded yet, retry".  Pure code.
 
 A ConfigMap holds at most 1 MiB, so :data:`MAX_MODULE_BYTES` bounds the module
 size this transport accepts (larger modules need an artifact reference).
@@ -15,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +40,7 @@ MAX_MODULE_BYTES = 1_000_000
 KEY_MODULE = "module.wasm"
 KEY_SPEC = "spec.json"
 KEY_ROUTE = "route.json"
+KEY_MISSING = "missing.json"
 KEY_NAME = "name"
 KEY_DIGEST = "digest"
 
@@ -119,14 +124,17 @@ def function_configmap(
 
 
 def route_configmap(
-    *, name: str, namespace: str, spec: EdgeRouteSpec, owner: dict[str, Any] | None = None
+    *, name: str, namespace: str, spec: EdgeRouteSpec, owner: dict[str, Any] | None = None,
+    missing: Sequence[str] = (),
 ) -> dict[str, Any]:
+    """The route's ConfigMap; ``missing``: its functions that do not exist in the namespace."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _metadata(route_configmap_name(name), namespace, LABEL_KIND_ROUTE, name,
                               owner),
-        "data": {KEY_NAME: name, KEY_ROUTE: spec_json(spec)},
+        "data": {KEY_NAME: name, KEY_ROUTE: spec_json(spec),
+                 KEY_MISSING: json.dumps(sorted(set(missing)), separators=(",", ":"))},
     }
 
 
@@ -142,6 +150,21 @@ class FunctionConfig:
 class RouteConfig:
     name: str
     spec: EdgeRouteSpec
+    #: Functions of the route the operator found missing; None: not said (older operator).
+    missing: frozenset[str] | None = None
+
+
+def _missing(data: dict[str, Any], configmap: str) -> frozenset[str] | None:
+    text = data.get(KEY_MISSING)
+    if text is None:
+        return None
+    try:
+        names = json.loads(text)
+    except ValueError as exc:
+        raise WireError(f"configmap {configmap}: {KEY_MISSING} is not JSON: {exc}") from exc
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise WireError(f"configmap {configmap}: {KEY_MISSING} is not a list of names")
+    return frozenset(names)
 
 
 def parse_configmap(configmap: dict[str, Any]) -> FunctionConfig | RouteConfig:
@@ -154,7 +177,8 @@ def parse_configmap(configmap: dict[str, Any]) -> FunctionConfig | RouteConfig:
         raise WireError(f"configmap {metadata.get('name')}: no `{KEY_NAME}` key")
     try:
         if kind == LABEL_KIND_ROUTE:
-            return RouteConfig(name, EdgeRouteSpec.model_validate_json(data.get(KEY_ROUTE, "")))
+            return RouteConfig(name, EdgeRouteSpec.model_validate_json(data.get(KEY_ROUTE, "")),
+                               _missing(data, str(metadata.get("name"))))
         if kind != LABEL_KIND_FUNCTION:
             raise WireError(f"configmap {metadata.get('name')}: unknown kind {kind!r}")
         spec = EdgeFunctionSpec.model_validate_json(data.get(KEY_SPEC, ""))

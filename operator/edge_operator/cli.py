@@ -34,6 +34,7 @@ async def run(namespaces: list[str], *, metrics: OperatorMetrics, config: Operat
                 kube=kube, config=config, metrics=metrics,
                 tracker=PropagationTracker(kube=kube, namespaces=namespaces, metrics=metrics,
                                            interval=config.rollout_interval),
+                namespaces=namespaces,
             )),
             stop_flag=stop_flag,
         )

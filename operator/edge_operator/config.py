@@ -18,9 +18,10 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 from edge_api.settings import BASE_CONFIG, ProcessSettings
 from edge_api.wire import MAX_MODULE_BYTES
 
-#: Seconds between re-checks of every function by a kopf timer: catches edits of
-#: a referenced ConfigMap or URL; unchanged objects cause no writes.  Fixed: the
-#: timer is declared with the handlers.
+#: Seconds between re-checks of every function and route (the resync loop of
+#: :mod:`edge_operator.reconcile`): catches changes of a ``url`` source and any
+#: missed event; unchanged objects cause no writes.  Referenced ConfigMaps are
+#: watched, so their changes need no resync.
 RESYNC_SECONDS: Final = 60.0
 
 
@@ -50,6 +51,10 @@ class OperatorConfig(ProcessSettings):
     rollout_interval: float = Field(2.0, gt=0, description="seconds between rollout recounts"
                                     " when no runner Lease changes (Lease events trigger a"
                                     " recount at once; this only catches expiries)")
+    public_url: str | None = Field(
+        None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$", description="base URL clients reach the"
+        " runners at (e.g. https://hello.example.com); EdgeRoutes then show status.url (kubectl"
+        " get er -o wide). The chart sets it from its Ingress or HTTPRoute")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="log level")
     log_format: Literal["json", "text"] = Field("json", description="log line format")

@@ -1,13 +1,16 @@
 """Every kopf handler of the operator, in one place; each is thin.
 
-Handlers read the object, call the reconcilers (:mod:`edge_operator.functions`,
-:mod:`edge_operator.routes`) and apply the status fields their writer owns
-(:mod:`edge_operator.status`: server-side apply, one field manager per writer;
-kopf's own patch carries only its progress annotations), and only when they
-changed, so an unchanged object reconciles without a single write.  A
-transient failure is retried by kopf after the delay the reconcile chose
-(``kopf.TemporaryError``).  Shared clients live in kopf's ``memo``
-(:class:`Context`), set up by :mod:`edge_operator.cli`.
+Handlers say *what* to reconcile; :class:`edge_operator.reconcile.Reconciler`
+does it (reads the object afresh, reconciles under a per-object lock, applies
+the status fields its writer owns, posts events) and kopf only carries its
+progress annotations.  A transient failure is retried by kopf after the delay
+the reconcile chose (``kopf.TemporaryError``).  Referenced ConfigMaps are
+watched (:func:`configmap_event`, with the index :func:`functions_by_configmap`);
+the periodic resync is the reconciler's own loop, not a kopf timer, because kopf
+puts a finalizer on every object of a resource that has a timer or daemon, and
+a finalizer left by an uninstalled operator blocks deleting the objects and
+the CRDs.  None of these handlers needs one.  Shared clients live in kopf's
+``memo`` (:class:`Context`), set up by :mod:`edge_operator.cli`.
 """
 
 from __future__ import annotations
@@ -22,8 +25,6 @@ from lightkube import AsyncClient
 
 from edge_api.constants import (
     GROUP,
-    KIND_FUNCTION,
-    KIND_ROUTE,
     LABEL_KIND,
     PLURAL_FUNCTION,
     PLURAL_ROUTE,
@@ -31,14 +32,12 @@ from edge_api.constants import (
 )
 from edge_api.k8s import authorization, load_config
 from edge_api.wire import function_configmap_name, route_configmap_name
-from edge_operator.config import RESYNC_SECONDS, OperatorConfig
-from edge_operator.functions import reconcile_function, retry_delay
+from edge_operator.config import OperatorConfig
+from edge_operator.functions import retry_delay
 from edge_operator.metrics import OperatorMetrics
 from edge_operator.propagation import PropagationTracker
 from edge_operator.publish import delete_configmap
-from edge_operator.routes import ConflictSync, reconcile_route
-from edge_operator.status import FIELD_MANAGER, apply_status, function_status, route_status
-from edge_operator.validation import ValidationCache
+from edge_operator.reconcile import Reconciler, configmap_reference
 
 log = logging.getLogger("edge_operator")
 registry = kopf.OperatorRegistry()
@@ -52,9 +51,13 @@ class Context:
     config: OperatorConfig
     metrics: OperatorMetrics
     tracker: PropagationTracker
-    validations: ValidationCache = field(default_factory=ValidationCache)
-    conflicts: ConflictSync = field(default_factory=ConflictSync)
+    namespaces: list[str]
+    reconciler: Reconciler = field(init=False)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.reconciler = Reconciler(kube=self.kube, config=self.config, metrics=self.metrics,
+                                     written=self.tracker.wake)
 
 
 def _context(memo: Any) -> Context:
@@ -96,6 +99,8 @@ async def login(**_: Any) -> kopf.ConnectionInfo:
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     context = _context(memo)
     context.tasks.append(asyncio.create_task(context.tracker.run(), name="propagation"))
+    context.tasks.append(asyncio.create_task(
+        context.reconciler.resync(context.namespaces), name="resync"))
     settings.posting.level = logging.WARNING
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -103,6 +108,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     )
     settings.watching.server_timeout = 300
     settings.watching.reconnect_backoff = 1.0
+    # The namespaces are given (--namespace): no cluster-wide namespace list/watch,
+    # which the chart's RBAC does not grant (and need not).
+    settings.scanning.disabled = True
 
 
 @kopf.on.cleanup(registry=registry)
@@ -125,43 +133,51 @@ async def runner_lease_event(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.resume(GROUP, VERSION, PLURAL_FUNCTION, registry=registry)
 @kopf.on.create(GROUP, VERSION, PLURAL_FUNCTION, registry=registry)
 @kopf.on.update(GROUP, VERSION, PLURAL_FUNCTION, field="spec", registry=registry)
-@kopf.timer(GROUP, VERSION, PLURAL_FUNCTION, interval=RESYNC_SECONDS,
-            initial_delay=RESYNC_SECONDS, registry=registry)
 async def function_changed(body: kopf.Body, memo: kopf.Memo, retry: int = 0,
                            **_: Any) -> None:
-    context = _context(memo)
     metadata = body["metadata"]
-    with context.metrics.duration.labels("function").time():
-        outcome = await reconcile_function(dict(body), kube=context.kube,
-                                           config=context.config, metrics=context.metrics,
-                                           validations=context.validations, retry=retry)
-        status = function_status(body.get("status"), outcome.fields, outcome.conditions,
-                                 metadata.get("generation"))
-        if status is not None:
-            await apply_status(context.kube, KIND_FUNCTION, name=metadata["name"],
-                               namespace=metadata["namespace"], status=status,
-                               manager=FIELD_MANAGER, metrics=context.metrics)
-    context.metrics.reconciles.labels("function", outcome.result).inc()
-    if status is not None:
-        context.tracker.wake.set()
-    if outcome.warning is not None and status is not None:
-        reason, message = outcome.warning
-        kopf.warn(body, reason=reason, message=message)
-    if outcome.retry_after is not None:  # transient: kopf calls this handler again then
+    outcome = await _context(memo).reconciler.function(metadata["namespace"], metadata["name"],
+                                                       retry=retry)
+    if outcome is not None and outcome.retry_after is not None:  # transient: kopf retries
         reason, message = outcome.warning or ("Retry", "")
         raise kopf.TemporaryError(f"{reason}: {message}", delay=outcome.retry_after)
 
 
+@kopf.index(GROUP, VERSION, PLURAL_FUNCTION, registry=registry)
+async def functions_by_configmap(body: kopf.Body, **_: Any) -> dict[tuple[str, str], str]:
+    """(namespace, ConfigMap name) -> the EdgeFunctions whose configMapRef names it."""
+    name = configmap_reference(dict(body))
+    metadata = body["metadata"]
+    return {(metadata["namespace"], name): metadata["name"]} if name else {}
+
+
+@kopf.on.event("", "v1", "configmaps", labels={LABEL_KIND: kopf.ABSENT}, registry=registry)
+async def configmap_event(event: kopf.RawEvent, memo: kopf.Memo, **kwargs: Any) -> None:
+    """A ConfigMap changed: reconcile the EdgeFunctions that read their module from it.
+
+    ConfigMaps the operator writes (labelled ``edgerunner.dev/kind``) are not watched.
+    kopf passes the index :func:`functions_by_configmap` by its name.
+    """
+    index: kopf.Index[tuple[str, str], str] = kwargs["functions_by_configmap"]
+    metadata = event["object"]["metadata"]
+    key = (metadata["namespace"], metadata["name"])
+    if key in index:
+        await _context(memo).reconciler.functions_using(key[0], key[1], list(index[key]))
+
+
 @kopf.on.event(GROUP, VERSION, PLURAL_FUNCTION, registry=registry)
 async def function_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    """On deletion, remove its ConfigMap now (owner references make GC do it too)."""
-    if event["type"] != "DELETED":
+    """A function appeared or went: its routes' readiness follows.  On deletion, remove
+    its ConfigMap now (owner references make the garbage collector do it too)."""
+    if event["type"] not in ("ADDED", "DELETED"):
         return
     context = _context(memo)
     metadata = event["object"]["metadata"]
-    await delete_configmap(context.kube, metadata["namespace"],
-                           function_configmap_name(metadata["name"]), metadata["uid"],
-                           context.metrics)
+    if event["type"] == "DELETED":
+        await delete_configmap(context.kube, metadata["namespace"],
+                               function_configmap_name(metadata["name"]), metadata["uid"],
+                               context.metrics)
+    await context.reconciler.routes_to(metadata["namespace"], metadata["name"])
 
 
 # -- EdgeRoute ---------------------------------------------------------------------------
@@ -174,21 +190,11 @@ async def route_changed(body: kopf.Body, memo: kopf.Memo, retry: int = 0,
                         **_: Any) -> None:
     context = _context(memo)
     metadata = body["metadata"]
-    with context.metrics.duration.labels("route").time():
-        ready = await reconcile_route(dict(body), kube=context.kube, metrics=context.metrics)
-        status = route_status(body.get("status"), ready, metadata.get("generation"))
-        if status is not None:
-            await apply_status(context.kube, KIND_ROUTE, name=metadata["name"],
-                               namespace=metadata["namespace"], status=status,
-                               manager=FIELD_MANAGER, metrics=context.metrics)
-        await context.conflicts.sync(metadata["namespace"], kube=context.kube,
-                                     metrics=context.metrics)
-    context.metrics.reconciles.labels(
-        "route", "ok" if ready.status else "error" if ready.reason == "ConfigMapNotOwned"
-        else "invalid").inc()
-    if ready.reason == "ConfigMapNotOwned":
-        if status is not None:
-            kopf.warn(body, reason=ready.reason, message=ready.message)
+    reconciler = context.reconciler
+    ready = await reconciler.route(metadata["namespace"], metadata["name"])
+    await reconciler.conflicts.sync(metadata["namespace"], kube=context.kube,
+                                    metrics=context.metrics)
+    if ready is not None and ready.reason == "ConfigMapNotOwned":
         raise kopf.TemporaryError(ready.message, delay=retry_delay(retry))
 
 
@@ -202,5 +208,5 @@ async def route_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     await delete_configmap(context.kube, metadata["namespace"],
                            route_configmap_name(metadata["name"]), metadata["uid"],
                            context.metrics)
-    await context.conflicts.sync(metadata["namespace"], kube=context.kube,
-                                 metrics=context.metrics)
+    await context.reconciler.conflicts.sync(metadata["namespace"], kube=context.kube,
+                                            metrics=context.metrics)

@@ -1,7 +1,12 @@
 """Reconcile EdgeRoutes: publish each route, report conflicts across all of them.
 
-Called by :mod:`edge_operator.handlers`.  A route's ConfigMap is written like a
-function's (:func:`reconcile_route` returns its ``Ready`` condition).
+Called by :mod:`edge_operator.reconcile`.  A route's ConfigMap is written like a
+function's, with the route's functions that do not exist in the namespace
+(runners answer those with a final 500 instead of "retry later"), and
+:func:`reconcile_route` returns its ``Ready`` condition (``FunctionNotFound``
+while a function is missing); :func:`summary` gives the status fields
+``kubectl get er -o wide`` shows (paths, functions, and the URL when the
+operator knows the public one).
 Conflicts are a property of the whole namespace: after any route changes or
 goes, :class:`ConflictSync` lists the namespace's routes, recomputes every
 ``Conflict`` condition with the same route table the runners use
@@ -17,9 +22,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Collection
 from typing import Any
+from urllib.parse import urlsplit
 
-import kopf
 from lightkube import AsyncClient
 from pydantic import ValidationError
 
@@ -28,6 +34,7 @@ from edge_api.k8s import EdgeRouteResource
 from edge_api.models import EdgeRouteSpec, describe_validation_error
 from edge_api.routing import build_table
 from edge_api.wire import owner_reference, route_configmap
+from edge_operator import events
 from edge_operator.conditions import Want
 from edge_operator.metrics import OperatorMetrics
 from edge_operator.publish import NotOwned, apply_configmap
@@ -38,20 +45,74 @@ log = logging.getLogger("edge_operator.routes")
 NO_CONFLICT = Want("Conflict", False, "NoConflict", "")
 
 
-async def reconcile_route(body: dict[str, Any], *, kube: AsyncClient,
-                          metrics: OperatorMetrics) -> Want:
-    """Publish the route's ConfigMap; its ``Ready`` condition."""
+def result(ready: Want) -> str:
+    """The ``result`` label of the reconciles metric for a route's ``Ready``."""
+    if ready.status:
+        return "ok"
+    return "error" if ready.reason == "ConfigMapNotOwned" else "invalid"
+
+
+def route_url(spec: EdgeRouteSpec, public_url: str | None) -> str | None:
+    """Where clients reach the route's first rule, if the operator knows the public URL.
+
+    The scheme and port come from ``public_url`` (the chart sets it from its
+    Ingress or HTTPRoute); the host is the route's first exact host, else the
+    public URL's.  None for a route whose hosts are all wildcards.
+    """
+    if not public_url:
+        return None
+    base = urlsplit(public_url)
+    exact = [host for host in spec.hosts if not host.startswith("*.")]
+    if spec.hosts and not exact:
+        return None
+    host = exact[0] if exact else base.hostname or ""
+    port = f":{base.port}" if base.port else ""
+    prefix = base.path.rstrip("/") if not exact else ""
+    return f"{base.scheme}://{host}{port}{prefix}{spec.rules[0].match.path}"
+
+
+def summary(body: dict[str, Any], public_url: str | None) -> dict[str, Any]:
+    """The status fields ``kubectl get er -o wide`` shows ({} for a spec the models refuse)."""
+    try:
+        spec = EdgeRouteSpec.model_validate(body.get("spec") or {})
+    except ValidationError:
+        return {}
+    fields: dict[str, Any] = {
+        "paths": ",".join(dict.fromkeys(rule.match.path for rule in spec.rules)),
+        "functions": ",".join(spec.function_names()),
+    }
+    url = route_url(spec, public_url)
+    if url is not None:
+        fields["url"] = url
+    return fields
+
+
+def missing_functions(spec: EdgeRouteSpec, existing: Collection[str]) -> list[str]:
+    return [name for name in spec.function_names() if name not in existing]
+
+
+async def reconcile_route(body: dict[str, Any], *, kube: AsyncClient, metrics: OperatorMetrics,
+                          existing: Collection[str] | None = None) -> Want:
+    """Publish the route's ConfigMap; its ``Ready`` condition.
+
+    ``existing``: the EdgeFunctions of the route's namespace (None: not checked).
+    """
     metadata = body["metadata"]
     try:
         spec = EdgeRouteSpec.model_validate(body.get("spec") or {})
     except ValidationError as exc:
         return Want("Ready", False, "InvalidSpec", describe_validation_error(exc))
+    missing = missing_functions(spec, existing) if existing is not None else []
     configmap = route_configmap(name=metadata["name"], namespace=metadata["namespace"],
-                                spec=spec, owner=owner_reference(body))
+                                spec=spec, owner=owner_reference(body), missing=missing)
     try:
         await apply_configmap(kube, configmap, metrics)
     except NotOwned as exc:
         return Want("Ready", False, "ConfigMapNotOwned", str(exc))
+    if missing:
+        return Want("Ready", False, "FunctionNotFound",
+                    f"no EdgeFunction {', '.join(missing)} in namespace {metadata['namespace']};"
+                    " requests routed to it get 500 until it exists")
     return Want("Ready", True, "Published", f"published as configmap/"
                 f"{configmap['metadata']['name']}")
 
@@ -113,4 +174,4 @@ class ConflictSync:
                                          namespace=namespace, status=status,
                                          manager=CONFLICT_MANAGER, metrics=metrics)
             if written and want.status:
-                kopf.warn(route, reason="RulesConflict", message=want.message)
+                await events.post(kube, route, "RulesConflict", want.message, kind=KIND_ROUTE)

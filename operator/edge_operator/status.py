@@ -27,8 +27,8 @@ over status, and forcing takes over fields written by earlier versions.
   ``digest``, ``shortDigest``, ``size``, ``artifact``; ``Ready``, ``ModuleValid``;
 * rollout tracker, ``edge-operator-rollout``, on EdgeFunction: ``readyRunners``,
   ``totalRunners``, ``runners``; ``Propagated``;
-* route reconcile, ``edge-operator``, on EdgeRoute: ``observedGeneration``;
-  ``Ready``;
+* route reconcile, ``edge-operator``, on EdgeRoute: ``observedGeneration``,
+  ``paths``, ``functions``, ``url``; ``Ready``;
 * conflict sync, ``edge-operator-conflicts``, on EdgeRoute: ``Conflict``.
 
 A builder returns None when the object already shows exactly what its writer
@@ -61,6 +61,7 @@ FUNCTION_FIELDS: Final = ("digest", "shortDigest", "size", "artifact")
 FUNCTION_CONDITIONS: Final = ("Ready", "ModuleValid")
 ROLLOUT_FIELDS: Final = ("readyRunners", "totalRunners", "runners")
 ROLLOUT_CONDITIONS: Final = ("Propagated",)
+ROUTE_FIELDS: Final = ("paths", "functions", "url")
 ROUTE_CONDITIONS: Final = ("Ready",)
 CONFLICT_CONDITIONS: Final = ("Conflict",)
 
@@ -103,11 +104,22 @@ def rollout_status(current: Mapping[str, Any] | None, fields: Mapping[str, Any],
     return _owned_status(current, fields, [propagated], ROLLOUT_CONDITIONS, generation)
 
 
-def route_status(current: Mapping[str, Any] | None, ready: Want, generation: int | None
-                 ) -> Status | None:
-    """What the route reconcile applies: ``observedGeneration`` and ``Ready``."""
-    return _owned_status(current, {"observedGeneration": generation}, [ready],
-                         ROUTE_CONDITIONS, generation)
+def route_status(current: Mapping[str, Any] | None, ready: Want, generation: int | None,
+                 fields: Mapping[str, Any] | None = None) -> Status | None:
+    """What the route reconcile applies: ``observedGeneration``, the summary ``fields``
+    (of :data:`ROUTE_FIELDS`; one left out is removed) and ``Ready``."""
+    fields = dict(fields or {})
+    unknown = set(fields) - set(ROUTE_FIELDS)
+    if unknown:
+        raise ValueError(f"not fields of the route reconcile: {sorted(unknown)}")
+    current = current or {}
+    dropped = any(current.get(k) is not None and k not in fields for k in ROUTE_FIELDS)
+    status = _owned_status(current, {**fields, "observedGeneration": generation}, [ready],
+                           ROUTE_CONDITIONS, generation)
+    if status is None and dropped:
+        return {**fields, "observedGeneration": generation,
+                "conditions": owned(current.get("conditions"), [ready], generation)}
+    return status
 
 
 def conflict_status(current: Mapping[str, Any] | None, conflict: Want, generation: int | None

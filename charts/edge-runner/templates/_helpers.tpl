@@ -148,6 +148,28 @@ operator.watchNamespaces, or the release namespace when that is empty.
 {{- end -}}
 
 {{/*
+The base URL clients reach the runners at, when the chart knows it: the first
+exact host of the Ingress (https if it has TLS) or of the HTTPRoute; "" otherwise.
+The operator gets it as EDGE_OPERATOR_PUBLIC_URL and shows each EdgeRoute's URL.
+*/}}
+{{- define "edge-runner.publicUrl" -}}
+{{- $hosts := list -}}
+{{- $scheme := "http" -}}
+{{- if .Values.ingress.enabled -}}
+{{- $hosts = .Values.ingress.hosts | default list -}}
+{{- if .Values.ingress.tls }}{{ $scheme = "https" }}{{ end -}}
+{{- else if .Values.httpRoute.enabled -}}
+{{- $hosts = .Values.httpRoute.hostnames | default list -}}
+{{- end -}}
+{{- range $hosts -}}
+{{- if and (not (hasPrefix "*" .)) (not $.publicUrlDone) -}}
+{{- printf "%s://%s" $scheme . -}}
+{{- $_ := set $ "publicUrlDone" true -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
 An HTTP probe. Called with (dict "probe" <values> "path" "/healthz" "port" "admin").
 */}}
 {{- define "edge-runner.httpProbe" -}}

@@ -1,5 +1,8 @@
 //! Guest-side SDK for the edge-runner `edge` ABI (docs/abi.md).
 //!
+//! Reference and usage (dependency forms, every item, crates that build with
+//! the toolchain): docs/sdk.md.
+//!
 //! A function crate (`crate-type = ["cdylib"]`, target `wasm32-wasi`) writes a
 //! handler and plugs it in with [`edge_main!`]:
 //!

@@ -76,6 +76,6 @@ mod tests {
         assert_eq!(query_param("a=1&name=Ada+L%C3%A9", "name").as_deref(), Some("Ada Lé"));
         assert_eq!(query_param("name", "name").as_deref(), Some(""));
         assert_eq!(query_param("x=1", "name"), None);
-        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(edge_sdk::percent_decode("%zz%4"), "%zz%4");
     }
 }

@@ -213,10 +213,7 @@ class DataPlane:
         runtime = snapshot.functions.get(function)
         # Guests see HEAD as GET; the body is dropped on the way out.
         if runtime is None:
-            detail = snapshot.failures.get(function, "the function is not loaded")
-            return function, problem(
-                503, "not-loaded", "Function unavailable", detail, request_id,
-                function=function, headers=[(b"retry-after", b"5")])
+            return function, _unavailable(function, function in snapshot.failures, request_id)
         limit = runtime.spec.limits.max_request_bytes
         if declared is not None and (declared < 0 or declared > limit):
             return function, self._too_large(declared, limit, request_id, function)
@@ -269,6 +266,25 @@ class DataPlane:
         got = f"{size} bytes" if size and size > 0 else "the body"
         return problem(413, "body-too-large", "Request body too large",
                        f"{got} is over maxRequestBytes ({limit})", request_id, function=function)
+
+def _unavailable(function: str, known: bool, request_id: str) -> Problem:
+    """A matched rule whose function is not served.
+
+    Known (defined but not loaded: it failed to load, or its module has not
+    arrived yet): 503 with ``Retry-After``.  Unknown (no such function: a
+    standalone folder does not define it, or the operator said it does not
+    exist): 500 with no ``Retry-After``, as retrying cannot help.  Why a
+    function failed to load (compiler messages, file names) is for its status,
+    the runner log and the admin plane, never for clients.
+    """
+    if known:
+        return problem(503, "not-loaded", "Function unavailable",
+                       f"function {function} is not loaded; its status says why", request_id,
+                       function=function, headers=[(b"retry-after", b"5")])
+    return problem(500, "function-not-found", "Function not found",
+                   f"the route names function {function}, which does not exist", request_id,
+                   function=function)
+
 
 def _finish_response(result: tuple[int, list[tuple[bytes, bytes]], bytes]) -> Problem:
     """Complete a guest's response (already checked by its executor, see abi.base)."""

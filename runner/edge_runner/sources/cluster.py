@@ -4,10 +4,13 @@
 ``edgerunner.dev/kind`` (a lightkube client from :mod:`edge_api.k8s`), applies
 them to the catalog (which marks the runner ready after this first full sync),
 then follows a watch from that list's resourceVersion, re-applying after each
-burst of events.  Every ``resync`` seconds it lists again.  When the API server
-is unreachable it keeps serving the last good configuration and retries with
-capped backoff; a 410 Gone restarts from a fresh list.  Parsed ConfigMaps are
-cached by resourceVersion, so only what changed is decoded again.
+burst of events.  A function a route names that has no ConfigMap yet is
+reported as not loaded (503, retry) unless the route's ConfigMap says the
+operator found no such EdgeFunction (then requests get a final 500).  Every
+``resync`` seconds it lists again.  When the API server is unreachable it keeps
+serving the last good configuration and retries with capped backoff; a 410
+Gone restarts from a fresh list.  Parsed ConfigMaps are cached by
+resourceVersion, so only what changed is decoded again.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from lightkube.core.client import LabelSelector
 from lightkube.operators import exists
 from lightkube.resources.core_v1 import ConfigMap
 
+from edge_api.abi import ModuleRejected, check_binary
 from edge_api.constants import LABEL_KIND
 from edge_api.k8s import KUBE_ERRORS, async_client, status_code
 from edge_api.wire import FunctionConfig, RouteConfig, WireError, parse_configmap
@@ -75,20 +79,48 @@ class _Desired:
 
     def state(self) -> DesiredState:
         state = DesiredState()
+        routes: list[tuple[str, RouteConfig]] = []
         for name in sorted(self.objects):
             parsed = self._parse(name, self.objects[name])
             origin = f"configmap/{name}"
             if isinstance(parsed, FunctionConfig):
-                state.functions.append(
-                    FunctionSource(parsed.name, parsed.spec, parsed.module, origin)
-                )
+                state.functions.append(_function_source(parsed, origin))
             elif isinstance(parsed, RouteConfig):
                 state.routes.append((parsed.name, parsed.spec))
+                routes.append((origin, parsed))
             else:
                 state.errors.append(f"{origin}: {parsed}")
+        state.functions.extend(_pending(routes, {f.name for f in state.functions}))
         for stale in set(self._parsed) - set(self.objects):
             del self._parsed[stale]
         return state
+
+
+def _function_source(config: FunctionConfig, origin: str) -> FunctionSource:
+    try:
+        check_binary(config.module)
+    except ModuleRejected as exc:
+        return FunctionSource(config.name, config.spec, None, origin,
+                              f"{origin}: {exc.reason}: {exc}")
+    return FunctionSource(config.name, config.spec, config.module, origin)
+
+
+def _pending(routes: list[tuple[str, RouteConfig]], published: set[str]
+             ) -> list[FunctionSource]:
+    """Functions that routes name, that are not published, and that the operator did not
+    say are missing: they exist but their ConfigMap has not arrived (yet), so requests
+    for them get 503 with Retry-After.  Functions the operator said are missing get no
+    entry: their requests get a final 500 (:mod:`edge_runner.http.dataplane`)."""
+    pending: dict[str, FunctionSource] = {}
+    for origin, route in routes:
+        for function in route.spec.function_names():
+            if function in published or function in pending or (
+                    route.missing is not None and function in route.missing):
+                continue
+            pending[function] = FunctionSource(
+                function, None, None, origin,
+                f"{origin}: function {function} is not published by the operator yet")
+    return list(pending.values())
 
 
 def _namespace(option: str | None, client: AsyncClient) -> str:

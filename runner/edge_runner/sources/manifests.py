@@ -3,9 +3,12 @@
 :func:`load_folder` reads every ``*.yaml``/``*.yml`` file under a folder (all
 documents of multi-document files), parses EdgeFunctions and EdgeRoutes with the
 shared models and resolves module sources into bytes, giving a
-:class:`DesiredState`.  :func:`watch_folder` re-applies it to the catalog when
-any file changes (including the ``.wasm`` files manifests point at).  A broken
-file or function is reported and never stops the others.
+:class:`DesiredState`; a function defined both for a cluster (configMapRef,
+url, oci) and for standalone use (path, inline) is served from the latter, and
+a route naming a function the folder does not define is reported.
+:func:`watch_folder` re-applies it to the catalog when any file changes
+(including the ``.wasm`` files manifests point at).  A broken file or function
+is reported and never stops the others.
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import watchfiles
 import yaml
 
+from edge_api.abi import ModuleRejected, check_binary
 from edge_api.models import EdgeFunction, EdgeRoute, ManifestError, parse_manifest
 from edge_runner.invoke.catalog import Catalog, DesiredState, FunctionSource
 
@@ -52,29 +57,52 @@ def _is_ours(document: Any) -> bool:
 def _resolve_module(function: EdgeFunction, manifest: Path, files: set[Path]) -> bytes:
     source = function.spec.source
     if source.inline is not None:
-        return source.inline_bytes()
-    if source.path is not None:
+        wasm = source.inline_bytes()
+    elif source.path is not None:
         module_path = (manifest.parent / source.path).resolve()
         files.add(module_path)
         if not module_path.is_file():
             raise ManifestError(f"spec.source.path: {module_path} does not exist")
         if module_path.stat().st_size > MAX_MODULE_BYTES:
             raise ManifestError(f"spec.source.path: {module_path} is over {MAX_MODULE_BYTES} bytes")
-        return module_path.read_bytes()
-    kind = next(k for k in ("configMapRef", "url", "oci") if _field(source, k) is not None)
-    raise ManifestError(
-        f"spec.source.{kind} needs a cluster; standalone mode reads source.path or source.inline"
-    )
+        wasm = module_path.read_bytes()
+    else:
+        raise ManifestError(f"spec.source.{_cluster_source(function)} needs a cluster; standalone"
+                            " mode reads source.path or source.inline")
+    try:
+        check_binary(wasm)
+    except ModuleRejected as exc:
+        raise ManifestError(f"{exc.reason}: {exc}") from exc
+    return wasm
 
 
-def _field(source: Any, camel: str) -> Any:
-    return getattr(source, {"configMapRef": "config_map_ref"}.get(camel, camel))
+def _cluster_source(function: EdgeFunction) -> str | None:
+    """The source field that only works in a cluster (configMapRef, url, oci), if any."""
+    source = function.spec.source
+    for camel, value in (("configMapRef", source.config_map_ref), ("url", source.url),
+                         ("oci", source.oci)):
+        if value is not None:
+            return camel
+    return None
 
 
-def load_folder(folder: Path) -> DesiredState:
-    """Read all manifests under ``folder`` into a desired state (never raises for content)."""
-    state = DesiredState()
-    seen: dict[str, str] = {}
+@dataclass
+class _Document:
+    """One EdgeFunction or EdgeRoute document of the folder, parsed or not."""
+
+    origin: str
+    path: Path
+    kind: Any
+    name: Any
+    item: EdgeFunction | EdgeRoute | None
+    error: str | None = None
+
+    @property
+    def cluster_only(self) -> bool:
+        return isinstance(self.item, EdgeFunction) and _cluster_source(self.item) is not None
+
+
+def _documents(folder: Path, state: DesiredState) -> Iterator[_Document]:
     for path in manifest_files(folder):
         where = str(path.relative_to(folder))
         try:
@@ -86,37 +114,59 @@ def load_folder(folder: Path) -> DesiredState:
             if document is None or not _is_ours(document):
                 continue
             origin = f"{where}#{number}"
-            _add_document(state, document, path, origin, seen)
+            name = (document.get("metadata") or {}).get("name")
+            try:
+                yield _Document(origin, path, document.get("kind"), name,
+                                parse_manifest(document))
+            except ManifestError as exc:
+                yield _Document(origin, path, document.get("kind"), name, None, str(exc))
+
+
+def load_folder(folder: Path) -> DesiredState:
+    """Read all manifests under ``folder`` into a desired state (never raises for content).
+
+    An EdgeFunction whose source only works in a cluster (configMapRef, url,
+    oci) is left out when the folder also defines that function for standalone
+    use, so a folder holding both forms serves the standalone one.
+    """
+    state = DesiredState()
+    functions: dict[str, list[_Document]] = {}
+    for document in _documents(folder, state):
+        if isinstance(document.item, EdgeRoute):
+            state.routes.append((document.item.metadata.name, document.item.spec))
+        elif document.kind == "EdgeFunction" and isinstance(document.name, str):
+            functions.setdefault(document.name, []).append(document)
+        else:
+            state.errors.append(f"{document.origin}: {document.error}")
+    for name, candidates in functions.items():
+        usable = [d for d in candidates if not d.cluster_only] or candidates[:1]
+        chosen = usable[0]
+        for other in usable[1:]:
+            state.errors.append(f"{other.origin}: EdgeFunction {name} is also defined in"
+                                f" {chosen.origin}")
+        for skipped in candidates:
+            if skipped.cluster_only and skipped is not chosen:
+                log.debug("%s: EdgeFunction %s for a cluster, served from %s", skipped.origin,
+                          name, chosen.origin)
+        state.functions.append(_function_source(chosen, state.files))
+    defined = {source.name for source in state.functions}
+    for route, spec in state.routes:
+        for function in spec.function_names():
+            if function not in defined:
+                state.errors.append(f"EdgeRoute {route}: no EdgeFunction {function} is defined"
+                                    " in the folder; its requests get 500")
     return state
 
 
-def _add_document(
-    state: DesiredState, document: Any, path: Path, origin: str, seen: dict[str, str]
-) -> None:
+def _function_source(document: _Document, files: set[Path]) -> FunctionSource:
+    name, origin = str(document.name), document.origin
+    if not isinstance(document.item, EdgeFunction):
+        return FunctionSource(name, None, None, origin, f"{origin}: {document.error}")
     try:
-        item = parse_manifest(document)
-    except ManifestError as exc:
-        name = (document.get("metadata") or {}).get("name")
-        if document.get("kind") == "EdgeFunction" and isinstance(name, str) and name not in seen:
-            seen[name] = origin
-            state.functions.append(FunctionSource(name, None, None, origin, f"{origin}: {exc}"))
-        else:
-            state.errors.append(f"{origin}: {exc}")
-        return
-    name = item.metadata.name
-    if isinstance(item, EdgeRoute):
-        state.routes.append((name, item.spec))
-        return
-    if name in seen:
-        state.errors.append(f"{origin}: EdgeFunction {name} is also defined in {seen[name]}")
-        return
-    seen[name] = origin
-    try:
-        wasm = _resolve_module(item, path, state.files)
+        wasm = _resolve_module(document.item, document.path, files)
     except (ManifestError, OSError) as exc:
-        state.functions.append(FunctionSource(name, item.spec, None, origin, f"{origin}: {exc}"))
-        return
-    state.functions.append(FunctionSource(name, item.spec, wasm, origin))
+        return FunctionSource(name, document.item.spec, None, origin, f"{origin}: {exc}")
+    return FunctionSource(name, document.item.spec, wasm, origin)
 
 
 def _watched(folder: Path, name: str) -> bool:

@@ -1,0 +1,214 @@
+"""Run the reconcile of one EdgeFunction or EdgeRoute and report it, one at a time per object.
+
+Sits between the kopf handlers (:mod:`edge_operator.handlers`) and the pure
+decisions (:mod:`edge_operator.functions`, :mod:`edge_operator.routes`).  A
+reconcile starts from one of four places:
+
+* kopf: an object was created, its spec changed, or the operator started
+  (with kopf's retries of a transient failure);
+* a ConfigMap that EdgeFunctions reference through ``spec.source.configMapRef``
+  changed (the handlers watch ConfigMaps): a rebuilt module reaches the runners
+  within seconds, not at the next resync;
+* an EdgeFunction appeared or went: the routes that name it are reconciled
+  again, so their ``Ready`` (``FunctionNotFound``) and the runners' answer
+  follow;
+* :meth:`Reconciler.resync`, every ``RESYNC_SECONDS``: ``url`` sources change
+  without any event, and it is the safety net for missed events.
+
+Whatever the trigger, :class:`Reconciler` reads the object afresh, runs the
+reconcile under a per-object lock (two triggers never interleave, and the later
+one sees the earlier one's status), applies the status fields its writer owns
+(:mod:`edge_operator.status`), posts a Warning event when that status changes
+to a failure (:mod:`edge_operator.events`) and wakes the rollout tracker.
+
+No kopf timer or daemon is involved on purpose: kopf puts a finalizer on every
+object that has one, which blocks deleting the objects (and their CRDs) once
+the operator is uninstalled.  Nothing here needs a finalizer: the ConfigMaps
+the operator writes carry owner references and are garbage-collected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import weakref
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from lightkube import AsyncClient
+
+from edge_api.constants import KIND_FUNCTION, KIND_ROUTE
+from edge_api.k8s import KUBE_ERRORS, EdgeFunctionResource, EdgeRouteResource, is_not_found
+from edge_api.models import EdgeRouteSpec
+from edge_operator import events
+from edge_operator.conditions import Want
+from edge_operator.config import RESYNC_SECONDS, OperatorConfig
+from edge_operator.functions import FunctionOutcome, reconcile_function
+from edge_operator.metrics import OperatorMetrics
+from edge_operator.routes import ConflictSync, reconcile_route, result, summary
+from edge_operator.status import FIELD_MANAGER, apply_status, function_status, route_status
+from edge_operator.validation import ValidationCache
+
+log = logging.getLogger("edge_operator.reconcile")
+
+_RESOURCES: Final = {KIND_FUNCTION: EdgeFunctionResource, KIND_ROUTE: EdgeRouteResource}
+
+
+def configmap_reference(body: dict[str, Any]) -> str | None:
+    """The ConfigMap an EdgeFunction's ``spec.source.configMapRef`` names, if any."""
+    source = (body.get("spec") or {}).get("source") or {}
+    ref = source.get("configMapRef") if isinstance(source, dict) else None
+    name = ref.get("name") if isinstance(ref, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
+def names_functions(route: dict[str, Any], function: str) -> bool:
+    """True if ``route`` (an EdgeRoute as a dict) sends requests to ``function``."""
+    try:
+        spec = EdgeRouteSpec.model_validate(route.get("spec") or {})
+    except ValueError:
+        return False
+    return function in spec.function_names()
+
+
+async def _live(kube: AsyncClient, kind: str, namespace: str) -> list[dict[str, Any]]:
+    """The namespace's objects of ``kind`` that are not being deleted."""
+    items = [dict(item) async for item in kube.list(_RESOURCES[kind], namespace=namespace)]
+    return [item for item in items if not item["metadata"].get("deletionTimestamp")]
+
+
+@dataclass
+class Reconciler:
+    """Runs reconciles, one at a time per object; shared by every trigger."""
+
+    kube: AsyncClient
+    config: OperatorConfig
+    metrics: OperatorMetrics
+    validations: ValidationCache = field(default_factory=ValidationCache)
+    conflicts: ConflictSync = field(default_factory=ConflictSync)
+    #: Set after every status write of a function (the rollout tracker recounts).
+    written: asyncio.Event = field(default_factory=asyncio.Event)
+    _locks: weakref.WeakValueDictionary[tuple[str, str, str], asyncio.Lock] = field(
+        default_factory=weakref.WeakValueDictionary)
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self, kind: str, namespace: str, name: str
+                         ) -> AsyncIterator[dict[str, Any] | None]:
+        """Hold the object's lock and yield the object as it is now (None if gone)."""
+        key = (kind, namespace, name)
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        async with lock:
+            yield await self._current(kind, namespace, name)
+
+    async def _current(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            found = await self.kube.get(_RESOURCES[kind], name, namespace=namespace)
+        except KUBE_ERRORS as exc:
+            if is_not_found(exc):
+                return None
+            raise
+        body = dict(found)
+        return None if body["metadata"].get("deletionTimestamp") else body
+
+    # -- EdgeFunction ------------------------------------------------------------------
+
+    async def function(self, namespace: str, name: str, *, retry: int = 0
+                       ) -> FunctionOutcome | None:
+        """Reconcile the EdgeFunction and report it; None if it does not exist."""
+        async with self._exclusive(KIND_FUNCTION, namespace, name) as body:
+            if body is None:
+                return None
+            with self.metrics.duration.labels("function").time():
+                outcome = await reconcile_function(
+                    body, kube=self.kube, config=self.config, metrics=self.metrics,
+                    validations=self.validations, retry=retry)
+                metadata = body["metadata"]
+                status = function_status(body.get("status"), outcome.fields,
+                                         outcome.conditions, metadata.get("generation"))
+                if status is not None:
+                    await apply_status(self.kube, KIND_FUNCTION, name=name, namespace=namespace,
+                                       status=status, manager=FIELD_MANAGER,
+                                       metrics=self.metrics)
+            self.metrics.reconciles.labels("function", outcome.result).inc()
+            if status is not None:
+                self.written.set()
+                if outcome.warning is not None:
+                    reason, message = outcome.warning
+                    log.warning("%s: %s", reason, message, extra={
+                        "object": f"{namespace}/{name}", "kind": KIND_FUNCTION})
+                    await events.post(self.kube, body, reason, message, kind=KIND_FUNCTION)
+            return outcome
+
+    async def functions_using(self, namespace: str, configmap: str,
+                              functions: Iterable[str]) -> None:
+        """A ConfigMap changed: reconcile the EdgeFunctions that reference it."""
+        for name in sorted(set(functions)):
+            log.info("configmap %s changed; reconciling the function that uses it", configmap,
+                     extra={"object": f"{namespace}/{name}", "kind": KIND_FUNCTION})
+            await self.function(namespace, name)
+
+    # -- EdgeRoute ---------------------------------------------------------------------
+
+    async def _existing_functions(self, namespace: str) -> set[str]:
+        functions = await _live(self.kube, KIND_FUNCTION, namespace)
+        return {item["metadata"]["name"] for item in functions}
+
+    async def route(self, namespace: str, name: str, *, existing: set[str] | None = None
+                    ) -> Want | None:
+        """Reconcile the EdgeRoute and report it; its ``Ready``, None if it does not exist."""
+        async with self._exclusive(KIND_ROUTE, namespace, name) as body:
+            if body is None:
+                return None
+            with self.metrics.duration.labels("route").time():
+                if existing is None:
+                    existing = await self._existing_functions(namespace)
+                ready = await reconcile_route(body, kube=self.kube, metrics=self.metrics,
+                                              existing=existing)
+                metadata = body["metadata"]
+                status = route_status(body.get("status"), ready, metadata.get("generation"),
+                                      summary(body, self.config.public_url))
+                if status is not None:
+                    await apply_status(self.kube, KIND_ROUTE, name=name, namespace=namespace,
+                                       status=status, manager=FIELD_MANAGER,
+                                       metrics=self.metrics)
+            self.metrics.reconciles.labels("route", result(ready)).inc()
+            if status is not None and not ready.status:
+                log.warning("%s: %s", ready.reason, ready.message, extra={
+                    "object": f"{namespace}/{name}", "kind": KIND_ROUTE})
+                await events.post(self.kube, body, ready.reason, ready.message, kind=KIND_ROUTE)
+            return ready
+
+    async def routes_to(self, namespace: str, function: str) -> None:
+        """An EdgeFunction appeared or went: reconcile the routes that name it."""
+        routes = await _live(self.kube, KIND_ROUTE, namespace)
+        affected = [r["metadata"]["name"] for r in routes if names_functions(r, function)]
+        if not affected:
+            return
+        existing = await self._existing_functions(namespace)
+        for name in affected:
+            await self.route(namespace, name, existing=existing)
+
+    # -- resync ------------------------------------------------------------------------
+
+    async def resync(self, namespaces: list[str], interval: float = RESYNC_SECONDS) -> None:
+        """Every ``interval`` seconds, reconcile every EdgeFunction and EdgeRoute (forever)."""
+        while True:
+            await asyncio.sleep(interval)
+            for namespace in namespaces:
+                try:
+                    await self.resync_namespace(namespace)
+                except KUBE_ERRORS as exc:
+                    log.warning("resync of %s failed: %s", namespace, exc)
+
+    async def resync_namespace(self, namespace: str) -> None:
+        functions = await _live(self.kube, KIND_FUNCTION, namespace)
+        for function in functions:
+            await self.function(namespace, function["metadata"]["name"])
+        routes = await _live(self.kube, KIND_ROUTE, namespace)
+        existing = {f["metadata"]["name"] for f in functions}
+        for route in routes:
+            await self.route(namespace, route["metadata"]["name"], existing=existing)
