@@ -35,8 +35,6 @@ from support.inprocess import (
     route,
     serving,
     source,
-    wasm_engine,
-    worker_threads,
 )
 from support.wasm import REPO_ROOT, wat_to_wasm
 
@@ -151,18 +149,6 @@ def test_standalone_reports_routes_to_undefined_functions_and_non_wasm(tmp_path:
 
 
 # -- the data plane's answer ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[WasmEngine]:
-    with wasm_engine() as created:
-        yield created
-
-
-@pytest.fixture
-def executor() -> Iterator[RecordingExecutor]:
-    with worker_threads() as created:
-        yield created
 
 
 def test_missing_function_is_final_and_load_errors_stay_private(

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterator
 from typing import cast
-
-import pytest
 
 from edge_api.routing import RouteMatch, RouteTable
 from edge_runner.invoke.admission import Gate
@@ -33,25 +30,11 @@ from support.inprocess import (
     new_catalog,
     route,
     source,
-    wasm_engine,
     wasm_of,
-    worker_threads,
 )
 
 #: A module that does not compile (a section header cut short).
 TRUNCATED = b"\x00asm\x01\x00\x00\x00\x05"
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[WasmEngine]:
-    with wasm_engine() as created:
-        yield created
-
-
-@pytest.fixture
-def executor() -> Iterator[RecordingExecutor]:
-    with worker_threads() as created:
-        yield created
 
 
 def state(*functions: FunctionSource, routes: list[tuple[str, str, str]] | None = None

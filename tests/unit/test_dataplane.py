@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -36,8 +35,6 @@ from support.inprocess import (
     route,
     serving,
     source,
-    wasm_engine,
-    worker_threads,
 )
 
 HOST = (b"host", b"edge.test")
@@ -69,18 +66,6 @@ ROUTES = [
     route("broken", "/broken", "broken"),
     route("ghost", "/ghost", "ghost"),  # no such function
 ]
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[WasmEngine]:
-    with wasm_engine() as created:
-        yield created
-
-
-@pytest.fixture
-def executor() -> Iterator[RecordingExecutor]:
-    with worker_threads() as created:
-        yield created
 
 
 def problem(response: httpx.Response) -> dict[str, Any]:

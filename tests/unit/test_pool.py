@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,6 @@ from edge_runner.invoke import pool as pool_module
 from edge_runner.invoke.admission import Gate
 from edge_runner.invoke.budget import MemoryBudget
 from edge_runner.invoke.pool import FunctionRuntime, InlinePolicy, QueuePolicy, SharedLimits
-from edge_runner.wasm.engine import WasmEngine
 from support import guests
 from support.inprocess import (
     GUEST_MEMORY,
@@ -35,8 +34,6 @@ from support.inprocess import (
     failure,
     fuel_wat,
     http_request,
-    wasm_engine,
-    worker_threads,
 )
 
 #: A body that makes :func:`fuel_wat` need millions of fuel; without it, thousands.
@@ -44,18 +41,6 @@ BIG = b"x" * 10_000
 FUEL_BUDGET = 200_000
 #: Scheduling slack allowed on top of a contractual wait (the event loop is idle).
 MARGIN = 0.25
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[WasmEngine]:
-    with wasm_engine() as created:
-        yield created
-
-
-@pytest.fixture
-def pools(engine: WasmEngine) -> Iterator[Pools]:
-    with worker_threads() as executor:
-        yield Pools(engine, executor)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,22 +23,10 @@ from edge_runner.http.guard import HttpLimits, guarded_protocol
 from edge_runner.invoke.pool import InlinePolicy, QueuePolicy
 from edge_runner.wasm.engine import WasmEngine
 from support import guests
-from support.inprocess import Pools, body_of, failure, wasm_engine, worker_threads
+from support.inprocess import Pools, body_of, failure
 
 #: Scheduling slack on an idle event loop.
 MARGIN = 0.25
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[WasmEngine]:
-    with wasm_engine() as created:
-        yield created
-
-
-@pytest.fixture
-def pools(engine: WasmEngine) -> Iterator[Pools]:
-    with worker_threads() as executor:
-        yield Pools(engine, executor)
 
 
 # -- the queue --------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
 
 import pytest
 import wasmtime
@@ -34,13 +33,6 @@ class Recorder:
 
     def write(self, kept: bytes, size: int) -> None:
         self.writes.append((kept, size))
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[WasmEngine]:
-    engine = WasmEngine()
-    yield engine
-    engine.close()
 
 
 class Guest:
