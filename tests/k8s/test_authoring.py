@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,20 +34,14 @@ from support.k8s import Cluster
 from support.objects import condition, function_yaml, get, route_yaml
 from support.operator import OperatorProcess
 from support.runner import REPO_ROOT, RunnerProcess, wait_until
+from support.scaffold import EDGE_RUNNER, add_json_dependencies
 from support.wasm import wat_to_wasm
 
 pytestmark = pytest.mark.k8s
 
-EDGE_RUNNER = Path(sys.executable).with_name("edge-runner")
 CRDS_DIR = REPO_ROOT / "crds"
 PUBLIC_URL = "http://edge.example.test:8080"
 KOPF_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
-JSON_DEPENDENCIES = """
-serde_json = "=1.0.108"
-serde = "=1.0.193"
-itoa = "=1.0.9"
-ryu = "=1.0.15"
-"""
 HANDLER = """
 use edge_sdk::{{Request, Response}};
 
@@ -98,9 +91,7 @@ def test_a_new_function_from_scaffold_to_cluster(
     assert not tmp_path.is_relative_to(REPO_ROOT)
     run(str(EDGE_RUNNER), "new", "greeter", "--dir", str(tmp_path), cwd=tmp_path)
     crate = tmp_path / "greeter"
-    cargo = crate / "Cargo.toml"
-    cargo.write_text(cargo.read_text().replace("[dependencies]\n",
-                                               "[dependencies]" + JSON_DEPENDENCIES, 1))
+    add_json_dependencies(crate)
     (crate / "src" / "lib.rs").write_text(HANDLER.format(version=1))
     run(str(EDGE_RUNNER), "build", str(crate), cwd=tmp_path)
     times["new + build with serde_json"] = time.monotonic() - started

@@ -9,24 +9,16 @@ commands are the installed ``edge-runner`` script, as a user runs them.
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from support.runner import REPO_ROOT, RunnerProcess, wait_until
+from support.scaffold import EDGE_RUNNER, add_json_dependencies
 
 pytestmark = pytest.mark.slow
 
-EDGE_RUNNER = Path(sys.executable).with_name("edge-runner")
-#: serde_json and the versions of its dependencies that build with rustc 1.63 (docs/sdk.md).
-JSON_DEPENDENCIES = """
-serde_json = "=1.0.108"
-serde = "=1.0.193"
-itoa = "=1.0.9"
-ryu = "=1.0.15"
-"""
 JSON_HANDLER = """
 use edge_sdk::{{Request, Response}};
 
@@ -50,11 +42,7 @@ def edge_runner(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def use_serde_json(crate: Path, word: str) -> None:
     """Add the crates.io dependencies and a handler that uses them."""
-    cargo = crate / "Cargo.toml"
-    text = cargo.read_text()
-    if "serde_json = " not in text.replace("# serde_json", ""):
-        text = text.replace("[dependencies]\n", "[dependencies]" + JSON_DEPENDENCIES, 1)
-        cargo.write_text(text)
+    add_json_dependencies(crate)
     (crate / "src" / "lib.rs").write_text(JSON_HANDLER.format(word=word))
 
 
