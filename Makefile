@@ -14,7 +14,7 @@ ADMIN_PORT ?= 9090
 # The sample `make run` serves (functions/$(FN)/manifests).
 FN ?= hello-world
 
-.PHONY: run test lint unit k8s-bins helm-bin functions setup apt-deps fresh-check venv bench bench-density clean crds
+.PHONY: run test lint unit k8s-bins helm-bin ingress-bin functions setup apt-deps fresh-check venv bench bench-density clean crds
 
 venv: $(STAMP)
 
@@ -54,6 +54,11 @@ k8s-bins:
 helm-bin:
 	tests/helm-bin/build.sh
 
+# Traefik v3, the Ingress controller of tests/helm/test_ingress.py, built from its Go
+# module once per machine (cached outside the repo; see the script for what it patches).
+ingress-bin:
+	tests/ingress-bin/build.sh
+
 # The real CRDs of ServiceMonitor, PrometheusRule and HTTPRoute for the chart's install
 # test, from the projects' Go module zips (cached outside the repo; the test fetches
 # them on first use too).
@@ -69,7 +74,7 @@ unit: venv functions
 	$(PY) -m pytest tests/unit tests/runner
 
 test: SETUP_FOR = test
-test: setup venv functions lint k8s-bins helm-bin
+test: setup venv functions lint k8s-bins helm-bin ingress-bin
 	$(PY) -m pytest
 
 # Benchmarks print figures next to their baseline; not tests.  density takes minutes.
