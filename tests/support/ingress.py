@@ -63,10 +63,8 @@ class IngressError(RuntimeError):
 
 
 def find_traefik() -> Path:
-    """The traefik binary: ``EDGE_TRAEFIK_BIN``, else built (once) by build.sh."""
-    configured = os.environ.get("EDGE_TRAEFIK_BIN")
-    if configured:
-        return Path(configured)
+    """The traefik binary that build.sh prints: ``EDGE_TRAEFIK_BIN`` (checked), else the
+    cached build, else built now (once per machine)."""
     # stderr (progress lines of a first build) goes to ours.
     result = subprocess.run(["bash", str(BUILD_SCRIPT)], stdout=subprocess.PIPE, text=True,
                             check=False)
@@ -133,9 +131,18 @@ def controller_rbac(namespace: str, name: str) -> list[Manifest]:
 
 def controller_identity(cluster: Cluster, namespace: str, name: str = "ingress-controller"
                         ) -> tuple[str, list[Manifest]]:
-    """Applies :func:`controller_rbac`; returns a token of the account and the objects."""
+    """Applies :func:`controller_rbac` and waits until the API server's authorizer
+    grants it; returns a token of the account and the objects."""
     objects = controller_rbac(namespace, name)
     cluster.kubectl("apply", "-f", "-", input="\n---\n".join(map(yaml.safe_dump, objects)))
+    account = f"--as=system:serviceaccount:{namespace}:{name}"
+
+    def granted() -> bool:
+        return all(cluster.kubectl("auth", "can-i", "watch", *args, account, check=False)
+                   .stdout.strip() == "yes"
+                   for args in (["ingresses.networking.k8s.io", "-n", namespace], ["nodes"]))
+
+    wait_until(granted, timeout=30, what="RBAC granting the controller's role")
     token = cluster.kubectl("create", "token", name, "-n", namespace, "--duration=2h"
                             ).stdout.strip()
     return token, objects
