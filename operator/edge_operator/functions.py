@@ -18,6 +18,7 @@ from lightkube import AsyncClient
 from pydantic import ValidationError
 
 from edge_api.abi import ModuleRejected
+from edge_api.handoff import STATUS_FIELD, handoff_digest
 from edge_api.models import EdgeFunctionSpec, describe_validation_error
 from edge_api.wire import (
     MAX_MODULE_BYTES,
@@ -132,4 +133,6 @@ async def reconcile_function(body: dict[str, Any], *, kube: AsyncClient, config:
     except NotOwned as exc:
         return failed("ConfigMapNotOwned", str(exc), module_valid=True, result="error",
                       retry_after=retry_delay(retry))
-    return published(spec.abi, wasm, digest, name)
+    outcome = published(spec.abi, wasm, digest, name)
+    outcome.fields[STATUS_FIELD] = handoff_digest(configmap)  # the trusted hand-off
+    return outcome

@@ -47,7 +47,13 @@ from edge_operator.conditions import Want
 from edge_operator.config import RESYNC_SECONDS, OperatorConfig
 from edge_operator.functions import FunctionOutcome, reconcile_function
 from edge_operator.metrics import OperatorMetrics
-from edge_operator.routes import ConflictSync, reconcile_route, result, summary
+from edge_operator.routes import (
+    ConflictSync,
+    reconcile_route,
+    result,
+    route_handoff,
+    summary,
+)
 from edge_operator.status import FIELD_MANAGER, apply_status, function_status, route_status
 from edge_operator.validation import ValidationCache
 
@@ -170,7 +176,8 @@ class Reconciler:
                                               existing=existing)
                 metadata = body["metadata"]
                 status = route_status(body.get("status"), ready, metadata.get("generation"),
-                                      summary(body, self.config.public_url))
+                                      {**summary(body, self.config.public_url),
+                                       **route_handoff(body, ready, existing)})
                 if status is not None:
                     await apply_status(self.kube, KIND_ROUTE, name=name, namespace=namespace,
                                        status=status, manager=FIELD_MANAGER,

@@ -30,6 +30,7 @@ from lightkube import AsyncClient
 from pydantic import ValidationError
 
 from edge_api.constants import KIND_ROUTE
+from edge_api.handoff import STATUS_FIELD, handoff_digest
 from edge_api.k8s import EdgeRouteResource
 from edge_api.models import EdgeRouteSpec, describe_validation_error
 from edge_api.routing import build_table
@@ -91,6 +92,23 @@ def missing_functions(spec: EdgeRouteSpec, existing: Collection[str]) -> list[st
     return [name for name in spec.function_names() if name not in existing]
 
 
+def _configmap(body: dict[str, Any], spec: EdgeRouteSpec, existing: Collection[str] | None
+               ) -> dict[str, Any]:
+    missing = missing_functions(spec, existing) if existing is not None else []
+    return route_configmap(name=body["metadata"]["name"], namespace=body["metadata"]["namespace"],
+                           spec=spec, owner=owner_reference(body), missing=missing)
+
+
+def route_handoff(body: dict[str, Any], ready: Want, existing: Collection[str] | None
+                  ) -> dict[str, Any]:
+    """``{"handoff": digest}`` of the ConfigMap just published ({} if none was):
+    what runners check before serving it (edge_api.handoff)."""
+    if ready.reason not in ("Published", "FunctionNotFound"):
+        return {}
+    spec = EdgeRouteSpec.model_validate(body.get("spec") or {})
+    return {STATUS_FIELD: handoff_digest(_configmap(body, spec, existing))}
+
+
 async def reconcile_route(body: dict[str, Any], *, kube: AsyncClient, metrics: OperatorMetrics,
                           existing: Collection[str] | None = None) -> Want:
     """Publish the route's ConfigMap; its ``Ready`` condition.
@@ -102,9 +120,8 @@ async def reconcile_route(body: dict[str, Any], *, kube: AsyncClient, metrics: O
         spec = EdgeRouteSpec.model_validate(body.get("spec") or {})
     except ValidationError as exc:
         return Want("Ready", False, "InvalidSpec", describe_validation_error(exc))
+    configmap = _configmap(body, spec, existing)
     missing = missing_functions(spec, existing) if existing is not None else []
-    configmap = route_configmap(name=metadata["name"], namespace=metadata["namespace"],
-                                spec=spec, owner=owner_reference(body), missing=missing)
     try:
         await apply_configmap(kube, configmap, metrics)
     except NotOwned as exc:

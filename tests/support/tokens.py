@@ -38,14 +38,10 @@ class Issuer:
         default_factory=lambda: ec.generate_private_key(ec.SECP256R1()))
 
     def jwks(self) -> bytes:
-        keys = []
-        for algorithm, kid, public in (
-                (jwt.algorithms.RSAAlgorithm, "rsa-1", self.rsa_key.public_key()),
-                (jwt.algorithms.ECAlgorithm, "ec-1", self.ec_key.public_key())):
-            key = json.loads(algorithm.to_jwk(public))
-            key["kid"] = kid
-            keys.append(key)
-        return json.dumps({"keys": keys}).encode()
+        rsa_jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.rsa_key.public_key()))
+        ec_jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.ec_key.public_key()))
+        return json.dumps({"keys": [{**rsa_jwk, "kid": "rsa-1"}, {**ec_jwk, "kid": "ec-1"}]}
+                          ).encode()
 
     def claims(self, **changes: Any) -> dict[str, Any]:
         now = int(time.time())
@@ -69,7 +65,8 @@ class Issuer:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         header = _b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "rsa-1"}).encode())
         signing_input = f"{header}.{_b64(json.dumps(self.claims()).encode())}"
-        return f"{signing_input}.{_b64(hmac.new(pem, signing_input.encode(), hashlib.sha256).digest())}"
+        mac = hmac.new(pem, signing_input.encode(), hashlib.sha256).digest()
+        return f"{signing_input}.{_b64(mac)}"
 
 
 def flip_signature_byte(token: str) -> str:

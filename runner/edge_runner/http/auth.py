@@ -54,6 +54,10 @@ class Allowed:
     query: bytes | None = None
 
 
+#: The decision for a rule without auth: nothing added, nothing removed.
+OPEN = Allowed([], frozenset())
+
+
 @dataclass(frozen=True, slots=True)
 class Denied:
     status: int
@@ -109,11 +113,9 @@ class RoutePolicy:
         self.challenges = tuple(challenges)
 
     def _unauthenticated(self, detail: str, bearer_error: str | None) -> Denied:
-        headers = []
-        for challenge in self.challenges:
-            if bearer_error is not None and challenge.startswith(b"Bearer "):
-                challenge += f', error="{bearer_error}"'.encode()
-            headers.append((b"www-authenticate", challenge))
+        suffix = f', error="{bearer_error}"'.encode() if bearer_error is not None else b""
+        headers = [(b"www-authenticate", c + suffix if c.startswith(b"Bearer ") else c)
+                   for c in self.challenges]
         return Denied(401, "unauthenticated", "Unauthenticated", detail, headers)
 
     def _strip(self) -> frozenset[bytes]:
@@ -137,11 +139,11 @@ class RoutePolicy:
         if self.key_query is not None and query:
             pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
             wanted = self.key_query.decode()
-            for name, value in pairs:
-                if name == wanted:
-                    given_key = value.encode("latin-1")
+            for param, text in pairs:
+                if param == wanted:
+                    given_key = text.encode("latin-1")
             if not self.forward:
-                new_query = urlencode([(n, v) for n, v in pairs if n != wanted]).encode()
+                new_query = urlencode([(p, t) for p, t in pairs if p != wanted]).encode()
         if given_key is not None:
             matched = self._match_key(given_key)
             if matched is not None:

@@ -28,7 +28,7 @@ from edge_api.routing import CompiledRule, MethodNotAllowed, RouteTable
 from edge_runner.abi import HttpRequest
 from edge_runner.errors import InvocationError
 from edge_runner.http import content_type
-from edge_runner.http.auth import AUTH_PREFIX, Allowed, AuthTable
+from edge_runner.http.auth import AUTH_PREFIX, OPEN, Allowed, AuthTable
 from edge_runner.http.paths import PathRejected, normalize
 from edge_runner.http.problems import Problem, from_invocation_error, problem
 from edge_runner.invoke.catalog import Catalog
@@ -227,20 +227,9 @@ class DataPlane:
             rule_counter = self.metrics.route_requests.labels(rule.route, str(rule.index))
             self._rule_counters[rule] = rule_counter
         rule_counter.inc()
-        query: bytes = scope["query_string"]
-        strip: frozenset[bytes] = frozenset()
-        identity: list[tuple[bytes, bytes]] = []
-        policy = self._auth.policy(rule.route, rule.index) if self._auth else None
-        if policy is not None:
-            decision = policy.decide(scope["headers"], query, time.time())
-            if not isinstance(decision, Allowed):
-                self._count_auth(rule.route, "forbidden" if decision.status == 403
-                                 else "unauthenticated")
-                return function, problem(decision.status, decision.slug, decision.title,
-                                         decision.detail, request_id, headers=decision.headers)
-            self._count_auth(rule.route, "allowed")
-            strip, identity = decision.strip, decision.identity
-            query = query if decision.query is None else decision.query
+        admitted = self._authorize(scope, rule, request_id)
+        if not isinstance(admitted, Allowed):
+            return function, admitted
         runtime = snapshot.functions.get(function)
         # Guests see HEAD as GET; the body is dropped on the way out.
         if runtime is None:
@@ -257,16 +246,17 @@ class DataPlane:
         headers = [
             (n, v) for n, v in scope["headers"]
             if n not in HOP_BY_HOP and n not in connection_tokens and n != b"x-request-id"
-            and not n.startswith(AUTH_PREFIX) and n not in strip
+            and not n.startswith(AUTH_PREFIX) and n not in admitted.strip
         ]
-        headers.extend(identity)
+        headers.extend(admitted.identity)
         headers.append((b"x-request-id", request_id.encode()))
         client = scope.get("client") or ("", 0)
         server = scope.get("server") or ("", 0)
         request = HttpRequest(
             method="GET" if method == "HEAD" else method,
             path=path, raw_path=scope.get("raw_path") or path.encode(),
-            query=query, headers=headers, body=body,
+            query=scope["query_string"] if admitted.query is None else admitted.query,
+            headers=headers, body=body,
             host=host or str(server[0]), scheme=scope.get("scheme", "http"),
             client=str(client[0]), server_port=int(server[1] or 0),
             route_path=rule.path, params=found.params, request_id=request_id,
@@ -293,6 +283,19 @@ class DataPlane:
                                "reason": error.reason})
             return function, from_invocation_error(error, request_id, function)
         raise AssertionError("unreachable: the loop returns or raises")
+
+    def _authorize(self, scope: Scope, rule: CompiledRule, request_id: str) -> Allowed | Problem:
+        """The rule's auth decision (http/auth.py), counted; a Problem answers a refusal."""
+        policy = self._auth.policy(rule.route, rule.index) if self._auth else None
+        if policy is None:
+            return OPEN
+        decision = policy.decide(scope["headers"], scope["query_string"], time.time())
+        if isinstance(decision, Allowed):
+            self._count_auth(rule.route, "allowed")
+            return decision
+        self._count_auth(rule.route, "forbidden" if decision.status == 403 else "unauthenticated")
+        return problem(decision.status, decision.slug, decision.title, decision.detail,
+                       request_id, headers=decision.headers)
 
     def _count_auth(self, route: str, result: str) -> None:
         counter = self._auth_counters.get((route, result))

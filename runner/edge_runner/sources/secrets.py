@@ -85,9 +85,9 @@ def attach(state: DesiredState, found: Found) -> None:
         if source.spec is None or source.error is not None:
             continue
         try:
-            spec = resolve_env(source.spec, found)
+            resolved = resolve_env(source.spec, found)
         except SecretNotFound as exc:
             state.functions[index] = replace(source, error=f"{source.origin}: {exc}")
             continue
-        if spec is not source.spec:
-            state.functions[index] = replace(source, spec=spec)
+        if resolved is not source.spec:
+            state.functions[index] = replace(source, spec=resolved)
