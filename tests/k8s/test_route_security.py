@@ -81,7 +81,8 @@ def test_api_key_and_jwt_routes_from_secrets(cluster: Cluster, namespace: str,
                                          ).status_code == 200, timeout=30, what="keyed route")
     assert runner.client.get("/keyed").status_code == 401
     assert runner.client.get("/keyed", headers={"x-api-key": "nope"}).status_code == 401
-    good = runner.client.get("/bearer", headers={"authorization": f"Bearer {issuer.token('ES256')}"})
+    good = runner.client.get("/bearer",
+                             headers={"authorization": f"Bearer {issuer.token('ES256')}"})
     assert good.status_code == 200 and b"alice" in good.content
     assert runner.client.get("/bearer", headers={
         "authorization": f"Bearer {issuer.token(scope='write')}"}).status_code == 403

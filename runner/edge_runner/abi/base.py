@@ -41,7 +41,8 @@ class HttpRequest:
 
     #: As guests see it: ``HEAD`` becomes ``GET`` (the body is dropped on the way out).
     method: str
-    #: Percent-decoded path, and the raw path as the client sent it (no query).
+    #: Percent-decoded path, and the raw path (still percent-encoded, no query), both
+    #: normalized by http/paths.py.
     path: str
     raw_path: bytes
     #: Raw query string without ``?``.
