@@ -21,9 +21,10 @@ import pytest
 import yaml
 
 from support.guests import constant_wat, echo_wat, env_probe_wat
+from support.helm import Helm
 from support.identities import ChartIdentities
 from support.k8s import Cluster
-from support.objects import function_yaml, get
+from support.objects import condition, function_yaml, get
 from support.operator import OperatorProcess
 from support.runner import RunnerProcess, metric_value, wait_until
 from support.tokens import AUDIENCE, ISSUER, Issuer
@@ -183,3 +184,36 @@ def test_a_configmap_forged_with_the_edit_role_is_not_served(
     # The forgery is still in place (nobody repaired it): the runner alone refused it.
     held = get(cluster, namespace, "configmap", "edgefn-victim")
     assert held["data"]["digest"] == forged["data"]["digest"]
+
+
+def test_the_operator_reports_a_missing_env_secret_when_it_may_read_secrets(
+        cluster: Cluster, crds: list[str], namespace: str, helm: Helm, tmp_path: Path) -> None:
+    """operator.allowSecretRead: Ready=False SecretNotFound until the Secret and key exist."""
+    chart = ChartIdentities(cluster, helm, namespace, tmp_path / "ids",
+                            values={"operator": {"allowSecretRead": True}}).install()
+    try:
+        with OperatorProcess(namespace, chart.operator_env(EDGE_OPERATOR_CHECK_SECRETS="true")):
+            env = "  env: [{name: T, valueFrom: {secretKeyRef: {name: later, key: t}}}]\n"
+            _apply(cluster, namespace, function_yaml("needs", wat_to_wasm(env_probe_wat()),
+                                                     extra=env))
+
+            def ready() -> tuple[str, str] | None:
+                found = condition(get(cluster, namespace, "ef", "needs"), "Ready")
+                return (found["status"], found["reason"]) if found else None
+
+            wait_until(lambda: ready() == ("False", "SecretNotFound"), timeout=30,
+                       what="SecretNotFound")
+            assert "later" in condition(get(cluster, namespace, "ef", "needs"),
+                                        "Ready")["message"]
+            assert not get(cluster, namespace, "configmap", "edgefn-needs")
+            _apply(cluster, namespace, _secret("later", {"other": "x"}))
+            wait_until(lambda: "no key t" in condition(
+                get(cluster, namespace, "ef", "needs"), "Ready")["message"], timeout=30,
+                what="missing key reported")
+            _apply(cluster, namespace, _secret("later", {"t": "x"}))
+            wait_until(lambda: ready() == ("True", "Published"), timeout=90,
+                       what="published once the key exists")
+        refused = chart.forbidden()
+        assert not refused, refused
+    finally:
+        chart.remove()
