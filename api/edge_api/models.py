@@ -186,11 +186,21 @@ class ClaimHeader(_Model):
 
 
 class JwtAuth(_Model):
+    """Bearer JWTs; the keys from ``jwksUri`` (fetched by the operator, cluster only) or
+    from a Secret key (``jwksSecretRef``), exactly one."""
+
     issuer: Annotated[str, Field(min_length=1)]
     audiences: Annotated[list[str], Field(min_length=1)]
-    jwks_secret_ref: SecretKeyRef
+    jwks_uri: Annotated[str, Field(pattern=r"^https?://\S+$", max_length=2048)] | None = None
+    jwks_secret_ref: SecretKeyRef | None = None
     algorithms: Annotated[list[JwtAlgorithm], Field(min_length=1)] = ["RS256", "ES256"]
     claims_to_headers: list[ClaimHeader] = []
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> JwtAuth:
+        if (self.jwks_uri is None) == (self.jwks_secret_ref is None):
+            raise ValueError("set exactly one of jwksUri, jwksSecretRef")
+        return self
 
 
 class Require(_Model):
@@ -220,7 +230,9 @@ class RouteAuth(_Model):
 
     def secret_names(self) -> list[str]:
         names = [self.api_key.secret_ref.name] if self.api_key is not None else []
-        return names + ([self.jwt.jwks_secret_ref.name] if self.jwt is not None else [])
+        if self.jwt is not None and self.jwt.jwks_secret_ref is not None:
+            names.append(self.jwt.jwks_secret_ref.name)
+        return names
 
 
 class Match(_Model):
@@ -279,8 +291,15 @@ class EdgeRouteSpec(_Model):
 
     def secret_names(self) -> list[str]:
         """Every Secret this route's auth reads, once each."""
-        policies = [self.auth, *(rule.auth for rule in self.rules)]
-        return list(dict.fromkeys(n for a in policies if a is not None for n in a.secret_names()))
+        return list(dict.fromkeys(n for a in self._auths() for n in a.secret_names()))
+
+    def jwks_uris(self) -> list[str]:
+        """Every ``jwt.jwksUri`` of this route's auth, once each."""
+        return list(dict.fromkeys(a.jwt.jwks_uri for a in self._auths()
+                                  if a.jwt is not None and a.jwt.jwks_uri is not None))
+
+    def _auths(self) -> list[RouteAuth]:
+        return [a for a in (self.auth, *(rule.auth for rule in self.rules)) if a is not None]
 
     def function_names(self) -> list[str]:
         """Every EdgeFunction its rules send requests to, once each, in rule order."""

@@ -47,13 +47,7 @@ from edge_operator.conditions import Want
 from edge_operator.config import RESYNC_SECONDS, OperatorConfig
 from edge_operator.functions import FunctionOutcome, reconcile_function
 from edge_operator.metrics import OperatorMetrics
-from edge_operator.routes import (
-    ConflictSync,
-    reconcile_route,
-    result,
-    route_handoff,
-    summary,
-)
+from edge_operator.routes import ConflictSync, reconcile_route, result, summary
 from edge_operator.status import FIELD_MANAGER, apply_status, function_status, route_status
 from edge_operator.validation import ValidationCache
 
@@ -172,12 +166,12 @@ class Reconciler:
             with self.metrics.duration.labels("route").time():
                 if existing is None:
                     existing = await self._existing_functions(namespace)
+                handoff: dict[str, Any] = {}
                 ready = await reconcile_route(body, kube=self.kube, metrics=self.metrics,
-                                              existing=existing)
+                                              existing=existing, published=handoff)
                 metadata = body["metadata"]
                 status = route_status(body.get("status"), ready, metadata.get("generation"),
-                                      {**summary(body, self.config.public_url),
-                                       **route_handoff(body, ready, existing)})
+                                      {**summary(body, self.config.public_url), **handoff})
                 if status is not None:
                     await apply_status(self.kube, KIND_ROUTE, name=name, namespace=namespace,
                                        status=status, manager=FIELD_MANAGER,

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from support.fileserver import FileServer, Reply
 from support.guests import constant_wat, echo_wat, env_probe_wat
 from support.helm import Helm
 from support.identities import ChartIdentities
@@ -217,3 +218,31 @@ def test_the_operator_reports_a_missing_env_secret_when_it_may_read_secrets(
         assert not refused, refused
     finally:
         chart.remove()
+
+
+def test_jwks_uri_is_fetched_by_the_operator_and_published(
+        cluster: Cluster, namespace: str, runner: RunnerProcess) -> None:
+    issuer = Issuer()
+    with FileServer() as files:
+        files.routes.update({"/jwks.json": Reply(body=issuer.jwks()),
+                             "/gone.json": Reply(404, b"no")})
+
+        def jwt_route(name: str, uri: str) -> dict[str, Any]:
+            return _route(name, f"/{name}", "echo", {"jwt": {
+                "issuer": ISSUER, "audiences": [AUDIENCE], "jwksUri": uri}})
+
+        _apply(cluster, namespace, function_yaml("echo", wat_to_wasm(echo_wat())),
+               jwt_route("oidc", files.url + "/jwks.json"),
+               jwt_route("broken", files.url + "/gone.json"))
+        bearer = {"authorization": f"Bearer {issuer.token('RS256')}"}
+        wait_until(lambda: runner.client.get("/oidc", headers=bearer).status_code == 200,
+                   timeout=30, what="token verified with the fetched JWKS")
+        assert runner.client.get("/oidc").status_code == 401
+        broken = wait_until(lambda: condition(get(cluster, namespace, "er", "broken"), "Ready"),
+                            timeout=30, what="broken route reported")
+        assert (broken["status"], broken["reason"]) == ("False", "JwksFetchFailed")
+        assert "HTTP 404" in broken["message"]
+        assert runner.client.get("/broken", headers=bearer).status_code == 401
+        published = get(cluster, namespace, "configmap", "edgeroute-oidc")["data"]
+        assert json.loads(published["jwks.json"]) == {files.url + "/jwks.json":
+                                                      issuer.jwks().decode()}

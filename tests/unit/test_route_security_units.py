@@ -152,7 +152,7 @@ def test_rule_auth_replaces_the_route_auth() -> None:
         "rules": [{"match": {"path": "/a"}, "function": "f"},
                   {"match": {"path": "/p"}, "function": "f", "auth": {"anonymous": True}},
                   {"match": {"path": "/j"}, "function": "f", "auth": JWT}]})
-    table = AuthTable([("r", spec)], SECRETS)
+    table = AuthTable([("r", spec)], SECRETS, {})
     assert table.policy("r", 0) is not None and table.policy("r", 1) is None
     third = table.policy("r", 2)
     assert third is not None and third.jwt is not None and not third.keys

@@ -1,7 +1,8 @@
 """Route authentication and authorization (docs/http.md, "Protected routes").
 
 Built once per catalog snapshot by :class:`AuthTable` from the route specs and
-the Secrets their ``auth`` names (API keys, JWKS); asked once per request by
+the Secrets their ``auth`` names (API keys, JWKS) or the JWKS documents the
+operator fetched for a ``jwksUri``; asked once per request by
 :mod:`edge_runner.http.dataplane` right after routing and before the body is
 read, so no guest code runs for a refused request.  A rule's ``auth`` replaces
 the route's; ``anonymous: true`` opens a rule.  With both ``apiKey`` and
@@ -75,7 +76,9 @@ def _header_value(value: Any) -> bytes:
 class RoutePolicy:
     """The compiled ``auth`` of one rule."""
 
-    def __init__(self, route: str, auth: RouteAuth, secrets: Secrets) -> None:
+    def __init__(self, route: str, auth: RouteAuth, secrets: Secrets,
+                 jwks: Mapping[str, bytes] | None = None) -> None:
+        jwks = jwks or {}
         self.route = route
         self.forward = auth.forward_credentials
         self.require = dict(auth.require.claims) if auth.require is not None else {}
@@ -97,14 +100,18 @@ class RoutePolicy:
         self.claims_to_headers: tuple[tuple[str, bytes], ...] = ()
         if auth.jwt is not None:
             ref = auth.jwt.jwks_secret_ref
-            document = secrets.get(ref.name, {}).get(ref.key)
+            if ref is not None:
+                document, where = secrets.get(ref.name, {}).get(ref.key), \
+                    f"Secret {ref.name} key {ref.key}"
+            else:
+                document, where = jwks.get(auth.jwt.jwks_uri or ""), f"{auth.jwt.jwks_uri}"
             keys = None
             if document is not None:
                 try:
                     keys = load_jwks(document)
                 except JwksError as exc:
-                    log.warning("EdgeRoute %s: Secret %s key %s: %s", route, ref.name, ref.key,
-                                exc, extra={"route": route})
+                    log.warning("EdgeRoute %s: JWKS of %s: %s", route, where, exc,
+                                extra={"route": route})
             self.jwt = JwtVerifier(keys=keys, issuer=auth.jwt.issuer,
                                    audiences=auth.jwt.audiences, algorithms=auth.jwt.algorithms)
             self.claims_to_headers = tuple(
@@ -189,13 +196,14 @@ class RoutePolicy:
 class AuthTable:
     """Every rule's policy, by (route name, rule index); None: the rule is open."""
 
-    def __init__(self, routes: Sequence[tuple[str, EdgeRouteSpec]], secrets: Secrets) -> None:
+    def __init__(self, routes: Sequence[tuple[str, EdgeRouteSpec]], secrets: Secrets,
+                 jwks: Mapping[str, bytes]) -> None:
         self._policies: dict[tuple[str, int], RoutePolicy] = {}
         for name, spec in routes:
             for index in range(len(spec.rules)):
                 auth = spec.auth_of(index)
                 if auth is not None:
-                    self._policies[(name, index)] = RoutePolicy(name, auth, secrets)
+                    self._policies[(name, index)] = RoutePolicy(name, auth, secrets, jwks)
 
     def __bool__(self) -> bool:
         return bool(self._policies)

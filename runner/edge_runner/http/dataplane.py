@@ -105,7 +105,7 @@ class DataPlane:
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
         self._rule_counters: dict[CompiledRule, Any] = {}
         self._table: RouteTable | None = None
-        self._auth = AuthTable((), {})
+        self._auth = AuthTable((), {}, {})
         self._auth_counters: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -206,7 +206,7 @@ class DataPlane:
         if snapshot.table is not self._table:
             self._table = snapshot.table
             self._rule_counters = {}
-            self._auth = AuthTable(snapshot.routes, snapshot.secrets)
+            self._auth = AuthTable(snapshot.routes, snapshot.secrets, snapshot.jwks)
         found = snapshot.table.lookup(host, method, path)
         if found is None:
             self._lookup_miss.inc()

@@ -56,6 +56,8 @@ class DesiredState:
     files: set[Path] = field(default_factory=set)
     #: The Secrets that routes' ``auth`` names: name -> data key -> value (never logged).
     secrets: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    #: JWKS documents the operator fetched for routes' ``jwt.jwksUri``: uri -> document.
+    jwks: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,7 @@ class Snapshot:
     #: The route specs and their Secrets, for the data plane's auth (http/auth.py).
     routes: tuple[tuple[str, EdgeRouteSpec], ...] = ()
     secrets: Mapping[str, Mapping[str, bytes]] = field(default_factory=dict)
+    jwks: Mapping[str, bytes] = field(default_factory=dict)
 
 
 EMPTY = Snapshot(functions={}, table=EMPTY_TABLE, failures={}, errors=())
@@ -138,7 +141,7 @@ class Catalog:
             for error in desired.errors:
                 log.warning("configuration error: %s", error)
             snapshot = Snapshot(functions, table, failures, tuple(desired.errors),
-                                tuple(desired.routes), desired.secrets)
+                                tuple(desired.routes), desired.secrets, desired.jwks)
             self.snapshot = snapshot
             for name, runtime in old.functions.items():
                 if functions.get(name) is not runtime:

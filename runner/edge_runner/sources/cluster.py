@@ -112,6 +112,7 @@ class _Desired:
                 state.functions.append(_function_source(parsed, origin))
             elif isinstance(parsed, RouteConfig):
                 state.routes.append((parsed.name, parsed.spec))
+                state.jwks.update(parsed.jwks)
                 routes.append((origin, parsed))
             elif parsed is not None:
                 state.errors.append(f"{origin}: {parsed}")

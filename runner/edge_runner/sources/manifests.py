@@ -167,6 +167,11 @@ def load_folder(folder: Path) -> DesiredState:
             if function not in defined:
                 state.errors.append(f"EdgeRoute {route}: no EdgeFunction {function} is defined"
                                     " in the folder; its requests get 500")
+    for route, spec in state.routes:
+        for uri in spec.jwks_uris():
+            state.errors.append(f"EdgeRoute {route}: jwksUri {uri} needs a cluster (the operator"
+                                " fetches it); standalone runners read jwksSecretRef. Its JWT"
+                                " rules refuse every token")
     attach(state, secrets)
     return state
 
