@@ -43,7 +43,6 @@ from edge_runner.invoke.catalog import Catalog, DesiredState, FunctionSource
 from edge_runner.sources.cluster_secrets import REFRESH_SECONDS, ClusterSecrets
 from edge_runner.sources.handoff import Handoff
 from edge_runner.sources.registration import FIELD_MANAGER, Registration
-from edge_runner.sources.secrets import needed
 
 log = logging.getLogger("edge_runner.sources.cluster")
 
@@ -265,10 +264,8 @@ async def _consume(queue: _Events, desired: _Desired, catalog: Catalog, deadline
             if pending:
                 await _apply(catalog, desired, secrets)
                 pending = False
-            else:
-                state = desired.state()
-                if await secrets.read(needed(state)):
-                    await catalog.apply(await secrets.attach(state))
+            elif await secrets.refresh():
+                await _apply(catalog, desired, secrets)
             continue
         if item is None:
             break

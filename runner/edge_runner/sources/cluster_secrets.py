@@ -30,6 +30,12 @@ class ClusterSecrets:
         self._client = client
         self._namespace = namespace
         self.found: dict[str, dict[str, bytes] | None] = {}
+        #: The names the last applied state needed (what a refresh reads again).
+        self.names: set[str] = set()
+
+    async def refresh(self) -> bool:
+        """Read the Secrets in use again; True if any changed (then apply a new state)."""
+        return await self.read(self.names)
 
     async def read(self, names: set[str]) -> bool:
         """Get every Secret in ``names``; True if what was found changed."""
@@ -51,6 +57,7 @@ class ClusterSecrets:
 
     async def attach(self, state: DesiredState) -> DesiredState:
         """Read what ``state`` needs and put it in (see sources.secrets.attach)."""
-        await self.read(needed(state))
+        self.names = needed(state)
+        await self.read(self.names)
         attach(state, self.found)
         return state
