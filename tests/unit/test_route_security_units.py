@@ -209,3 +209,5 @@ def test_handoff_serves_only_what_the_status_confirms() -> None:
     assert handoff.rejected == 1
     fresh = Handoff()
     assert fresh.check("edgeroute-r", forged, parse_configmap(forged))[0] is None
+    replayed, error = fresh.check("edgeroute-copy", genuine, parsed)  # genuine, wrong name
+    assert replayed is None and error is not None

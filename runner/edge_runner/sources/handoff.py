@@ -17,13 +17,23 @@ from typing import Any
 
 from edge_api.constants import LABEL_KIND, LABEL_KIND_FUNCTION, LABEL_KIND_ROUTE
 from edge_api.handoff import STATUS_FIELD, handoff_digest
-from edge_api.wire import FunctionConfig, RouteConfig
+from edge_api.wire import (
+    FunctionConfig,
+    RouteConfig,
+    function_configmap_name,
+    route_configmap_name,
+)
 
 log = logging.getLogger("edge_runner.sources.handoff")
 
 Parsed = FunctionConfig | RouteConfig
 #: Custom resource kind -> the ConfigMap kind label of what the operator publishes for it.
 KIND_LABELS = {"EdgeFunction": LABEL_KIND_FUNCTION, "EdgeRoute": LABEL_KIND_ROUTE}
+
+
+def _configmap_name(label: str, name: str) -> str:
+    return function_configmap_name(name) if label == LABEL_KIND_FUNCTION \
+        else route_configmap_name(name)
 
 
 class Handoff:
@@ -67,7 +77,8 @@ class Handoff:
         label = (obj["metadata"].get("labels") or {}).get(LABEL_KIND, "")
         digest = self._digest(name, obj)
         expected = self.owners.get((label, parsed.name))
-        if expected == digest:
+        # The name too: a genuine ConfigMap's content copied under another name is a replay.
+        if expected == digest and name == _configmap_name(label, parsed.name):
             self._trusted[name] = parsed
             return parsed, None
         self.rejected += 1
