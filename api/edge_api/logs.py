@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 
@@ -19,6 +20,13 @@ _STANDARD = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
 #: Fields kopf (and uvicorn: color_message) add to records for their own formatters.
 _KOPF_INTERNAL = frozenset({"settings", "k8s_skip", "k8s_ref", "color_message"})
+#: Control characters, escaped in text lines so a client-chosen value (a path with
+#: %0A) cannot start a forged line.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _escape(text: object) -> str:
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), str(text))
 
 
 def _timestamp(record: logging.LogRecord) -> str:
@@ -61,9 +69,9 @@ class TextFormatter(logging.Formatter):
         about = fields.pop("object", None)
         kind = fields.pop("kind", None)
         prefix = f"[{kind} {about}] " if about and kind else f"[{about}] " if about else ""
-        extras = "".join(f" {key}={value}" for key, value in fields.items())
-        line = f"{_timestamp(record)} {record.levelname} {record.name} {prefix}" \
-            f"{record.getMessage()}{extras}"
+        extras = "".join(f" {key}={_escape(value)}" for key, value in fields.items())
+        line = f"{_timestamp(record)} {record.levelname} {record.name} {_escape(prefix)}" \
+            f"{_escape(record.getMessage())}{extras}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line

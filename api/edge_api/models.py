@@ -107,9 +107,27 @@ class Limits(_Model):
     max_response_bytes: Bytes = 8 * 2**20
 
 
+class SecretKeyRef(_Model):
+    name: Annotated[str, Field(pattern=_DNS1123.pattern, max_length=253)]
+    key: Annotated[str, Field(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)]
+
+
+class EnvSource(_Model):
+    secret_key_ref: SecretKeyRef
+
+
 class EnvVar(_Model):
+    """A literal ``value``, or ``valueFrom.secretKeyRef`` (docs/resources.md, never both)."""
+
     name: Annotated[str, Field(pattern=_ENV_NAME.pattern)]
     value: str = ""
+    value_from: EnvSource | None = None
+
+    @model_validator(mode="after")
+    def _one_value(self) -> EnvVar:
+        if self.value_from is not None and self.value:
+            raise ValueError("set value or valueFrom, not both")
+        return self
 
 
 class Pool(_Model):
@@ -133,6 +151,88 @@ class EdgeFunctionSpec(_Model):
         if duplicates:
             raise ValueError(f"duplicate env names: {', '.join(duplicates)}")
         return value
+
+    def secret_names(self) -> list[str]:
+        """Every Secret its env reads, once each."""
+        return list(dict.fromkeys(e.value_from.secret_key_ref.name for e in self.env
+                                  if e.value_from is not None))
+
+
+#: Signature algorithms a route may allow: asymmetric only, so ``none`` and HS*
+#: (where a public key could be misused as an HMAC secret) cannot be chosen.
+JwtAlgorithm = Literal["RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+                       "ES256", "ES384", "ES512", "EdDSA"]
+_AUTH_HEADER = r"^x-edge-auth-[a-z0-9][-a-z0-9]*$"
+
+
+class ApiKeyAuth(_Model):
+    """Keys in a header (default ``x-api-key``) or a query parameter; every value of the
+    Secret's data is a valid key."""
+
+    header: Annotated[str, Field(pattern=r"^[A-Za-z0-9][-A-Za-z0-9_]*$")] | None = None
+    query: Annotated[str, Field(pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$")] | None = None
+    secret_ref: SecretRef
+
+    @model_validator(mode="after")
+    def _one_place(self) -> ApiKeyAuth:
+        if self.header is not None and self.query is not None:
+            raise ValueError("set header or query, not both")
+        return self
+
+
+class ClaimHeader(_Model):
+    claim: Annotated[str, Field(min_length=1)]
+    header: Annotated[str, Field(pattern=_AUTH_HEADER)]
+
+
+class JwtAuth(_Model):
+    """Bearer JWTs; the keys from ``jwksUri`` (fetched by the operator, cluster only) or
+    from a Secret key (``jwksSecretRef``), exactly one."""
+
+    issuer: Annotated[str, Field(min_length=1)]
+    audiences: Annotated[list[str], Field(min_length=1)]
+    jwks_uri: Annotated[str, Field(pattern=r"^https?://\S+$", max_length=2048)] | None = None
+    jwks_secret_ref: SecretKeyRef | None = None
+    algorithms: Annotated[list[JwtAlgorithm], Field(min_length=1)] = ["RS256", "ES256"]
+    claims_to_headers: list[ClaimHeader] = []
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> JwtAuth:
+        if (self.jwks_uri is None) == (self.jwks_secret_ref is None):
+            raise ValueError("set exactly one of jwksUri, jwksSecretRef")
+        return self
+
+
+class Require(_Model):
+    #: claim -> values it must contain (space-separated string or list claim).
+    claims: dict[str, list[str]] = {}
+
+
+class RouteAuth(_Model):
+    """Authentication and authorization of a route or rule (docs/resources.md)."""
+
+    anonymous: bool = False
+    api_key: ApiKeyAuth | None = None
+    jwt: JwtAuth | None = None
+    require: Require | None = None
+    forward_credentials: bool = False
+
+    @model_validator(mode="after")
+    def _something(self) -> RouteAuth:
+        has_method = self.api_key is not None or self.jwt is not None
+        if self.anonymous and (has_method or self.require is not None):
+            raise ValueError("anonymous: true takes no apiKey, jwt or require")
+        if not self.anonymous and not has_method:
+            raise ValueError("set apiKey and/or jwt, or anonymous: true")
+        if self.require is not None and self.require.claims and self.jwt is None:
+            raise ValueError("require.claims needs jwt (API keys carry no claims)")
+        return self
+
+    def secret_names(self) -> list[str]:
+        names = [self.api_key.secret_ref.name] if self.api_key is not None else []
+        if self.jwt is not None and self.jwt.jwks_secret_ref is not None:
+            names.append(self.jwt.jwks_secret_ref.name)
+        return names
 
 
 class Match(_Model):
@@ -160,6 +260,7 @@ class Rule(_Model):
     match: Match
     function: Annotated[str, Field(pattern=_DNS1123.pattern, max_length=253)] | None = None
     backends: Annotated[list[Backend], Field(min_length=1)] | None = None
+    auth: RouteAuth | None = None
 
     @model_validator(mode="after")
     def _one_target(self) -> Rule:
@@ -180,6 +281,25 @@ class Rule(_Model):
 class EdgeRouteSpec(_Model):
     hosts: list[Annotated[str, Field(pattern=_HOST.pattern, max_length=253)]] = []
     rules: Annotated[list[Rule], Field(min_length=1)]
+    auth: RouteAuth | None = None
+
+    def auth_of(self, index: int) -> RouteAuth | None:
+        """The auth of rule ``index``: its own, else the route's (None or anonymous: open)."""
+        own = self.rules[index].auth
+        chosen = own if own is not None else self.auth
+        return None if chosen is None or chosen.anonymous else chosen
+
+    def secret_names(self) -> list[str]:
+        """Every Secret this route's auth reads, once each."""
+        return list(dict.fromkeys(n for a in self._auths() for n in a.secret_names()))
+
+    def jwks_uris(self) -> list[str]:
+        """Every ``jwt.jwksUri`` of this route's auth, once each."""
+        return list(dict.fromkeys(a.jwt.jwks_uri for a in self._auths()
+                                  if a.jwt is not None and a.jwt.jwks_uri is not None))
+
+    def _auths(self) -> list[RouteAuth]:
+        return [a for a in (self.auth, *(rule.auth for rule in self.rules)) if a is not None]
 
     def function_names(self) -> list[str]:
         """Every EdgeFunction its rules send requests to, once each, in rule order."""

@@ -18,8 +18,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -41,6 +41,8 @@ KEY_MODULE = "module.wasm"
 KEY_SPEC = "spec.json"
 KEY_ROUTE = "route.json"
 KEY_MISSING = "missing.json"
+#: JWKS documents the operator fetched for the route's ``jwt.jwksUri``: {uri: document}.
+KEY_JWKS = "jwks.json"
 KEY_NAME = "name"
 KEY_DIGEST = "digest"
 
@@ -125,16 +127,20 @@ def function_configmap(
 
 def route_configmap(
     *, name: str, namespace: str, spec: EdgeRouteSpec, owner: dict[str, Any] | None = None,
-    missing: Sequence[str] = (),
+    missing: Sequence[str] = (), jwks: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The route's ConfigMap; ``missing``: its functions that do not exist in the namespace."""
+    """The route's ConfigMap; ``missing``: its functions that do not exist in the namespace;
+    ``jwks``: the JWKS documents fetched for its ``jwksUri`` (public keys only)."""
+    data = {KEY_NAME: name, KEY_ROUTE: spec_json(spec),
+            KEY_MISSING: json.dumps(sorted(set(missing)), separators=(",", ":"))}
+    if jwks:
+        data[KEY_JWKS] = json.dumps(dict(jwks), sort_keys=True, separators=(",", ":"))
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _metadata(route_configmap_name(name), namespace, LABEL_KIND_ROUTE, name,
                               owner),
-        "data": {KEY_NAME: name, KEY_ROUTE: spec_json(spec),
-                 KEY_MISSING: json.dumps(sorted(set(missing)), separators=(",", ":"))},
+        "data": data,
     }
 
 
@@ -152,6 +158,8 @@ class RouteConfig:
     spec: EdgeRouteSpec
     #: Functions of the route the operator found missing; None: not said (older operator).
     missing: frozenset[str] | None = None
+    #: JWKS documents by ``jwksUri``, as the operator fetched them.
+    jwks: Mapping[str, bytes] = field(default_factory=dict)
 
 
 def _missing(data: dict[str, Any], configmap: str) -> frozenset[str] | None:
@@ -167,6 +175,20 @@ def _missing(data: dict[str, Any], configmap: str) -> frozenset[str] | None:
     return frozenset(names)
 
 
+def _jwks(data: dict[str, Any], configmap: str) -> dict[str, bytes]:
+    text = data.get(KEY_JWKS)
+    if text is None:
+        return {}
+    try:
+        documents = json.loads(text)
+    except ValueError as exc:
+        raise WireError(f"configmap {configmap}: {KEY_JWKS} is not JSON: {exc}") from exc
+    if not isinstance(documents, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in documents.items()):
+        raise WireError(f"configmap {configmap}: {KEY_JWKS} is not a map of documents")
+    return {uri: document.encode() for uri, document in documents.items()}
+
+
 def parse_configmap(configmap: dict[str, Any]) -> FunctionConfig | RouteConfig:
     """Read a ConfigMap written by the operator; raises :class:`WireError`."""
     metadata = configmap.get("metadata") or {}
@@ -178,7 +200,8 @@ def parse_configmap(configmap: dict[str, Any]) -> FunctionConfig | RouteConfig:
     try:
         if kind == LABEL_KIND_ROUTE:
             return RouteConfig(name, EdgeRouteSpec.model_validate_json(data.get(KEY_ROUTE, "")),
-                               _missing(data, str(metadata.get("name"))))
+                               _missing(data, str(metadata.get("name"))),
+                               _jwks(data, str(metadata.get("name"))))
         if kind != LABEL_KIND_FUNCTION:
             raise WireError(f"configmap {metadata.get('name')}: unknown kind {kind!r}")
         spec = EdgeFunctionSpec.model_validate_json(data.get(KEY_SPEC, ""))

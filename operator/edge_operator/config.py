@@ -55,6 +55,9 @@ class OperatorConfig(ProcessSettings):
         None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$", description="base URL clients reach the"
         " runners at (e.g. https://hello.example.com); EdgeRoutes then show status.url (kubectl"
         " get er -o wide). The chart sets it from its Ingress or HTTPRoute")
+    check_secrets: bool = Field(False, description="get the Secrets that EdgeFunction env"
+                                " valueFrom names, to report Ready=False SecretNotFound (needs"
+                                " get on Secrets: the chart's operator.allowSecretRead sets it)")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="log level")
     log_format: Literal["json", "text"] = Field("json", description="log line format")

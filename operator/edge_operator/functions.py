@@ -18,6 +18,7 @@ from lightkube import AsyncClient
 from pydantic import ValidationError
 
 from edge_api.abi import ModuleRejected
+from edge_api.handoff import STATUS_FIELD, handoff_digest
 from edge_api.models import EdgeFunctionSpec, describe_validation_error
 from edge_api.wire import (
     MAX_MODULE_BYTES,
@@ -29,6 +30,7 @@ from edge_operator.conditions import Want
 from edge_operator.config import OperatorConfig
 from edge_operator.metrics import OperatorMetrics
 from edge_operator.publish import NotOwned, apply_configmap
+from edge_operator.secrets import check_env_secrets
 from edge_operator.sources import SourceError, resolve
 from edge_operator.validation import ValidationCache
 
@@ -125,6 +127,12 @@ async def reconcile_function(body: dict[str, Any], *, kube: AsyncClient, config:
     oversized = too_large(wasm, digest)
     if oversized is not None:
         return oversized
+    try:
+        if config.check_secrets:
+            await check_env_secrets(spec, namespace=namespace, kube=kube)
+    except SourceError as exc:
+        return failed(exc.reason, exc.message, module_valid=True, result="error",
+                      retry_after=retry_delay(retry))
     configmap = function_configmap(name=name, namespace=namespace, spec=spec, module=wasm,
                                    owner=owner_reference(body))
     try:
@@ -132,4 +140,6 @@ async def reconcile_function(body: dict[str, Any], *, kube: AsyncClient, config:
     except NotOwned as exc:
         return failed("ConfigMapNotOwned", str(exc), module_valid=True, result="error",
                       retry_after=retry_delay(retry))
-    return published(spec.abi, wasm, digest, name)
+    outcome = published(spec.abi, wasm, digest, name)
+    outcome.fields[STATUS_FIELD] = handoff_digest(configmap)  # the trusted hand-off
+    return outcome

@@ -166,11 +166,12 @@ class Reconciler:
             with self.metrics.duration.labels("route").time():
                 if existing is None:
                     existing = await self._existing_functions(namespace)
+                handoff: dict[str, Any] = {}
                 ready = await reconcile_route(body, kube=self.kube, metrics=self.metrics,
-                                              existing=existing)
+                                              existing=existing, published=handoff)
                 metadata = body["metadata"]
                 status = route_status(body.get("status"), ready, metadata.get("generation"),
-                                      summary(body, self.config.public_url))
+                                      {**summary(body, self.config.public_url), **handoff})
                 if status is not None:
                     await apply_status(self.kube, KIND_ROUTE, name=name, namespace=namespace,
                                        status=status, manager=FIELD_MANAGER,

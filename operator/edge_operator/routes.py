@@ -30,12 +30,14 @@ from lightkube import AsyncClient
 from pydantic import ValidationError
 
 from edge_api.constants import KIND_ROUTE
+from edge_api.handoff import STATUS_FIELD, handoff_digest
 from edge_api.k8s import EdgeRouteResource
 from edge_api.models import EdgeRouteSpec, describe_validation_error
 from edge_api.routing import build_table
-from edge_api.wire import owner_reference, route_configmap
+from edge_api.wire import owner_reference, route_configmap, route_configmap_name
 from edge_operator import events
 from edge_operator.conditions import Want
+from edge_operator.jwks import describe, jwks_for
 from edge_operator.metrics import OperatorMetrics
 from edge_operator.publish import NotOwned, apply_configmap
 from edge_operator.status import CONFLICT_MANAGER, apply_status, conflict_status
@@ -92,10 +94,13 @@ def missing_functions(spec: EdgeRouteSpec, existing: Collection[str]) -> list[st
 
 
 async def reconcile_route(body: dict[str, Any], *, kube: AsyncClient, metrics: OperatorMetrics,
-                          existing: Collection[str] | None = None) -> Want:
+                          existing: Collection[str] | None = None,
+                          published: dict[str, Any] | None = None) -> Want:
     """Publish the route's ConfigMap; its ``Ready`` condition.
 
     ``existing``: the EdgeFunctions of the route's namespace (None: not checked).
+    ``published``: filled with ``{"handoff": digest}`` of the ConfigMap written (the
+    status field runners check before serving it, edge_api.handoff).
     """
     metadata = body["metadata"]
     try:
@@ -103,18 +108,25 @@ async def reconcile_route(body: dict[str, Any], *, kube: AsyncClient, metrics: O
     except ValidationError as exc:
         return Want("Ready", False, "InvalidSpec", describe_validation_error(exc))
     missing = missing_functions(spec, existing) if existing is not None else []
+    name = route_configmap_name(metadata["name"])
+    documents, failures = await jwks_for(spec.jwks_uris(), kube=kube,
+                                         namespace=metadata["namespace"], configmap=name)
     configmap = route_configmap(name=metadata["name"], namespace=metadata["namespace"],
-                                spec=spec, owner=owner_reference(body), missing=missing)
+                                spec=spec, owner=owner_reference(body), missing=missing,
+                                jwks=documents)
     try:
         await apply_configmap(kube, configmap, metrics)
     except NotOwned as exc:
         return Want("Ready", False, "ConfigMapNotOwned", str(exc))
+    if published is not None:
+        published[STATUS_FIELD] = handoff_digest(configmap)
     if missing:
         return Want("Ready", False, "FunctionNotFound",
                     f"no EdgeFunction {', '.join(missing)} in namespace {metadata['namespace']};"
                     " requests routed to it get 500 until it exists")
-    return Want("Ready", True, "Published", f"published as configmap/"
-                f"{configmap['metadata']['name']}")
+    if failures:
+        return Want("Ready", False, "JwksFetchFailed", describe(failures, documents))
+    return Want("Ready", True, "Published", f"published as configmap/{name}")
 
 
 def conflict_conditions(routes: list[dict[str, Any]]) -> dict[str, Want]:

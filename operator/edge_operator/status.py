@@ -24,11 +24,12 @@ alone, whatever their age.  Each writer always sends all the fields it owns
 over status, and forcing takes over fields written by earlier versions.
 
 * function reconcile, ``edge-operator``, on EdgeFunction: ``observedGeneration``,
-  ``digest``, ``shortDigest``, ``size``, ``artifact``; ``Ready``, ``ModuleValid``;
+  ``digest``, ``shortDigest``, ``size``, ``artifact``, ``handoff``; ``Ready``,
+  ``ModuleValid``;
 * rollout tracker, ``edge-operator-rollout``, on EdgeFunction: ``readyRunners``,
   ``totalRunners``, ``runners``; ``Propagated``;
 * route reconcile, ``edge-operator``, on EdgeRoute: ``observedGeneration``,
-  ``paths``, ``functions``, ``url``; ``Ready``;
+  ``paths``, ``functions``, ``url``, ``handoff``; ``Ready``;
 * conflict sync, ``edge-operator-conflicts``, on EdgeRoute: ``Conflict``.
 
 A builder returns None when the object already shows exactly what its writer
@@ -57,11 +58,11 @@ CONFLICT_MANAGER: Final = "edge-operator-conflicts"
 
 #: EdgeFunction fields the reconcile owns besides ``observedGeneration`` and its
 #: conditions.  They keep their last values when a later reconcile fails.
-FUNCTION_FIELDS: Final = ("digest", "shortDigest", "size", "artifact")
+FUNCTION_FIELDS: Final = ("digest", "shortDigest", "size", "artifact", "handoff")
 FUNCTION_CONDITIONS: Final = ("Ready", "ModuleValid")
 ROLLOUT_FIELDS: Final = ("readyRunners", "totalRunners", "runners")
 ROLLOUT_CONDITIONS: Final = ("Propagated",)
-ROUTE_FIELDS: Final = ("paths", "functions", "url")
+ROUTE_FIELDS: Final = ("paths", "functions", "url", "handoff")
 ROUTE_CONDITIONS: Final = ("Ready",)
 CONFLICT_CONDITIONS: Final = ("Conflict",)
 

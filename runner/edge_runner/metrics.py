@@ -159,6 +159,17 @@ class RunnerMetrics:
             "edge_functions", "Functions known to the runner by state (ready, error).", ["state"],
             registry=r,
         )
+        self.auth_decisions = Counter(
+            "edge_auth_decisions_total",
+            "Authentication decisions of protected routes: allowed, unauthenticated (401),"
+            " forbidden (403).",
+            ["route", "result"], registry=r,
+        )
+        self.forged_configmaps = Gauge(
+            "edge_forged_configmaps",
+            "ConfigMaps with the operator's labels that fail the hand-off check; not served.",
+            registry=r,
+        )
         self.route_conflicts = Gauge(
             "edge_route_conflicts", "Route rules left out because they conflict.", registry=r
         )

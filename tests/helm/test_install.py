@@ -314,16 +314,21 @@ RUNNER_CAN = [
     ("update", "leases.coordination.k8s.io", OWN, ""),
     ("patch", "leases.coordination.k8s.io", OWN, ""),
     ("delete", "leases.coordination.k8s.io", OWN, ""),
+    # Route auth and env valueFrom: Secrets by name; the hand-off: status of its objects.
+    ("get", "secrets", OWN, ""),
+    ("list", "edgefunctions.edgerunner.dev", OWN, ""),
+    ("watch", "edgeroutes.edgerunner.dev", OWN, ""),
 ]
 RUNNER_CANNOT = [
-    ("get", "secrets", OWN, ""),
     ("list", "secrets", OWN, ""),
+    ("watch", "secrets", OWN, ""),
+    ("get", "secrets", TEAM, ""),
     ("create", "configmaps", OWN, ""),
     ("update", "configmaps", OWN, ""),
     ("delete", "configmaps", OWN, ""),
     ("patch", "edgefunctions.edgerunner.dev", OWN, ""),
-    ("list", "edgefunctions.edgerunner.dev", OWN, ""),
     ("patch", "edgefunctions.edgerunner.dev", OWN, "status"),
+    ("patch", "edgeroutes.edgerunner.dev", OWN, "status"),
     ("list", "leases.coordination.k8s.io", OWN, ""),
     ("create", "pods", OWN, ""),
     ("list", "configmaps", TEAM, ""),

@@ -143,7 +143,7 @@ def test_pods_meet_the_restricted_pod_security_standard(helm: Helm, case: str) -
 
 
 @pytest.mark.parametrize("case", sorted(MATRIX))
-def test_no_rbac_rule_uses_wildcards_or_touches_secrets(helm: Helm, case: str) -> None:
+def test_no_rbac_rule_uses_wildcards_or_lists_secrets(helm: Helm, case: str) -> None:
     rendered = render(helm, MATRIX[case])
     roles = rendered.all("Role") + rendered.all("ClusterRole")
     assert roles
@@ -151,7 +151,9 @@ def test_no_rbac_rule_uses_wildcards_or_touches_secrets(helm: Helm, case: str) -
         for rule in role["rules"]:
             for key in ("apiGroups", "resources", "verbs"):
                 assert "*" not in rule[key], f"{role['metadata']['name']}: {key} has *"
-            assert "secrets" not in rule["resources"], role["metadata"]["name"]
+            if "secrets" in rule["resources"]:  # by name only: never list or watch them
+                assert rule["resources"] == ["secrets"] and rule["verbs"] == ["get"], \
+                    role["metadata"]["name"]
             assert "pods" not in rule["resources"], role["metadata"]["name"]
 
 
@@ -183,6 +185,7 @@ def test_defaults_render_exactly_the_core_objects(helm: Helm) -> None:
     assert rendered.kinds() == sorted([
         "ClusterRole", "ClusterRoleBinding",
         "Deployment", "Deployment",
+        "NetworkPolicy",
         "PodDisruptionBudget",
         "Role", "Role", "RoleBinding", "RoleBinding",
         "Service", "Service", "Service",
@@ -301,6 +304,8 @@ def test_runner_role_is_least_privilege(helm: Helm) -> None:
     assert role["metadata"]["namespace"] == NAMESPACE
     assert rules_of(role) == [
         (("",), ("configmaps",), ("get", "list", "watch")),
+        (("edgerunner.dev",), ("edgefunctions", "edgeroutes"), ("get", "list", "watch")),
+        (("",), ("secrets",), ("get",)),
         (("coordination.k8s.io",), ("leases",), ("create", "delete", "get", "patch", "update")),
     ]
     binding = rendered.one("RoleBinding", RUNNER)
@@ -343,7 +348,7 @@ def test_operator_roles_are_least_privilege(helm: Helm) -> None:
     ]
 
 
-def test_allow_secret_read_grants_get_on_secrets_to_the_operator_only(helm: Helm) -> None:
+def test_allow_secret_read_grants_get_on_secrets_to_the_operator(helm: Helm) -> None:
     rendered = render(helm, {"operator": {"allowSecretRead": True}})
     secret_rules = [
         (role["metadata"]["name"], rule["verbs"])
@@ -351,7 +356,14 @@ def test_allow_secret_read_grants_get_on_secrets_to_the_operator_only(helm: Helm
         for rule in role["rules"]
         if "secrets" in rule["resources"]
     ]
-    assert secret_rules == [(OPERATOR, ["get"])]
+    # The runner's get (route auth, env) is always there; the operator's only when allowed.
+    assert sorted(secret_rules) == [(OPERATOR, ["get"]), (RUNNER, ["get"])]
+    assert [name for name, _ in secret_rules_of(render(helm))] == [RUNNER]
+
+
+def secret_rules_of(rendered: Any) -> list[tuple[str, list[str]]]:
+    return [(role["metadata"]["name"], rule["verbs"]) for role in rendered.all("Role")
+            for rule in role["rules"] if "secrets" in rule["resources"]]
 
 
 def test_watch_namespaces_get_a_role_and_an_argument_each(helm: Helm) -> None:
@@ -488,6 +500,18 @@ def test_pdb_selects_the_runner_pods(helm: Helm) -> None:
     assert not render(helm, {"runner": {"podDisruptionBudget": {"enabled": False}}}).has(
         "PodDisruptionBudget"
     )
+
+
+def test_the_default_network_policy_keeps_the_admin_port_to_prometheus_and_the_node(
+        helm: Helm) -> None:
+    http, admin = path(render(helm).one("NetworkPolicy", RUNNER), "spec.ingress")
+    assert "from" not in http  # the data port: any source
+    assert admin["ports"] == [{"port": "admin", "protocol": "TCP"}]
+    assert admin["from"] == [{"namespaceSelector": {}, "podSelector": {
+        "matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]
+    node_only = render(helm, {"runner": {"networkPolicy": {"adminFrom": []}}})
+    rules = path(node_only.one("NetworkPolicy", RUNNER), "spec.ingress")
+    assert [rule["ports"][0]["port"] for rule in rules] == ["http"]
 
 
 def test_network_policies(helm: Helm) -> None:

@@ -41,7 +41,8 @@ class HttpRequest:
 
     #: As guests see it: ``HEAD`` becomes ``GET`` (the body is dropped on the way out).
     method: str
-    #: Percent-decoded path, and the raw path as the client sent it (no query).
+    #: Percent-decoded path, and the raw path (still percent-encoded, no query), both
+    #: normalized by http/paths.py.
     path: str
     raw_path: bytes
     #: Raw query string without ``?``.
@@ -151,6 +152,9 @@ def make_wasi(spec: EdgeFunctionSpec, argv0: str) -> wasmtime.WasiConfig:
 #: Response headers a guest may return; more is a malformed response (the host
 #: decodes and forwards each one, so this bounds its work per response).
 MAX_RESPONSE_HEADERS = 256
+#: Total bytes of a guest's response header names and values (like a proxy's
+#: response-head buffer); more is a malformed response (502).
+MAX_RESPONSE_HEADER_BYTES = 64 * 1024
 # Response header syntax (RFC 9110 token; no control characters but HTAB in values).
 _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9a-z]+$")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
@@ -168,7 +172,12 @@ def check_response(response: Response) -> Response:
         raise GuestFailure("bad_response", f"status {status} is not a final response")
     if len(headers) > MAX_RESPONSE_HEADERS:
         raise GuestFailure("bad_response", f"response has more than {MAX_RESPONSE_HEADERS} headers")
+    total = 0
     for name, value in headers:
         if not _TOKEN.match(name) or _BAD_VALUE.search(value):
             raise GuestFailure("bad_response", f"invalid response header {name[:40]!r}")
+        total += len(name) + len(value)
+    if total > MAX_RESPONSE_HEADER_BYTES:
+        raise GuestFailure("bad_response", f"response headers total {total} bytes, over"
+                           f" {MAX_RESPONSE_HEADER_BYTES}")
     return response

@@ -53,7 +53,7 @@ def cgi_environment(request: HttpRequest) -> list[tuple[str, str]]:
         text = value.decode("latin-1")
         if key == "CONTENT_TYPE":
             env["CONTENT_TYPE"] = text
-        elif key in ("AUTHORIZATION", "CONTENT_LENGTH", "PROXY_AUTHORIZATION"):
+        elif key in ("CONTENT_LENGTH", "PROXY_AUTHORIZATION"):
             continue
         else:
             env[f"HTTP_{key}"] = text

@@ -28,6 +28,8 @@ from edge_api.routing import CompiledRule, MethodNotAllowed, RouteTable
 from edge_runner.abi import HttpRequest
 from edge_runner.errors import InvocationError
 from edge_runner.http import content_type
+from edge_runner.http.auth import AUTH_PREFIX, OPEN, Allowed, AuthTable
+from edge_runner.http.paths import PathRejected, normalize
 from edge_runner.http.problems import Problem, from_invocation_error, problem
 from edge_runner.invoke.catalog import Catalog
 from edge_runner.metrics import RunnerMetrics
@@ -103,6 +105,8 @@ class DataPlane:
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
         self._rule_counters: dict[CompiledRule, Any] = {}
         self._table: RouteTable | None = None
+        self._auth = AuthTable((), {}, {})
+        self._auth_counters: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -114,12 +118,14 @@ class DataPlane:
         host = b""
         declared: int | None = None
         connection_tokens: set[bytes] = set()
+        hosts = 0
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 if _REQUEST_ID.fullmatch(value):
                     request_id = value.decode()
             elif name == b"host":
                 host = value
+                hosts += 1
             elif name == b"content-length":
                 declared = int(value) if value.isdigit() else -1
             elif name == b"connection":
@@ -128,6 +134,16 @@ class DataPlane:
             request_id = _new_request_id()
         method: str = scope["method"]
         path: str = scope["path"]
+        try:
+            path, raw_path = normalize(scope.get("raw_path") or path.encode())
+            if hosts > 1:
+                raise PathRejected("more than one Host header")
+        except PathRejected as exc:
+            await _send(send, method, request_id, problem(
+                400, "bad-request", "Bad request", str(exc), request_id))
+            self._metric_children("", 400)[0].inc()
+            return
+        scope["path"], scope["raw_path"] = path, raw_path
         try:
             function, (status, headers, body) = await self._handle(
                 scope, receive, method=method, path=path, host=_host_of(host), declared=declared,
@@ -190,6 +206,7 @@ class DataPlane:
         if snapshot.table is not self._table:
             self._table = snapshot.table
             self._rule_counters = {}
+            self._auth = AuthTable(snapshot.routes, snapshot.secrets, snapshot.jwks)
         found = snapshot.table.lookup(host, method, path)
         if found is None:
             self._lookup_miss.inc()
@@ -210,6 +227,9 @@ class DataPlane:
             rule_counter = self.metrics.route_requests.labels(rule.route, str(rule.index))
             self._rule_counters[rule] = rule_counter
         rule_counter.inc()
+        admitted = self._authorize(scope, rule, request_id)
+        if not isinstance(admitted, Allowed):
+            return function, admitted
         runtime = snapshot.functions.get(function)
         # Guests see HEAD as GET; the body is dropped on the way out.
         if runtime is None:
@@ -226,14 +246,17 @@ class DataPlane:
         headers = [
             (n, v) for n, v in scope["headers"]
             if n not in HOP_BY_HOP and n not in connection_tokens and n != b"x-request-id"
+            and not n.startswith(AUTH_PREFIX) and n not in admitted.strip
         ]
+        headers.extend(admitted.identity)
         headers.append((b"x-request-id", request_id.encode()))
         client = scope.get("client") or ("", 0)
         server = scope.get("server") or ("", 0)
         request = HttpRequest(
             method="GET" if method == "HEAD" else method,
             path=path, raw_path=scope.get("raw_path") or path.encode(),
-            query=scope["query_string"], headers=headers, body=body,
+            query=scope["query_string"] if admitted.query is None else admitted.query,
+            headers=headers, body=body,
             host=host or str(server[0]), scheme=scope.get("scheme", "http"),
             client=str(client[0]), server_port=int(server[1] or 0),
             route_path=rule.path, params=found.params, request_id=request_id,
@@ -260,6 +283,26 @@ class DataPlane:
                                "reason": error.reason})
             return function, from_invocation_error(error, request_id, function)
         raise AssertionError("unreachable: the loop returns or raises")
+
+    def _authorize(self, scope: Scope, rule: CompiledRule, request_id: str) -> Allowed | Problem:
+        """The rule's auth decision (http/auth.py), counted; a Problem answers a refusal."""
+        policy = self._auth.policy(rule.route, rule.index) if self._auth else None
+        if policy is None:
+            return OPEN
+        decision = policy.decide(scope["headers"], scope["query_string"], time.time())
+        if isinstance(decision, Allowed):
+            self._count_auth(rule.route, "allowed")
+            return decision
+        self._count_auth(rule.route, "forbidden" if decision.status == 403 else "unauthenticated")
+        return problem(decision.status, decision.slug, decision.title, decision.detail,
+                       request_id, headers=decision.headers)
+
+    def _count_auth(self, route: str, result: str) -> None:
+        counter = self._auth_counters.get((route, result))
+        if counter is None:
+            counter = self.metrics.auth_decisions.labels(route, result)
+            self._auth_counters[(route, result)] = counter
+        counter.inc()
 
     @staticmethod
     def _too_large(size: int | None, limit: int, request_id: str, function: str) -> Problem:

@@ -16,7 +16,7 @@ import asyncio
 import hashlib
 import logging
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +54,10 @@ class DesiredState:
     errors: list[str] = field(default_factory=list)
     #: Files outside the source's own folder that it read (module paths), to watch.
     files: set[Path] = field(default_factory=set)
+    #: The Secrets that routes' ``auth`` names: name -> data key -> value (never logged).
+    secrets: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    #: JWKS documents the operator fetched for routes' ``jwt.jwksUri``: uri -> document.
+    jwks: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +67,10 @@ class Snapshot:
     #: name -> error for functions that failed to load (possibly serving an older version).
     failures: dict[str, str]
     errors: tuple[str, ...]
+    #: The route specs and their Secrets, for the data plane's auth (http/auth.py).
+    routes: tuple[tuple[str, EdgeRouteSpec], ...] = ()
+    secrets: Mapping[str, Mapping[str, bytes]] = field(default_factory=dict)
+    jwks: Mapping[str, bytes] = field(default_factory=dict)
 
 
 EMPTY = Snapshot(functions={}, table=EMPTY_TABLE, failures={}, errors=())
@@ -132,7 +140,8 @@ class Catalog:
                 log.warning("route conflict: %s", conflict.describe())
             for error in desired.errors:
                 log.warning("configuration error: %s", error)
-            snapshot = Snapshot(functions, table, failures, tuple(desired.errors))
+            snapshot = Snapshot(functions, table, failures, tuple(desired.errors),
+                                tuple(desired.routes), desired.secrets, desired.jwks)
             self.snapshot = snapshot
             for name, runtime in old.functions.items():
                 if functions.get(name) is not runtime:

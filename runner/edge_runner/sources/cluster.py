@@ -1,8 +1,11 @@
 """Cluster mode: functions and routes from the ConfigMaps the operator writes.
 
 :func:`watch_cluster` lists the namespace's ConfigMaps labelled
-``edgerunner.dev/kind`` (a lightkube client from :mod:`edge_api.k8s`), applies
-them to the catalog (which marks the runner ready after this first full sync),
+``edgerunner.dev/kind`` (a lightkube client from :mod:`edge_api.k8s`) and the
+EdgeFunctions and EdgeRoutes whose ``status.handoff`` confirms them
+(:mod:`edge_runner.sources.handoff`: a ConfigMap the operator did not publish is
+never served), adds the Secrets they name (:mod:`edge_runner.sources.cluster_secrets`),
+applies them to the catalog (which marks the runner ready after this first full sync),
 then follows a watch from that list's resourceVersion, re-applying after each
 burst of events.  A function a route names that has no ConfigMap yet is
 reported as not loaded (503, retry) unless the route's ConfigMap says the
@@ -28,9 +31,17 @@ from lightkube.resources.core_v1 import ConfigMap
 
 from edge_api.abi import ModuleRejected, check_binary
 from edge_api.constants import LABEL_KIND
-from edge_api.k8s import KUBE_ERRORS, async_client, status_code
+from edge_api.k8s import (
+    KUBE_ERRORS,
+    EdgeFunctionResource,
+    EdgeRouteResource,
+    async_client,
+    status_code,
+)
 from edge_api.wire import FunctionConfig, RouteConfig, WireError, parse_configmap
 from edge_runner.invoke.catalog import Catalog, DesiredState, FunctionSource
+from edge_runner.sources.cluster_secrets import REFRESH_SECONDS, ClusterSecrets
+from edge_runner.sources.handoff import Handoff
 from edge_runner.sources.registration import FIELD_MANAGER, Registration
 
 log = logging.getLogger("edge_runner.sources.cluster")
@@ -43,15 +54,21 @@ MAX_BACKOFF_SECONDS = 10.0
 #: Longest single watch request (the server ends it; the client opens the next).
 WATCH_SECONDS = 300
 
-_Events = asyncio.Queue[tuple[str, dict[str, Any]] | BaseException | None]
+_Events = asyncio.Queue[tuple[str, str, dict[str, Any]] | BaseException | None]
+#: What is watched: ConfigMaps (what to serve) and the objects whose status confirms them.
+_WATCHED: tuple[tuple[str, Any], ...] = (
+    ("ConfigMap", ConfigMap), ("EdgeFunction", EdgeFunctionResource),
+    ("EdgeRoute", EdgeRouteResource))
 #: Only ConfigMaps the operator labelled.
 _SELECTOR: LabelSelector = {LABEL_KIND: exists()}
 
 
 class _Desired:
-    """The ConfigMaps seen so far, parsed once per resourceVersion."""
+    """The ConfigMaps seen so far, parsed once per resourceVersion; with ``handoff``,
+    only those the operator confirmed are used (sources/handoff.py)."""
 
-    def __init__(self) -> None:
+    def __init__(self, handoff: Handoff | None = None) -> None:
+        self.handoff = handoff
         self.objects: dict[str, dict[str, Any]] = {}
         self._parsed: dict[str, tuple[str, FunctionConfig | RouteConfig | WireError]] = {}
 
@@ -80,19 +97,29 @@ class _Desired:
     def state(self) -> DesiredState:
         state = DesiredState()
         routes: list[tuple[str, RouteConfig]] = []
+        if self.handoff is not None:
+            self.handoff.begin()
         for name in sorted(self.objects):
-            parsed = self._parse(name, self.objects[name])
+            parsed: FunctionConfig | RouteConfig | WireError | None = \
+                self._parse(name, self.objects[name])
             origin = f"configmap/{name}"
+            if self.handoff is not None and isinstance(parsed, FunctionConfig | RouteConfig):
+                parsed, error = self.handoff.check(name, self.objects[name], parsed)
+                if error is not None:
+                    state.errors.append(error)
             if isinstance(parsed, FunctionConfig):
                 state.functions.append(_function_source(parsed, origin))
             elif isinstance(parsed, RouteConfig):
                 state.routes.append((parsed.name, parsed.spec))
+                state.jwks.update(parsed.jwks)
                 routes.append((origin, parsed))
-            else:
+            elif parsed is not None:
                 state.errors.append(f"{origin}: {parsed}")
         state.functions.extend(_pending(routes, {f.name for f in state.functions}))
         for stale in set(self._parsed) - set(self.objects):
             del self._parsed[stale]
+        if self.handoff is not None:
+            self.handoff.forget(set(self.objects))
         return state
 
 
@@ -134,7 +161,8 @@ async def watch_cluster(
 ) -> None:
     client = async_client(field_manager=FIELD_MANAGER)
     ns = _namespace(namespace, client)
-    desired = _Desired()
+    desired = _Desired(Handoff())
+    secrets = ClusterSecrets(client, ns)
     backoff = 0.5
     registration = Registration(kube=client, namespace=ns, catalog=catalog,
                                 runner_id=runner_id, duration=lease_seconds)
@@ -143,14 +171,14 @@ async def watch_cluster(
     try:
         while not stop.is_set():
             try:
-                listing = client.list(ConfigMap, namespace=ns, labels=_SELECTOR)
-                desired.replace_all([item.to_dict() async for item in listing])
-                await catalog.apply(desired.state())
+                versions = await _list_all(client, ns, desired)
+                await _apply(catalog, desired, secrets)
                 backoff = 0.5
                 if heartbeat is None:
                     heartbeat = asyncio.create_task(registration.run(stop), name="heartbeat")
-                await _follow(client, ns, version=listing.resourceVersion, desired=desired,
-                              catalog=catalog, deadline=time.monotonic() + resync)
+                await _follow(client, ns, versions=versions, desired=desired,
+                              catalog=catalog, deadline=time.monotonic() + resync,
+                              secrets=secrets)
             except KUBE_ERRORS as exc:
                 log.warning("API server unreachable or failing (%s); serving the last good"
                             " configuration, retrying in %.1fs", exc, backoff)
@@ -164,50 +192,80 @@ async def watch_cluster(
         await client.close()
 
 
+async def _list_all(client: AsyncClient, namespace: str, desired: _Desired) -> dict[str, str]:
+    """List the labelled ConfigMaps and the objects confirming them; their resourceVersions."""
+    versions: dict[str, str] = {}
+    for kind, resource in _WATCHED:
+        listing = client.list(resource, namespace=namespace,
+                              labels=_SELECTOR if kind == "ConfigMap" else None)
+        items = [item.to_dict() async for item in listing]
+        if kind == "ConfigMap":
+            desired.replace_all(items)
+        elif desired.handoff is not None:
+            desired.handoff.replace_owners(kind, items)
+        versions[kind] = str(listing.resourceVersion)
+    return versions
+
+
+async def _apply(catalog: Catalog, desired: _Desired, secrets: ClusterSecrets) -> None:
+    await catalog.apply(await secrets.attach(desired.state()))
+    if desired.handoff is not None:
+        catalog.metrics.forged_configmaps.set(desired.handoff.rejected)
+
+
 async def _follow(
-    client: AsyncClient, namespace: str, *, version: str, desired: _Desired, catalog: Catalog,
-    deadline: float,
+    client: AsyncClient, namespace: str, *, versions: dict[str, str], desired: _Desired,
+    catalog: Catalog, deadline: float, secrets: ClusterSecrets,
 ) -> None:
-    """Watch from ``version`` until ``deadline`` or a 410 Gone; returns to re-list (or raises)."""
+    """Watch from ``versions`` until ``deadline`` or a 410 Gone; returns to re-list (or raises)."""
     queue: _Events = asyncio.Queue()
-    pumping = asyncio.create_task(_pump(client, namespace, version, queue))
+    pumps = [asyncio.create_task(_pump(client, kind, resource, namespace, versions[kind],
+                                             queue=queue))
+             for kind, resource in _WATCHED]
     try:
-        await _consume(queue, desired, catalog, deadline)
+        await _consume(queue, desired, catalog, deadline, secrets)
     finally:
-        pumping.cancel()
-        await asyncio.gather(pumping, return_exceptions=True)
+        for pumping in pumps:
+            pumping.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
 
 
-async def _pump(client: AsyncClient, namespace: str, since: str, queue: _Events) -> None:
-    """Move watch events into ``queue``; ends with None, or with the exception.
+async def _pump(client: AsyncClient, kind: str, resource: Any, namespace: str, since: str, *,
+                queue: _Events) -> None:
+    """Move watch events of ``resource`` into ``queue``; ends with None, or with the exception.
 
     lightkube opens the next watch request from the last resourceVersion seen
     when the server ends one, so this runs until cancelled or an error.
     """
     try:
-        async for kind, obj in client.watch(ConfigMap, namespace=namespace, labels=_SELECTOR,
-                                            resource_version=since,
-                                            server_timeout=WATCH_SECONDS):
-            queue.put_nowait((kind, obj.to_dict()))
+        async for event, obj in client.watch(
+                resource, namespace=namespace, resource_version=since,
+                labels=_SELECTOR if kind == "ConfigMap" else None,
+                server_timeout=WATCH_SECONDS):
+            queue.put_nowait((kind, event, obj.to_dict()))
         queue.put_nowait(None)
     except Exception as exc:  # handed to the consumer, which re-raises it
         queue.put_nowait(exc)
 
 
-async def _consume(queue: _Events, desired: _Desired, catalog: Catalog, deadline: float) -> None:
-    """Apply events until ``deadline``, the end of the watch or a 410 Gone."""
+async def _consume(queue: _Events, desired: _Desired, catalog: Catalog, deadline: float,
+                   secrets: ClusterSecrets) -> None:
+    """Apply events until ``deadline``, the end of the watch or a 410 Gone; re-read the
+    Secrets in use every REFRESH_SECONDS and apply when they changed."""
     pending = False
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
             break
         try:
-            item = await asyncio.wait_for(queue.get(),
-                                          min(DEBOUNCE_SECONDS, left) if pending else left)
+            item = await asyncio.wait_for(
+                queue.get(), min(DEBOUNCE_SECONDS, left) if pending else min(REFRESH_SECONDS, left))
         except TimeoutError:
             if pending:
-                await catalog.apply(desired.state())
+                await _apply(catalog, desired, secrets)
                 pending = False
+            elif await secrets.refresh():
+                await _apply(catalog, desired, secrets)
             continue
         if item is None:
             break
@@ -216,9 +274,13 @@ async def _consume(queue: _Events, desired: _Desired, catalog: Catalog, deadline
                 log.info("watch expired (410 Gone); listing again")
                 break
             raise item
-        kind, obj = item
-        if kind != "BOOKMARK":
-            desired.apply_event(kind, obj)
-            pending = True
+        kind, event, obj = item
+        if event == "BOOKMARK":
+            continue
+        if kind == "ConfigMap":
+            desired.apply_event(event, obj)
+        elif desired.handoff is not None:
+            desired.handoff.owner_event(kind, event, obj)
+        pending = True
     if pending:
-        await catalog.apply(desired.state())
+        await _apply(catalog, desired, secrets)

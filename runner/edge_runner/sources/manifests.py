@@ -2,7 +2,8 @@
 
 :func:`load_folder` reads every ``*.yaml``/``*.yml`` file under a folder (all
 documents of multi-document files), parses EdgeFunctions and EdgeRoutes with the
-shared models and resolves module sources into bytes, giving a
+shared models, resolves module sources into bytes and reads the ``v1`` Secret
+manifests that routes and env name (:mod:`edge_runner.sources.secrets`), giving a
 :class:`DesiredState`; a function defined both for a cluster (configMapRef,
 url, oci) and for standalone use (path, inline) is served from the latter, and
 a route naming a function the folder does not define is reported.
@@ -26,6 +27,7 @@ import yaml
 from edge_api.abi import ModuleRejected, check_binary
 from edge_api.models import EdgeFunction, EdgeRoute, ManifestError, parse_manifest
 from edge_runner.invoke.catalog import Catalog, DesiredState, FunctionSource
+from edge_runner.sources.secrets import attach, decode_secret
 
 log = logging.getLogger("edge_runner.sources.manifests")
 
@@ -102,7 +104,13 @@ class _Document:
         return isinstance(self.item, EdgeFunction) and _cluster_source(self.item) is not None
 
 
-def _documents(folder: Path, state: DesiredState) -> Iterator[_Document]:
+def _is_secret(document: Any) -> bool:
+    return isinstance(document, dict) and document.get("apiVersion") == "v1" \
+        and document.get("kind") == "Secret"
+
+
+def _documents(folder: Path, state: DesiredState,
+               secrets: dict[str, dict[str, bytes] | None]) -> Iterator[_Document]:
     for path in manifest_files(folder):
         where = str(path.relative_to(folder))
         try:
@@ -111,6 +119,9 @@ def _documents(folder: Path, state: DesiredState) -> Iterator[_Document]:
             state.errors.append(f"{where}: cannot read YAML: {exc}")
             continue
         for number, document in enumerate(documents, start=1):
+            if _is_secret(document):
+                secrets[str((document.get("metadata") or {}).get("name"))] = \
+                    decode_secret(document)
             if document is None or not _is_ours(document):
                 continue
             origin = f"{where}#{number}"
@@ -131,7 +142,8 @@ def load_folder(folder: Path) -> DesiredState:
     """
     state = DesiredState()
     functions: dict[str, list[_Document]] = {}
-    for document in _documents(folder, state):
+    secrets: dict[str, dict[str, bytes] | None] = {}
+    for document in _documents(folder, state, secrets):
         if isinstance(document.item, EdgeRoute):
             state.routes.append((document.item.metadata.name, document.item.spec))
         elif document.kind == "EdgeFunction" and isinstance(document.name, str):
@@ -155,6 +167,12 @@ def load_folder(folder: Path) -> DesiredState:
             if function not in defined:
                 state.errors.append(f"EdgeRoute {route}: no EdgeFunction {function} is defined"
                                     " in the folder; its requests get 500")
+    for route, spec in state.routes:
+        for uri in spec.jwks_uris():
+            state.errors.append(f"EdgeRoute {route}: jwksUri {uri} needs a cluster (the operator"
+                                " fetches it); standalone runners read jwksSecretRef. Its JWT"
+                                " rules refuse every token")
+    attach(state, secrets)
     return state
 
 
