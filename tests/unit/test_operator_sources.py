@@ -2,7 +2,7 @@
 real HTTP server on loopback (support.fileserver).
 
 docs/resources.md: ``GET``, redirects followed, status 200 needed, at most
-``--max-url-bytes``, the sha256 checked.  Reasons and transience as in its table:
+``--max-module-bytes``, the sha256 checked.  Reasons and transience as in its table:
 ``FetchFailed`` is transient (retried), ``DigestMismatch`` and ``ModuleTooLarge`` are
 not.  What the operator makes of them (conditions, retries, ConfigMaps) is tested
 against the real API server in tests/k8s/test_sources.py; configMapRef only there.
@@ -42,9 +42,12 @@ def fetch(url: str, sha256: str = SHA, **config: Any) -> bytes:
         kube: AsyncClient = async_client(KubeConfig.from_one(  # never called for a url
             cluster=Cluster(server="http://127.0.0.1:9"), user=User()).get(), field_manager="t")
         try:
-            return await resolve(Source.model_validate({"url": {"url": url, "sha256": sha256}}),
-                                 namespace="ns", kube=kube,
-                                 config=OperatorConfig.model_validate(config))
+            config.setdefault("allow_fetch_from", "127.0.0.0/8")  # the server is on loopback
+            resolved = await resolve(
+                Source.model_validate({"url": {"url": url, "sha256": sha256}}), namespace="ns",
+                kube=kube, config=OperatorConfig.model_validate(config))
+            assert resolved.wasm is not None
+            return resolved.wasm
         finally:
             await kube.close()
 
@@ -100,8 +103,8 @@ def test_a_server_slower_than_url_timeout_is_a_transient_fetch_failure(files: Fi
     assert (error.reason, error.transient) == ("FetchFailed", True)
 
 
-def test_a_download_over_max_url_bytes_is_refused_for_good(files: FileServer) -> None:
-    assert fetch(files.url + "/m.wasm", max_url_bytes=len(MODULE)) == MODULE  # at the limit
-    error = refusal(files.url + "/m.wasm", max_url_bytes=len(MODULE) - 1)
+def test_a_download_over_max_module_bytes_is_refused_for_good(files: FileServer) -> None:
+    assert fetch(files.url + "/m.wasm", max_module_bytes=len(MODULE)) == MODULE  # at the limit
+    error = refusal(files.url + "/m.wasm", max_module_bytes=len(MODULE) - 1)
     assert (error.reason, error.transient) == ("ModuleTooLarge", False)
     assert str(len(MODULE) - 1) in error.message

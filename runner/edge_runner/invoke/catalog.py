@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import Executor
@@ -208,7 +209,9 @@ class Catalog:
             return None
 
     def _compile_and_store(self, wasm: bytes, abi: str) -> CompiledModule:
+        start = time.perf_counter()
         compiled = self.engine.compile(wasm, abi)
+        self.metrics.compile_duration.observe(time.perf_counter() - start)
         if self.disk_cache is not None:
             self.disk_cache.store(compiled.digest, bytes(compiled.module.serialize()))
         return compiled
