@@ -2,7 +2,7 @@
 
 :class:`Registry` runs ``/usr/bin/docker-registry`` (the CNCF distribution
 registry) as a child process on loopback with a config file written here:
-anonymous over plain HTTP, or TLS with a certificate from a :class:`TestCA`
+anonymous over plain HTTP, or TLS with a certificate from a :class:`LocalCA`
 made in the test (``cryptography``), with htpasswd users (bcrypt entries) or
 bearer tokens from a :class:`support.tokens.TokenServer`.  :func:`oras` finds the
 ``oras`` client built by tests/oras-bin/build.sh; :meth:`Registry.push` pushes
@@ -17,6 +17,7 @@ import datetime
 import ipaddress
 import json
 import shutil
+import ssl
 import subprocess
 from dataclasses import dataclass
 from functools import lru_cache
@@ -50,7 +51,7 @@ def _name(common: str) -> x509.Name:
 
 
 @dataclass(frozen=True)
-class TestCA:
+class LocalCA:
     """A self-signed CA and a server certificate for 127.0.0.1 / localhost, as PEM files."""
 
     ca_file: Path
@@ -58,7 +59,7 @@ class TestCA:
     key_file: Path
 
     @classmethod
-    def make(cls, folder: Path) -> TestCA:
+    def make(cls, folder: Path) -> LocalCA:
         folder.mkdir(parents=True, exist_ok=True)
         now = datetime.datetime.now(datetime.UTC)
         ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -95,7 +96,7 @@ class TestCA:
 class Registry:
     """One docker-registry process; ``host`` is ``127.0.0.1:<port>``."""
 
-    def __init__(self, folder: Path, *, ca: TestCA | None = None,
+    def __init__(self, folder: Path, *, ca: LocalCA | None = None,
                  users: dict[str, str] | None = None, token: dict[str, str] | None = None,
                  port: int | None = None) -> None:
         self.folder = folder
@@ -137,9 +138,14 @@ class Registry:
         with open(self.folder / "registry.log", "ab") as log:
             self.process = subprocess.Popen([str(REGISTRY_BIN), "serve", str(config)],
                                             stdout=subprocess.DEVNULL, stderr=log)
-        verify: str | bool = str(self.ca.ca_file) if self.ca else False
-        wait_until(lambda: httpx.get(f"{self.url}/v2/", verify=verify).status_code
-                   in (200, 401), timeout=20, what=f"registry on {self.host}")
+        verify: ssl.SSLContext | bool = \
+            ssl.create_default_context(cafile=str(self.ca.ca_file)) if self.ca else False
+        try:
+            wait_until(lambda: httpx.get(f"{self.url}/v2/", verify=verify).status_code
+                       in (200, 401), timeout=20, what=f"registry on {self.host}")
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
@@ -156,7 +162,7 @@ class Registry:
         self.stop()
 
     def push(self, repo_tag: str, wasm: bytes, *, cncf: bool = False,
-             user: tuple[str, str] | None = None) -> str:
+             user: tuple[str, str] | None = None, media_type: str = "application/wasm") -> str:
         """Push ``wasm`` as ``<host>/<repo_tag>`` with oras; returns the manifest digest."""
         work = self.folder / "push"
         shutil.rmtree(work, ignore_errors=True)
@@ -171,7 +177,7 @@ class Registry:
         command += ["--plain-http"] if self.ca is None else ["--ca-file", str(self.ca.ca_file)]
         if user is not None:
             command += ["-u", user[0], "-p", user[1]]
-        command += [f"{self.host}/{repo_tag}", "module.wasm:application/wasm"]
+        command += [f"{self.host}/{repo_tag}", f"module.wasm:{media_type}"]
         done = subprocess.run(command, check=False, cwd=work, capture_output=True, text=True,
                               timeout=120,
                               env={"HOME": str(work), "PATH": "/usr/bin:/bin"})

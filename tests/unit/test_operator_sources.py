@@ -23,7 +23,7 @@ from edge_api.k8s import async_client
 from edge_api.models import Source
 from edge_operator.config import OperatorConfig
 from edge_operator.sources import SourceError, resolve
-from support.fileserver import FileServer, Reply, redirect
+from support.fileserver import GZIP_BOMB, GZIP_BOMB_SHA256, FileServer, Reply, redirect
 from support.runner import free_port
 
 MODULE = b"\x00asm\x01\x00\x00\x00" + bytes(range(256)) * 4
@@ -108,3 +108,19 @@ def test_a_download_over_max_module_bytes_is_refused_for_good(files: FileServer)
     error = refusal(files.url + "/m.wasm", max_module_bytes=len(MODULE) - 1)
     assert (error.reason, error.transient) == ("ModuleTooLarge", False)
     assert str(len(MODULE) - 1) in error.message
+
+
+def test_the_operator_refuses_a_gzip_bomb_url_for_good(files: FileServer) -> None:
+    files.routes["/bomb"] = Reply(body=GZIP_BOMB, headers={"content-encoding": "gzip"})
+    source = refusal(files.url + "/bomb", GZIP_BOMB_SHA256)
+    assert (source.reason, source.transient) == ("EncodingRefused", False)
+
+
+def test_the_operator_refuses_loopback_unless_allowed(files: FileServer) -> None:
+    sha = hashlib.sha256(b"\0asm\1\0\0\0").hexdigest()
+    source = refusal(files.url + "/m.wasm", sha, allow_fetch_from="")
+    assert (source.reason, source.transient) == ("AddressRefused", False)
+    assert sha not in source.message and files.hits == {}
+    files.routes["/hop"] = redirect("http://127.0.0.2:9/m.wasm")
+    assert refusal(files.url + "/hop", sha, allow_fetch_from="127.0.0.1/32"
+                   ).reason == "AddressRefused"
