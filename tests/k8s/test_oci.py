@@ -194,9 +194,11 @@ def test_bad_oci_inputs_each_have_a_reason(cluster: Cluster, namespace: str,
         cluster.kubectl("apply", "-n", namespace, "-f", "-",
                         input="\n---\n".join(function(n, s) for n, s in sources.items())
                         + "\n---\n" + route_yaml("good", "/good", "good"))
-        found = wait_until(lambda: (lambda r: r if all(r.values()) else None)(
-            {name: ready(cluster, namespace, name) for name in sources}),
-            timeout=60, what="Ready of every function")
+        def settled() -> dict[str, tuple[str, str] | None] | None:
+            found = {name: ready(cluster, namespace, name) for name in sources}
+            return found if all(found.values()) else None
+
+        found = wait_until(settled, timeout=60, what="Ready of every function")
         assert found == {
             "good": ("True", "Published"),
             "missing": ("False", "TagNotFound"),
