@@ -177,7 +177,7 @@ def test_bad_oci_inputs_each_have_a_reason(cluster: Cluster, namespace: str,
     digest = sha(corrupt)[7:]
     (anonymous.folder / f"data/docker/registry/v2/blobs/sha256/{digest[:2]}/{digest}/data"
      ).write_bytes(b"\0" * len(corrupt))
-    sources = {
+    sources: dict[str, dict[str, Any]] = {
         "good": {"oci": {"ref": f"{host}/fn/good:v1"}},
         "missing": {"oci": {"ref": f"{host}/fn/good:nope"}},
         "text": {"oci": {"ref": f"{host}/fn/text:v1"}},
