@@ -2,10 +2,10 @@
 
 Debian's docker-registry (the CNCF distribution registry) runs as a local process
 (support.registry): one anonymous over plain HTTP, one with TLS from a CA made here
-and htpasswd users.  Artifacts are pushed with the real ``oras`` client, in the plain
+and htpasswd users, one with ``auth: token`` and a token server (support.tokens).  Artifacts are pushed with the real ``oras`` client, in the plain
 ``oras push`` layout and in the CNCF Wasm layout.  Checked: tag and digest
-resolution, both layouts, basic auth from a dockerconfigjson, TLS verified against
-SSL_CERT_FILE, and each bad input's reason: tag not found, not a wasm artifact, a
+resolution, both layouts, basic auth from a dockerconfigjson, the bearer-token flow,
+TLS verified against SSL_CERT_FILE, and each bad input's reason: tag not found, not a wasm artifact, a
 layer over the size limit, a layer whose bytes do not match its digest (the
 registry's storage corrupted on disk), wrong credentials, an unreachable registry.
 Pure parsing (references, docker config) is tested without a registry.
@@ -32,6 +32,7 @@ from edge_api.oci import (
     parse_reference,
 )
 from support.registry import LocalCA, Registry
+from support.tokens import TokenServer
 from support.runner import free_port
 from support.wasm import wat_to_wasm
 
@@ -205,3 +206,19 @@ def test_manifests_that_are_not_wasm_artifacts() -> None:
         with pytest.raises(OciError) as caught:
             parse_manifest(json.dumps(bad).encode(), "r")
         assert caught.value.reason == "NotWasmArtifact"
+
+
+def test_the_bearer_token_flow(tmp_path_factory: pytest.TempPathFactory) -> None:
+    folder = tmp_path_factory.mktemp("bearer")
+    with TokenServer(folder / "tokens", dict([USER])) as tokens, \
+            Registry(folder / "registry", token=tokens.registry_auth()) as registry:
+        manifest = registry.push("fn/bearer:v1", MODULE, user=USER)
+        pushed = tokens.issued
+        artifact, wasm = resolve(f"{registry.host}/fn/bearer:v1", insecure=(registry.host,),
+                                 config=dockerconfig(registry.host, *USER))
+        assert (artifact.manifest_digest, wasm) == (manifest, MODULE)
+        assert tokens.issued == pushed + 1  # one token, reused for the blob
+        for config in (None, dockerconfig(registry.host, "alice", "wrong")):
+            refused = failure(f"{registry.host}/fn/bearer:v1", insecure=(registry.host,),
+                              config=config)
+            assert (refused.reason, refused.transient) == ("RegistryUnauthorized", True)
