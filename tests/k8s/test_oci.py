@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +37,7 @@ from support.k8s import Cluster
 from support.objects import get, route_yaml
 from support.operator import OperatorProcess
 from support.registry import LocalCA, Registry
-from support.runner import RunnerProcess, free_port, wait_until
+from support.runner import RunnerProcess, wait_until
 from support.wasm import wat_to_wasm
 
 pytestmark = pytest.mark.k8s
@@ -177,13 +178,15 @@ def test_bad_oci_inputs_each_have_a_reason(cluster: Cluster, namespace: str,
     digest = sha(corrupt)[7:]
     (anonymous.folder / f"data/docker/registry/v2/blobs/sha256/{digest[:2]}/{digest}/data"
      ).write_bytes(b"\0" * len(corrupt))
+    held = socket.socket()  # bound, never listening: the "down" registry refuses connections
+    held.bind(("127.0.0.1", 0))
     sources: dict[str, dict[str, Any]] = {
         "good": {"oci": {"ref": f"{host}/fn/good:v1"}},
         "missing": {"oci": {"ref": f"{host}/fn/good:nope"}},
         "text": {"oci": {"ref": f"{host}/fn/text:v1"}},
         "big": {"oci": {"ref": f"{host}/fn/big:v1"}},
         "corrupt": {"oci": {"ref": f"{host}/fn/corrupt:v1"}},
-        "down": {"oci": {"ref": f"127.0.0.1:{free_port()}/fn/good:v1"}},
+        "down": {"oci": {"ref": f"127.0.0.1:{held.getsockname()[1]}/fn/good:v1"}},
         "nosecret": {"oci": {"ref": f"{host}/fn/good:v1", "pullSecretRef": {"name": "absent"}}},
     }
     env = chart.operator_env(EDGE_OPERATOR_ALLOW_FETCH_FROM=ALLOW,

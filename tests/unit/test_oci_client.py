@@ -2,10 +2,11 @@
 
 Debian's docker-registry (the CNCF distribution registry) runs as a local process
 (support.registry): one anonymous over plain HTTP, one with TLS from a CA made here
-and htpasswd users, one with ``auth: token`` and a token server (support.tokens).  Artifacts are pushed with the real ``oras`` client, in the plain
-``oras push`` layout and in the CNCF Wasm layout.  Checked: tag and digest
-resolution, both layouts, basic auth from a dockerconfigjson, the bearer-token flow,
-TLS verified against SSL_CERT_FILE, and each bad input's reason: tag not found, not a wasm artifact, a
+and htpasswd users, one with ``auth: token`` and a token server (support.tokens).
+Artifacts are pushed with the real ``oras`` client, in the plain ``oras push``
+layout and in the CNCF Wasm layout.  Checked: tag and digest resolution, both
+layouts, basic auth from a dockerconfigjson, the bearer-token flow, TLS verified
+against SSL_CERT_FILE, and each bad input's reason: tag not found, not a wasm artifact, a
 layer over the size limit, a layer whose bytes do not match its digest (the
 registry's storage corrupted on disk), wrong credentials, an unreachable registry.
 Pure parsing (references, docker config) is tested without a registry.
@@ -17,6 +18,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -33,7 +35,6 @@ from edge_api.oci import (
 )
 from support.registry import LocalCA, Registry
 from support.tokens import TokenServer
-from support.runner import free_port
 from support.wasm import wat_to_wasm
 
 LOOPBACK = parse_networks("127.0.0.0/8")
@@ -144,8 +145,10 @@ def test_bad_artifacts_each_have_their_reason(anonymous: Registry) -> None:
     anonymous.push("fn/big:v1", MODULE)
     large = failure(f"{host}/fn/big:v1", insecure=insecure, max_bytes=len(MODULE) - 1)
     assert (large.reason, large.transient) == ("ModuleTooLarge", False)
-    closed = f"127.0.0.1:{free_port()}"
-    unreachable = failure(f"{closed}/fn/x:v1", insecure=(closed,))
+    with socket.socket() as held:  # bound, never listening: connections are refused
+        held.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{held.getsockname()[1]}"
+        unreachable = failure(f"{closed}/fn/x:v1", insecure=(closed,))
     assert (unreachable.reason, unreachable.transient) == ("RegistryUnreachable", True)
 
 
