@@ -343,7 +343,8 @@ def test_operator_roles_are_least_privilege(helm: Helm) -> None:
     ]
 
 
-def test_allow_secret_read_grants_get_on_secrets_to_the_operator_only(helm: Helm) -> None:
+def test_allow_secret_read_grants_get_on_secrets_to_operator_and_runners(helm: Helm) -> None:
+    """Pull secrets of oci sources: the runners read them themselves (docs/artifacts.md)."""
     rendered = render(helm, {"operator": {"allowSecretRead": True}})
     secret_rules = [
         (role["metadata"]["name"], rule["verbs"])
@@ -351,7 +352,7 @@ def test_allow_secret_read_grants_get_on_secrets_to_the_operator_only(helm: Helm
         for rule in role["rules"]
         if "secrets" in rule["resources"]
     ]
-    assert secret_rules == [(OPERATOR, ["get"])]
+    assert sorted(secret_rules) == sorted([(OPERATOR, ["get"]), (RUNNER, ["get"])])
 
 
 def test_watch_namespaces_get_a_role_and_an_argument_each(helm: Helm) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import socket
 import tempfile
 from collections.abc import Iterator
@@ -37,7 +36,7 @@ from support.k8s import Cluster
 from support.objects import get, route_yaml
 from support.operator import OperatorProcess
 from support.registry import LocalCA, Registry
-from support.runner import RunnerProcess, wait_until
+from support.runner import RunnerProcess, metric_value, wait_until
 from support.wasm import wat_to_wasm
 
 pytestmark = pytest.mark.k8s
@@ -72,9 +71,7 @@ def ready(cluster: Cluster, namespace: str, name: str) -> tuple[str, str] | None
 
 def fetched(runner: RunnerProcess, kind: str) -> float:
     """edge_artifact_fetched_bytes_total{kind} of a runner."""
-    found = re.search(rf'^edge_artifact_fetched_bytes_total{{kind="{kind}"}} (\S+)$',
-                      runner.metrics(), re.M)
-    return float(found.group(1)) if found else 0.0
+    return metric_value(runner.metrics(), "edge_artifact_fetched_bytes_total", {"kind": kind})
 
 
 @pytest.fixture
