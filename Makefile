@@ -14,7 +14,7 @@ ADMIN_PORT ?= 9090
 # The sample `make run` serves (functions/$(FN)/manifests).
 FN ?= hello-world
 
-.PHONY: run test lint unit k8s-bins helm-bin oras-bin functions setup apt-deps fresh-check venv bench bench-density clean crds
+.PHONY: run test lint unit k8s-bins helm-bin oras-bin functions setup apt-deps fresh-check venv bench bench-density bench-oci clean crds
 
 venv: $(STAMP)
 
@@ -85,6 +85,9 @@ bench: venv functions
 
 bench-density: venv functions
 	$(PY) bench/density.py
+
+bench-oci: venv functions k8s-bins oras-bin
+	$(PY) bench/oci.py
 
 clean:
 	rm -rf $(VENV) functions/target .mypy_cache .ruff_cache .pytest_cache
