@@ -20,6 +20,7 @@ Errors are :class:`OciError` (reason, message, transient).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -268,7 +269,8 @@ class RegistryClient:
         if response.status != 200:
             raise OciError("RegistryUnreachable", f"{self.reference.repo}: blob {digest}: HTTP"
                            f" {response.status}", transient=True)
-        if f"sha256:{hashlib.sha256(response.body).hexdigest()}" != digest:
+        actual = await asyncio.to_thread(lambda: hashlib.sha256(response.body).hexdigest())
+        if f"sha256:{actual}" != digest:
             raise OciError("LayerDigestMismatch", f"{self.reference.repo}: the blob served as"
                            f" {digest} has another sha256")
         return response.body

@@ -15,6 +15,7 @@ with a reason the reconciler turns into a condition.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 from collections.abc import Callable
@@ -162,7 +163,7 @@ async def _from_url(url: str, sha256: str, config: OperatorConfig) -> bytes:
         raise SourceError(exc.reason, exc.message) from exc
     if response.status != 200:
         raise SourceError("FetchFailed", f"GET {url}: HTTP {response.status}", transient=True)
-    actual = hashlib.sha256(response.body).hexdigest()
+    actual = await asyncio.to_thread(lambda: hashlib.sha256(response.body).hexdigest())
     if actual != sha256:
         raise SourceError("DigestMismatch", f"{url} has sha256 {actual}, expected {sha256}")
     return response.body

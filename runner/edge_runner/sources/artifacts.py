@@ -42,6 +42,10 @@ FIRST_BACKOFF: Final = 1.0
 MAX_BACKOFF: Final = 60.0
 
 
+def _hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 class ArtifactUnavailable(Exception):
     """A fetch that failed; the message says why (never a body or a hash of one)."""
 
@@ -134,7 +138,7 @@ class Artifacts:
             raise ArtifactUnavailable(f"{exc.reason}: {exc.message}") from exc
         except KUBE_ERRORS as exc:
             raise ArtifactUnavailable(f"API server: {exc}") from exc
-        if len(data) != ref.size or hashlib.sha256(data).hexdigest() != ref.digest[7:]:
+        if len(data) != ref.size or await asyncio.to_thread(_hex, data) != ref.digest[7:]:
             raise ArtifactUnavailable(f"{ref.location}: the bytes fetched are not {ref.digest}")
         return data
 
