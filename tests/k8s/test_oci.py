@@ -162,9 +162,17 @@ def test_an_oci_function_rolls_out_and_survives_the_registry(
         registry.stop()
 
 
+@pytest.fixture
+def refusing_port() -> Iterator[int]:
+    """A port bound and never listening: connections to it are refused."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield int(held.getsockname()[1])
+
+
 def test_bad_oci_inputs_each_have_a_reason(cluster: Cluster, namespace: str,
                                            chart: ChartIdentities, anonymous: Registry,
-                                           tmp_path: Path) -> None:
+                                           refusing_port: int) -> None:
     host = anonymous.host
     anonymous.push("fn/good:v1", ONE)
     anonymous.push("fn/text:v1", b"not wasm", media_type="text/plain")
@@ -175,15 +183,13 @@ def test_bad_oci_inputs_each_have_a_reason(cluster: Cluster, namespace: str,
     digest = sha(corrupt)[7:]
     (anonymous.folder / f"data/docker/registry/v2/blobs/sha256/{digest[:2]}/{digest}/data"
      ).write_bytes(b"\0" * len(corrupt))
-    held = socket.socket()  # bound, never listening: the "down" registry refuses connections
-    held.bind(("127.0.0.1", 0))
     sources: dict[str, dict[str, Any]] = {
         "good": {"oci": {"ref": f"{host}/fn/good:v1"}},
         "missing": {"oci": {"ref": f"{host}/fn/good:nope"}},
         "text": {"oci": {"ref": f"{host}/fn/text:v1"}},
         "big": {"oci": {"ref": f"{host}/fn/big:v1"}},
         "corrupt": {"oci": {"ref": f"{host}/fn/corrupt:v1"}},
-        "down": {"oci": {"ref": f"127.0.0.1:{held.getsockname()[1]}/fn/good:v1"}},
+        "down": {"oci": {"ref": f"127.0.0.1:{refusing_port}/fn/good:v1"}},
         "nosecret": {"oci": {"ref": f"{host}/fn/good:v1", "pullSecretRef": {"name": "absent"}}},
     }
     env = chart.operator_env(EDGE_OPERATOR_ALLOW_FETCH_FROM=ALLOW,
