@@ -13,7 +13,8 @@ without restarts, each blob fetched once per runner; with the registry stopped,
 serving continues (also for a runner restarted meanwhile, from its blob store) while
 the operator reports RegistryUnreachable; each bad input is a condition with its
 reason and the last good version keeps serving; a 20 MiB module deploys through oci
-and through url.
+and through url, and a configMapRef module too big for the function ConfigMap travels
+by reference.
 """
 
 from __future__ import annotations
@@ -228,9 +229,15 @@ def test_bad_oci_inputs_each_have_a_reason(cluster: Cluster, namespace: str,
 
 
 def test_a_20_mib_module_deploys_through_oci_and_url(
-        cluster: Cluster, namespace: str, chart: ChartIdentities, anonymous: Registry) -> None:
+        cluster: Cluster, namespace: str, chart: ChartIdentities, anonymous: Registry,
+        tmp_path: Path) -> None:
     by_oci = wat_to_wasm(sized_wat(b"big oci", 20 << 20))
     by_url = wat_to_wasm(sized_wat(b"big url", 20 << 20))
+    # Fits the user's ConfigMap (1 MiB) but not the function ConfigMap with its spec.
+    by_configmap = wat_to_wasm(sized_wat(b"big cm", 1_030_000))
+    (tmp_path / "cm.wasm").write_bytes(by_configmap)
+    cluster.kubectl("create", "configmap", "mods", "-n", namespace,
+                    f"--from-file=module.wasm={tmp_path / 'cm.wasm'}")
     manifest = anonymous.push("fn/big:v1", by_oci)
     with FileServer() as files:
         files.routes["/big.wasm"] = Reply(body=by_url)
@@ -242,16 +249,20 @@ def test_a_20_mib_module_deploys_through_oci_and_url(
                 function("big-oci", {"oci": {"ref": f"{anonymous.host}/fn/big:v1"}}),
                 function("big-url", {"url": {"url": files.url + "/big.wasm",
                                              "sha256": sha(by_url)[7:]}}),
+                function("big-cm", {"configMapRef": {"name": "mods"}}),
                 route_yaml("big-oci", "/oci", "big-oci"),
-                route_yaml("big-url", "/url", "big-url")]))
+                route_yaml("big-url", "/url", "big-url"),
+                route_yaml("big-cm", "/cm", "big-cm")]))
             wait_until(lambda: runner.client.get("/oci").text == "big oci" and
-                       runner.client.get("/url").text == "big url", timeout=120,
-                       interval=0.5, what="both 20 MiB modules served")
+                       runner.client.get("/url").text == "big url" and
+                       runner.client.get("/cm").text == "big cm", timeout=120,
+                       interval=0.5, what="the 20 MiB modules and the 1 MB one served")
             assert status(cluster, namespace, "big-oci")["artifact"] == \
                 f"{anonymous.host}/fn/big@{manifest}"
             assert status(cluster, namespace, "big-url")["size"] == len(by_url) > 20 << 20
-            for name in ("big-oci", "big-url"):
+            for name in ("big-oci", "big-url", "big-cm"):
                 assert "binaryData" not in get(cluster, namespace, "configmap", f"edgefn-{name}")
-            assert (fetched(runner, "oci"), fetched(runner, "url")) == (len(by_oci),
-                                                                       len(by_url))
+            assert (fetched(runner, "oci"), fetched(runner, "url"),
+                    fetched(runner, "configMap")) == (len(by_oci), len(by_url),
+                                                      len(by_configmap))
             assert 'edge_module_compile_seconds_count' in runner.metrics()
