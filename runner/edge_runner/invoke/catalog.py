@@ -45,6 +45,9 @@ class FunctionSource:
     wasm: bytes | None
     origin: str
     error: str | None = None
+    #: sha256 hex of ``wasm`` when the source already verified it (saves hashing a large
+    #: module on the event loop at every apply); None: the catalog computes it.
+    digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +153,7 @@ class Catalog:
         if source.error is not None or source.spec is None or source.wasm is None:
             return current, source.error or "no module"
         spec, wasm = source.spec, source.wasm
-        digest = hashlib.sha256(wasm).hexdigest()
+        digest = source.digest or hashlib.sha256(wasm).hexdigest()
         if current is not None and current.digest == digest and current.spec == spec:
             return current, None
         try:

@@ -120,7 +120,8 @@ def _function_source(config: FunctionConfig, origin: str) -> FunctionSource:
     except ModuleRejected as exc:
         return FunctionSource(config.name, config.spec, None, origin,
                               f"{origin}: {exc.reason}: {exc}")
-    return FunctionSource(config.name, config.spec, config.module, origin)
+    return FunctionSource(config.name, config.spec, config.module, origin,
+                          digest=config.digest.removeprefix("sha256:"))
 
 
 def _pending(routes: list[tuple[str, RouteConfig]], published: set[str]
