@@ -9,7 +9,7 @@ Prints p50 and max per size, then each runner's
 ``edge_artifact_fetched_bytes_total{kind="oci"}`` next to the bytes pushed (equal:
 each blob fetched once per runner).
 
-    python bench/oci.py [--rounds 5] [--runners 2]
+    python bench/oci.py [--rounds 3] [--runners 2]
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def deploy(cluster: Cluster, namespace: str, registry: Registry, runners: list[R
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runners", type=int, default=2)
     args = parser.parse_args()
     hello = HELLO.read_bytes()
