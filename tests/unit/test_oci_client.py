@@ -225,3 +225,34 @@ def test_the_bearer_token_flow(tmp_path_factory: pytest.TempPathFactory) -> None
             refused = failure(f"{registry.host}/fn/bearer:v1", insecure=(registry.host,),
                               config=config)
             assert (refused.reason, refused.transient) == ("RegistryUnauthorized", True)
+
+
+def test_the_operator_fetches_a_blob_only_when_its_validation_is_unknown(
+        anonymous: Registry) -> None:
+    from edge_api.models import Source
+    from edge_operator.config import OperatorConfig
+    from edge_operator.sources import resolve as resolve_source
+
+    manifest = anonymous.push("fn/known:v1", MODULE)
+    source = Source.model_validate({"oci": {"ref": f"{anonymous.host}/fn/known:v1"}})
+    config = OperatorConfig(allow_fetch_from=["127.0.0.0/8"],
+                            insecure_registries=[anonymous.host])
+    asked: list[str] = []
+
+    def run(known: bool) -> tuple[bytes | None, str, int, str | None]:
+        def ask(digest: str) -> bool:
+            asked.append(digest)
+            return known
+
+        async def go() -> tuple[bytes | None, str, int, str | None]:
+            found = await resolve_source(source, namespace="ns", kube=None,  # type: ignore[arg-type]
+                                         config=config, known=ask)
+            assert found.artifact is not None and found.artifact.kind == "oci"
+            return found.wasm, found.digest, found.size, found.pinned
+        return asyncio.run(go())
+
+    digest = f"sha256:{hashlib.sha256(MODULE).hexdigest()}"
+    pinned = f"{anonymous.host}/fn/known@{manifest}"
+    assert run(False) == (MODULE, digest, len(MODULE), pinned)
+    assert run(True) == (None, digest, len(MODULE), pinned)  # the resync of a known digest
+    assert asked == [digest, digest]
