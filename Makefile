@@ -14,7 +14,7 @@ ADMIN_PORT ?= 9090
 # The sample `make run` serves (functions/$(FN)/manifests).
 FN ?= hello-world
 
-.PHONY: run test lint unit k8s-bins helm-bin ingress-bin functions setup apt-deps fresh-check venv bench bench-density clean crds
+.PHONY: run test lint unit k8s-bins helm-bin ingress-bin oras-bin functions setup apt-deps fresh-check venv bench bench-density bench-oci clean crds
 
 venv: $(STAMP)
 
@@ -59,6 +59,10 @@ helm-bin:
 ingress-bin:
 	tests/ingress-bin/build.sh
 
+# oras, the OCI client the source.oci tests push artifacts with (cached outside the repo).
+oras-bin:
+	tests/oras-bin/build.sh
+
 # The real CRDs of ServiceMonitor, PrometheusRule and HTTPRoute for the chart's install
 # test, from the projects' Go module zips (cached outside the repo; the test fetches
 # them on first use too).
@@ -74,7 +78,7 @@ unit: venv functions
 	$(PY) -m pytest tests/unit tests/runner
 
 test: SETUP_FOR = test
-test: setup venv functions lint k8s-bins helm-bin ingress-bin
+test: setup venv functions lint k8s-bins helm-bin ingress-bin oras-bin
 	$(PY) -m pytest
 
 # Benchmarks print figures next to their baseline; not tests.  density takes minutes.
@@ -86,6 +90,9 @@ bench: venv functions
 
 bench-density: venv functions
 	$(PY) bench/density.py
+
+bench-oci: venv functions k8s-bins oras-bin
+	$(PY) bench/oci.py
 
 clean:
 	rm -rf $(VENV) functions/target .mypy_cache .ruff_cache .pytest_cache

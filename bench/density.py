@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from support.guests import write_function  # noqa: E402
 from support.runner import RunnerProcess, metric_value  # noqa: E402
-from support.wasm import build_function  # noqa: E402
+from support.wasm import build_function, distinct  # noqa: E402
 
 LUA = """
 counter = 0
@@ -35,13 +35,6 @@ request = function()
   return wrk.format("GET", "/f" .. (counter % {n}) .. "?name=Ada")
 end
 """
-
-
-def distinct(wasm: bytes, index: int) -> bytes:
-    """The same module with a custom section naming ``index``: another digest."""
-    name = b"edge-bench"
-    payload = bytes([len(name)]) + name + index.to_bytes(4, "little")
-    return wasm + b"\x00" + bytes([len(payload)]) + payload
 
 
 def rss(pid: int) -> tuple[int, int]:

@@ -26,9 +26,10 @@ declare -A why=(
     [lld-14]="the wasm linker (rustc calls it as rust-lld; only *recommended* by libstd-rust-dev-wasm32)"
     [wrk]="HTTP load generator of the benchmarks"
     [prometheus]="prometheus + promtool: the metrics and alert-rule tests"
+    [docker-registry]="the CNCF distribution registry the source.oci tests push to and pull from"
 )
 run_packages=(rustc cargo libstd-rust-dev-wasm32 lld-14)
-test_packages=("${run_packages[@]}" wrk prometheus)
+test_packages=("${run_packages[@]}" wrk prometheus docker-registry)
 min_python=(3 11)
 
 log() { printf '[setup] %s\n' "$*" >&2; }
@@ -136,6 +137,8 @@ if [[ $purpose == test ]]; then
     fi
     command -v wrk >/dev/null || problem "wrk on PATH: apt-get install wrk"
     promtool --version >/dev/null 2>&1 || problem "a working promtool: apt-get install prometheus"
+    [[ -x /usr/bin/docker-registry ]] ||
+        problem "/usr/bin/docker-registry: apt-get install docker-registry"
 fi
 
 if ((${#problems[@]})); then

@@ -10,7 +10,8 @@ by operators that check it, which of the route's functions do not exist
 instead of "not loaded yet, retry".  Pure code.
 
 A ConfigMap holds at most 1 MiB, so :data:`MAX_MODULE_BYTES` bounds the module
-size this transport accepts (larger modules need an artifact reference).
+size this transport carries; larger modules (and every ``oci`` one) travel as an
+:class:`edge_api.artifacts.ArtifactRef` in ``artifact.json`` instead of the bytes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from edge_api.artifacts import MAX_INLINE_BYTES, ArtifactRef
 from edge_api.constants import (
     ANNOTATION_DIGEST,
     LABEL_KIND,
@@ -36,7 +38,7 @@ from edge_api.constants import (
 from edge_api.models import EdgeFunctionSpec, EdgeRouteSpec, describe_validation_error
 
 #: ConfigMaps are limited to 1 MiB of data; leave room for the spec and metadata.
-MAX_MODULE_BYTES = 1_000_000
+MAX_MODULE_BYTES = MAX_INLINE_BYTES
 KEY_MODULE = "module.wasm"
 KEY_SPEC = "spec.json"
 KEY_ROUTE = "route.json"
@@ -45,6 +47,7 @@ KEY_MISSING = "missing.json"
 KEY_JWKS = "jwks.json"
 KEY_NAME = "name"
 KEY_DIGEST = "digest"
+KEY_ARTIFACT = "artifact.json"
 
 
 class WireError(ValueError):
@@ -105,9 +108,12 @@ def spec_json(spec: EdgeFunctionSpec | EdgeRouteSpec) -> str:
 
 
 def function_configmap(
-    *, name: str, namespace: str, spec: EdgeFunctionSpec, module: bytes,
-    owner: dict[str, Any] | None = None,
+    *, name: str, namespace: str, spec: EdgeFunctionSpec, module: bytes = b"",
+    owner: dict[str, Any] | None = None, artifact: ArtifactRef | None = None,
 ) -> dict[str, Any]:
+    """The function's ConfigMap: the module inside, or ``artifact`` (a reference) instead."""
+    if artifact is not None:
+        return _artifact_configmap(name, namespace, spec, owner, artifact)
     if len(module) > MAX_MODULE_BYTES:
         raise WireError(
             f"module of {len(module)} bytes is over the {MAX_MODULE_BYTES}-byte ConfigMap limit"
@@ -122,6 +128,20 @@ def function_configmap(
         "metadata": metadata,
         "data": {KEY_NAME: name, KEY_SPEC: spec_json(spec), KEY_DIGEST: f"sha256:{digest}"},
         "binaryData": {KEY_MODULE: base64.b64encode(module).decode()},
+    }
+
+
+def _artifact_configmap(name: str, namespace: str, spec: EdgeFunctionSpec,
+                        owner: dict[str, Any] | None, artifact: ArtifactRef) -> dict[str, Any]:
+    metadata = _metadata(function_configmap_name(name), namespace, LABEL_KIND_FUNCTION, name,
+                         owner)
+    metadata["annotations"] = {ANNOTATION_DIGEST: artifact.digest}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata,
+        "data": {KEY_NAME: name, KEY_SPEC: spec_json(spec), KEY_DIGEST: artifact.digest,
+                 KEY_ARTIFACT: artifact.to_json()},
     }
 
 
@@ -148,8 +168,10 @@ def route_configmap(
 class FunctionConfig:
     name: str
     spec: EdgeFunctionSpec
+    #: The module; empty when it travels by reference (``artifact``).
     module: bytes
     digest: str
+    artifact: ArtifactRef | None = None
 
 
 @dataclass(frozen=True)
@@ -208,6 +230,14 @@ def parse_configmap(configmap: dict[str, Any]) -> FunctionConfig | RouteConfig:
     except ValidationError as exc:
         raise WireError(f"configmap {metadata.get('name')}: {describe_validation_error(exc)}"
                         ) from exc
+    if KEY_ARTIFACT in data:
+        try:
+            artifact = ArtifactRef.from_json(str(data[KEY_ARTIFACT]))
+        except ValueError as exc:
+            raise WireError(f"configmap {metadata.get('name')}: {exc}") from exc
+        if data.get(KEY_DIGEST) != artifact.digest:
+            raise WireError(f"configmap {metadata.get('name')}: artifact digest does not match")
+        return FunctionConfig(name, spec, b"", artifact.digest, artifact)
     encoded = (configmap.get("binaryData") or {}).get(KEY_MODULE)
     if not isinstance(encoded, str):
         raise WireError(f"configmap {metadata.get('name')}: no binaryData `{KEY_MODULE}`")

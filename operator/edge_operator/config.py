@@ -15,8 +15,8 @@ from typing import Annotated, Any, ClassVar, Final, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from edge_api.fetch import parse_networks
 from edge_api.settings import BASE_CONFIG, ProcessSettings
-from edge_api.wire import MAX_MODULE_BYTES
 
 #: Seconds between re-checks of every function and route (the resync loop of
 #: :mod:`edge_operator.reconcile`): catches changes of a ``url`` source and any
@@ -43,11 +43,22 @@ class OperatorConfig(ProcessSettings):
                               " /metrics endpoint on all addresses (0 = off)")
     health_port: int = Field(8081, ge=0, le=65535, description="port of kopf's liveness"
                              " endpoint /healthz (0 = off)")
-    max_url_bytes: int = Field(MAX_MODULE_BYTES, gt=0, description="largest module fetched"
-                               " from a source.url, bytes (a ConfigMap holds 1 MiB, so anything"
-                               " larger could not be published anyway)")
-    url_timeout: float = Field(30.0, gt=0, description="seconds a source.url download may"
-                               " take per network operation before it counts as failed")
+    max_module_bytes: int = Field(64 * 2**20, gt=0, description="largest module of a"
+                                  " url, configMapRef or oci source, bytes; modules over 1 MB"
+                                  " reach the runners by reference (docs/artifacts.md)")
+    url_timeout: float = Field(30.0, gt=0, description="seconds a download (url source,"
+                               " registry) may wait for the network per read before it"
+                               " counts as failed")
+    fetch_deadline: float = Field(300.0, gt=0, description="seconds one download (url"
+                                  " source, registry request) may take in all, redirects"
+                                  " included")
+    allow_fetch_from: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="networks (CIDR, comma-separated) downloads may"
+        " reach although not public: loopback, private, link-local and cluster addresses are"
+        " refused otherwise")
+    insecure_registries: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="registries (host[:port], comma-separated) spoken"
+        " to over plain HTTP; every other registry over verified TLS")
     rollout_interval: float = Field(2.0, gt=0, description="seconds between rollout recounts"
                                     " when no runner Lease changes (Lease events trigger a"
                                     " recount at once; this only catches expiries)")
@@ -62,8 +73,13 @@ class OperatorConfig(ProcessSettings):
         "info", description="log level")
     log_format: Literal["json", "text"] = Field("json", description="log line format")
 
-    @field_validator("namespace", mode="before")
+    @field_validator("namespace", "allow_fetch_from", "insecure_registries", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return [part.strip() for part in value.split(",") if part.strip()] \
             if isinstance(value, str) else value
+
+    @field_validator("allow_fetch_from")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        return [str(network) for network in parse_networks(value)]

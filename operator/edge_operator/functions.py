@@ -18,10 +18,10 @@ from lightkube import AsyncClient
 from pydantic import ValidationError
 
 from edge_api.abi import ModuleRejected
+from edge_api.artifacts import MAX_INLINE_BYTES
 from edge_api.handoff import STATUS_FIELD, handoff_digest
 from edge_api.models import EdgeFunctionSpec, describe_validation_error
 from edge_api.wire import (
-    MAX_MODULE_BYTES,
     function_configmap,
     function_configmap_name,
     owner_reference,
@@ -31,7 +31,7 @@ from edge_operator.config import OperatorConfig
 from edge_operator.metrics import OperatorMetrics
 from edge_operator.publish import NotOwned, apply_configmap
 from edge_operator.secrets import check_env_secrets
-from edge_operator.sources import SourceError, resolve
+from edge_operator.sources import Resolved, SourceError, resolve
 from edge_operator.validation import ValidationCache
 
 #: First retry of a transient failure (seconds); doubled per retry up to the cap.
@@ -74,32 +74,34 @@ def failed(reason: str, message: str, *, module_valid: bool | None, result: str,
                            retry_after=retry_after, result=result)
 
 
-def published(abi: str, wasm: bytes, digest: str, name: str) -> FunctionOutcome:
-    """The outcome of a reconcile that published the module."""
-    artifact = f"configmap/{function_configmap_name(name)}"
+def published(abi: str, module: Resolved, name: str) -> FunctionOutcome:
+    """The outcome of a reconcile that published the module (or its reference)."""
+    artifact = module.pinned or f"configmap/{function_configmap_name(name)}"
+    how = "by reference" if module.artifact is not None else "inline"
     return FunctionOutcome(
-        fields={**module_fields(wasm, digest), "artifact": artifact},
+        fields={**module_fields(module.size, module.digest), "artifact": artifact},
         conditions=[
-            Want("ModuleValid", True, "Valid", f"{abi} module, {len(wasm)} bytes"),
-            Want("Ready", True, "Published", f"published as {artifact}"),
+            Want("ModuleValid", True, "Valid", f"{abi} module, {module.size} bytes"),
+            Want("Ready", True, "Published", f"published as {artifact} ({how})"),
         ],
     )
 
 
-def module_fields(wasm: bytes, digest: str) -> dict[str, Any]:
-    return {"digest": digest, "shortDigest": digest[7:19], "size": len(wasm)}
+def module_fields(size: int, digest: str) -> dict[str, Any]:
+    return {"digest": digest, "shortDigest": digest[7:19], "size": size}
 
 
-def too_large(wasm: bytes, digest: str) -> FunctionOutcome | None:
-    """ModuleTooLarge if a valid module does not fit a ConfigMap, else None."""
-    if len(wasm) <= MAX_MODULE_BYTES:
+def too_large(module: Resolved) -> FunctionOutcome | None:
+    """ModuleTooLarge for a valid module that must travel inside the ConfigMap (an
+    ``inline`` source) and does not fit, else None."""
+    if module.artifact is not None or module.size <= MAX_INLINE_BYTES:
         return None
     outcome = failed(
         "ModuleTooLarge",
-        f"module of {len(wasm)} bytes does not fit a ConfigMap ({MAX_MODULE_BYTES} bytes);"
-        " artifact references are not supported yet",
+        f"module of {module.size} bytes does not fit a ConfigMap ({MAX_INLINE_BYTES} bytes);"
+        " an inline module must: use url, configMapRef or oci for larger ones",
         module_valid=True, result="invalid")
-    outcome.fields = module_fields(wasm, digest)
+    outcome.fields = module_fields(module.size, module.digest)
     return outcome
 
 
@@ -115,16 +117,24 @@ async def reconcile_function(body: dict[str, Any], *, kube: AsyncClient, config:
         return failed("InvalidSpec", describe_validation_error(exc), module_valid=False,
                       result="invalid")
     try:
-        wasm = await resolve(spec.source, namespace=namespace, kube=kube, config=config)
+        module = await resolve(spec.source, namespace=namespace, kube=kube, config=config,
+                               known=lambda digest: validations.lookup(digest, spec.abi)
+                               is not None)
     except SourceError as exc:
         return failed(exc.reason, exc.message, module_valid=None if exc.transient else False,
                       result="error" if exc.transient else "invalid",
                       retry_after=retry_delay(retry) if exc.transient else None)
     try:
-        digest = await validations.validate(wasm, spec.abi)
+        if module.wasm is None:
+            validations.known(module.digest, spec.abi)
+        else:
+            await validations.validate(module.wasm, spec.abi)
     except ModuleRejected as exc:
         return failed(exc.reason, str(exc), module_valid=False, result="invalid")
-    oversized = too_large(wasm, digest)
+    except KeyError:  # evicted meanwhile: fetch and validate on the retry
+        return failed("ValidationPending", "validating the module again", module_valid=None,
+                      result="error", retry_after=RETRY_FIRST)
+    oversized = too_large(module)
     if oversized is not None:
         return oversized
     try:
@@ -133,13 +143,15 @@ async def reconcile_function(body: dict[str, Any], *, kube: AsyncClient, config:
     except SourceError as exc:
         return failed(exc.reason, exc.message, module_valid=True, result="error",
                       retry_after=retry_delay(retry))
-    configmap = function_configmap(name=name, namespace=namespace, spec=spec, module=wasm,
-                                   owner=owner_reference(body))
+    configmap = function_configmap(name=name, namespace=namespace, spec=spec,
+                                   module=module.wasm if module.artifact is None and
+                                   module.wasm is not None else b"",
+                                   artifact=module.artifact, owner=owner_reference(body))
     try:
         await apply_configmap(kube, configmap, metrics)
     except NotOwned as exc:
         return failed("ConfigMapNotOwned", str(exc), module_valid=True, result="error",
                       retry_after=retry_delay(retry))
-    outcome = published(spec.abi, wasm, digest, name)
+    outcome = published(spec.abi, module, name)
     outcome.fields[STATUS_FIELD] = handoff_digest(configmap)  # the trusted hand-off
     return outcome

@@ -9,24 +9,24 @@ refreshed at every resync (``RESYNC_SECONDS`` of :mod:`edge_operator.config`,
 60 s); a token signed with a key the provider has just added is refused (401)
 until then. When a fetch fails the document published before is kept.
 
-:func:`fetch_document` is deliberately tiny (one GET, no redirects,
-``Accept-Encoding: identity``, a byte cap counted as bytes arrive, an overall
-deadline) so that it can be routed through the operator's shared safe fetcher
-(address filtering) in one place.
+:func:`fetch_document` goes through the operator's one fetch policy
+(:func:`edge_api.fetch.fetch_bounded`: every address checked on every redirect
+hop against ``--allow-fetch-from``, ``Accept-Encoding: identity``, a byte cap
+counted as bytes arrive, an overall deadline), like ``source.url``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-import httpx
 from lightkube import ApiError, AsyncClient
 from lightkube.resources.core_v1 import ConfigMap
 
+from edge_api.fetch import FetchError as PolicyError
+from edge_api.fetch import Network, fetch_bounded
 from edge_api.k8s import status_code
 from edge_api.wire import KEY_JWKS
 
@@ -42,25 +42,19 @@ class FetchError(Exception):
     """A JWKS that could not be fetched; the message says why (no body content)."""
 
 
-async def fetch_document(url: str, *, max_bytes: int = MAX_JWKS_BYTES,
+async def fetch_document(url: str, *, allow: Sequence[Network] = (),
+                         max_bytes: int = MAX_JWKS_BYTES,
                          deadline: float = DEADLINE_SECONDS) -> bytes:
-    """GET ``url``: status 200, at most ``max_bytes``, within ``deadline`` seconds."""
+    """GET ``url`` under the fetch policy: status 200, at most ``max_bytes``, within
+    ``deadline`` seconds; addresses outside ``allow`` that are not public are refused."""
     try:
-        async with asyncio.timeout(deadline), httpx.AsyncClient(
-                follow_redirects=False, headers={"accept-encoding": "identity"}) as client, \
-                client.stream("GET", url) as response:
-            if response.status_code != 200:
-                raise FetchError(f"HTTP {response.status_code}")
-            body = bytearray()
-            async for chunk in response.aiter_raw():
-                body += chunk
-                if len(body) > max_bytes:
-                    raise FetchError(f"over {max_bytes} bytes")
-            return bytes(body)
-    except TimeoutError as exc:
-        raise FetchError(f"no answer within {deadline:g} s") from exc
-    except httpx.HTTPError as exc:
-        raise FetchError(type(exc).__name__) from exc
+        response = await fetch_bounded(url, max_bytes=max_bytes, deadline=deadline,
+                                       allow=allow, idle=deadline)
+    except PolicyError as exc:
+        raise FetchError(f"{exc.reason}: {exc.message}") from exc
+    if response.status != 200:
+        raise FetchError(f"HTTP {response.status}")
+    return response.body
 
 
 def _check(document: bytes) -> str:
@@ -88,7 +82,8 @@ async def _published(kube: AsyncClient, namespace: str, configmap: str) -> dict[
     return {str(k): str(v) for k, v in documents.items()} if isinstance(documents, dict) else {}
 
 
-async def jwks_for(uris: Sequence[str], *, kube: AsyncClient, namespace: str, configmap: str
+async def jwks_for(uris: Sequence[str], *, kube: AsyncClient, namespace: str, configmap: str,
+                   allow: Sequence[Network] = ()
                    ) -> tuple[dict[str, str], Mapping[str, str]]:
     """The documents to publish by URI, and the failures (URI -> why)."""
     documents: dict[str, str] = {}
@@ -96,7 +91,7 @@ async def jwks_for(uris: Sequence[str], *, kube: AsyncClient, namespace: str, co
     previous: dict[str, str] | None = None
     for uri in uris:
         try:
-            documents[uri] = _check(await fetch_document(uri))
+            documents[uri] = _check(await fetch_document(uri, allow=allow))
         except FetchError as exc:
             failures[uri] = str(exc)
             if previous is None:

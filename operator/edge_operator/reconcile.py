@@ -40,6 +40,7 @@ from typing import Any, Final
 from lightkube import AsyncClient
 
 from edge_api.constants import KIND_FUNCTION, KIND_ROUTE
+from edge_api.fetch import parse_networks
 from edge_api.k8s import KUBE_ERRORS, EdgeFunctionResource, EdgeRouteResource, is_not_found
 from edge_api.models import EdgeRouteSpec
 from edge_operator import events
@@ -167,8 +168,9 @@ class Reconciler:
                 if existing is None:
                     existing = await self._existing_functions(namespace)
                 handoff: dict[str, Any] = {}
-                ready = await reconcile_route(body, kube=self.kube, metrics=self.metrics,
-                                              existing=existing, published=handoff)
+                ready = await reconcile_route(
+                    body, kube=self.kube, metrics=self.metrics, existing=existing,
+                    published=handoff, allow=parse_networks(self.config.allow_fetch_from))
                 metadata = body["metadata"]
                 status = route_status(body.get("status"), ready, metadata.get("generation"),
                                       {**summary(body, self.config.public_url), **handoff})

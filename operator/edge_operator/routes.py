@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,6 +30,7 @@ from lightkube import AsyncClient
 from pydantic import ValidationError
 
 from edge_api.constants import KIND_ROUTE
+from edge_api.fetch import Network
 from edge_api.handoff import STATUS_FIELD, handoff_digest
 from edge_api.k8s import EdgeRouteResource
 from edge_api.models import EdgeRouteSpec, describe_validation_error
@@ -95,7 +96,8 @@ def missing_functions(spec: EdgeRouteSpec, existing: Collection[str]) -> list[st
 
 async def reconcile_route(body: dict[str, Any], *, kube: AsyncClient, metrics: OperatorMetrics,
                           existing: Collection[str] | None = None,
-                          published: dict[str, Any] | None = None) -> Want:
+                          published: dict[str, Any] | None = None,
+                          allow: Sequence[Network] = ()) -> Want:
     """Publish the route's ConfigMap; its ``Ready`` condition.
 
     ``existing``: the EdgeFunctions of the route's namespace (None: not checked).
@@ -110,7 +112,8 @@ async def reconcile_route(body: dict[str, Any], *, kube: AsyncClient, metrics: O
     missing = missing_functions(spec, existing) if existing is not None else []
     name = route_configmap_name(metadata["name"])
     documents, failures = await jwks_for(spec.jwks_uris(), kube=kube,
-                                         namespace=metadata["namespace"], configmap=name)
+                                         namespace=metadata["namespace"], configmap=name,
+                                         allow=allow)
     configmap = route_configmap(name=metadata["name"], namespace=metadata["namespace"],
                                 spec=spec, owner=owner_reference(body), missing=missing,
                                 jwks=documents)

@@ -59,6 +59,17 @@ class ValidationCache:
         while len(self._results) > self.size:
             self._results.popitem(last=False)
 
+    def known(self, digest: str, abi: str) -> str:
+        """The cached result for a module not downloaded again (an unchanged oci digest);
+        raises :class:`ModuleRejected` as validate does, KeyError if not cached."""
+        result = self.lookup(digest, abi)
+        if result is None:
+            raise KeyError(digest)
+        self.hits += 1
+        if isinstance(result, tuple):
+            raise ModuleRejected(*result)
+        return result
+
     async def validate(self, wasm: bytes, abi: str) -> str:
         """The module's ``sha256:`` digest; raises :class:`ModuleRejected` as validate does."""
         digest = f"sha256:{hashlib.sha256(wasm).hexdigest()}"

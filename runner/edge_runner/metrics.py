@@ -20,6 +20,8 @@ from edge_runner.invoke.pool import PoolEvents
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )
+#: Compiling a module: milliseconds for a small one, tens of seconds for a 64 MiB one.
+COMPILE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 class _PoolEvents(PoolEvents):
@@ -132,6 +134,26 @@ class RunnerMetrics:
             "edge_module_cache_requests_total",
             "Compiled-module cache lookups by result (hit, disk_hit, miss).",
             ["result"],
+            registry=r,
+        )
+        self.compile_duration = Histogram(
+            "edge_module_compile_seconds",
+            "Time to compile a module (off the event loop) when no compiled artifact was"
+            " cached.",
+            buckets=COMPILE_BUCKETS,
+            registry=r,
+        )
+        self.artifact_fetches = Counter(
+            "edge_artifact_fetches_total",
+            "Modules published by reference fetched from their source, by kind (oci, url,"
+            " configMap) and result (ok, error).",
+            ["kind", "result"],
+            registry=r,
+        )
+        self.artifact_bytes = Counter(
+            "edge_artifact_fetched_bytes_total",
+            "Bytes of modules fetched by reference (bodies read), by kind.",
+            ["kind"],
             registry=r,
         )
         self.cold_start_duration = Histogram(

@@ -247,4 +247,5 @@ def _source(
     from edge_runner.sources.cluster import watch_cluster
 
     return watch_cluster(catalog, stop, namespace=options.namespace, runner_id=options.pod_name,
-                         lease_seconds=options.lease_seconds)
+                         lease_seconds=options.lease_seconds,
+                         blob_dir=options.cache_dir / "blobs" if options.cache_dir else None)

@@ -39,7 +39,10 @@ SECRET_BOUND = 25
 
 @pytest.fixture
 def operator(namespace: str, identities: ChartIdentities) -> Iterator[OperatorProcess]:
-    with OperatorProcess(namespace, identities.operator_env()) as started:
+    # The JWKS server of these tests listens on loopback, which the fetch policy refuses
+    # unless allowed (docs/artifacts.md).
+    with OperatorProcess(namespace, identities.operator_env(
+            EDGE_OPERATOR_ALLOW_FETCH_FROM="127.0.0.0/8")) as started:
         yield started
 
 

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.k8s
 
 ONE = wat_to_wasm(constant_wat(b"one"))
 TWO = wat_to_wasm(constant_wat(b"two"))
-#: The operator's --max-url-bytes here: ONE and TWO fit, BIG does not.
+#: The operator's --max-module-bytes here: ONE and TWO fit, BIG does not.
 MAX_URL_BYTES = 4096
 BIG = wat_to_wasm(constant_wat(b"big", extra=f'(data (i32.const 8192) "{"x" * 5000}")'))
 #: First retry of a transient failure (5 s) + reconcile and polling slack.
@@ -79,7 +79,8 @@ def files() -> Iterator[FileServer]:
 
 @pytest.fixture
 def operator(namespace: str, identities: ChartIdentities) -> Iterator[OperatorProcess]:
-    env = identities.operator_env(EDGE_OPERATOR_MAX_URL_BYTES=str(MAX_URL_BYTES))
+    env = identities.operator_env(EDGE_OPERATOR_MAX_MODULE_BYTES=str(MAX_URL_BYTES),
+                                     EDGE_OPERATOR_ALLOW_FETCH_FROM="127.0.0.0/8")
     with OperatorProcess(namespace, env) as started:
         yield started
 

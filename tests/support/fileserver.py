@@ -8,12 +8,21 @@ path, so a test can tell whether the operator fetched again (a retry) or not.
 from __future__ import annotations
 
 import collections
+import gzip
+import hashlib
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Self
+
+#: 64 MiB of zeros gzip-compressed to about 64 KB, and the sha256 of what it inflates to:
+#: served with ``Content-Encoding: gzip`` it is a decompression bomb.
+_INFLATED = b"\0" * (64 << 20)
+GZIP_BOMB = gzip.compress(_INFLATED, compresslevel=9)
+GZIP_BOMB_SHA256 = hashlib.sha256(_INFLATED).hexdigest()
+del _INFLATED
 
 
 @dataclass(frozen=True)
@@ -68,4 +77,4 @@ class FileServer:
         self._thread.join()
 
 
-__all__ = ["FileServer", "Reply", "redirect"]
+__all__ = ["GZIP_BOMB", "GZIP_BOMB_SHA256", "FileServer", "Reply", "redirect"]

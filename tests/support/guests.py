@@ -21,6 +21,9 @@ The hostile corpus (docs/abi.md, issue #4) and what each must get:
     env_probe_wat          returns its environment              only spec.env
     fs_probe_wat           tries files and sockets              EBADF everywhere
     importer_wat           imports what the ABI does not grant  refused at load
+
+:func:`sized_wat` is a constant guest padded with a data segment to a given size
+(large-module tests and benchmarks).
 """
 
 from __future__ import annotations
@@ -367,3 +370,12 @@ def hog_wat(pages: int, milliseconds: int) -> str:
     return _spinning_wat(b"held", milliseconds, before=f"""
     (if (i32.eq (memory.grow (i32.const {pages})) (i32.const -1)) (then unreachable))
     (memory.fill (i32.const 262144) (i32.const 1) (i32.const {pages * 65536}))""")
+
+
+def sized_wat(body: bytes, size: int) -> str:
+    """:func:`constant_wat` answering ``body``, with a data segment that makes the module
+    a little over ``size`` bytes (the memory grows to hold it)."""
+    pad = size
+    pages = 4 + pad // 65536 + 1
+    return constant_wat(body, extra=f'(data (i32.const 262144) "{"a" * pad}")').replace(
+        '(memory (export "memory") 4)', f'(memory (export "memory") {pages})')

@@ -85,3 +85,10 @@ def build_function(name: str) -> pathlib.Path:
 def wat_to_wasm(text: str) -> bytes:
     """Assemble WebAssembly text format into a binary module."""
     return bytes(wasmtime.wat2wasm(text))
+
+
+def distinct(wasm: bytes, index: int) -> bytes:
+    """The same module with a custom section naming ``index``: another digest."""
+    name = b"edge-bench"
+    payload = bytes([len(name)]) + name + index.to_bytes(4, "little")
+    return wasm + b"\x00" + bytes([len(payload)]) + payload

@@ -27,6 +27,7 @@ from edge_operator.functions import (
     too_large,
 )
 from edge_operator.metrics import OperatorMetrics
+from edge_operator.sources import Resolved
 from edge_operator.validation import ValidationCache
 from support.wasm import wat_to_wasm
 
@@ -63,7 +64,8 @@ def reconcile(spec: dict[str, Any], cache: ValidationCache | None = None,
         client = unused_client()
         try:
             return await reconcile_function(
-                function(spec), kube=client, config=OperatorConfig(), metrics=OperatorMetrics(),
+                function(spec), kube=client,
+                config=OperatorConfig(allow_fetch_from=["127.0.0.0/8"]), metrics=OperatorMetrics(),
                 validations=cache if cache is not None else ValidationCache(),
                 retry=retry)
         finally:
@@ -93,7 +95,7 @@ def test_failed_sets_ready_and_module_valid() -> None:
 
 
 def test_published_outcome() -> None:
-    outcome = published("edge", b"\0asm", "sha256:" + "ab" * 32, "hello")
+    outcome = published("edge", Resolved(b"\0asm", "sha256:" + "ab" * 32, 4), "hello")
     assert outcome.fields == {"digest": "sha256:" + "ab" * 32, "shortDigest": "ab" * 6,
                               "size": 4, "artifact": "configmap/edgefn-hello"}
     assert states(outcome) == {"Ready": ("True", "Published"), "ModuleValid": ("True", "Valid")}
@@ -101,8 +103,8 @@ def test_published_outcome() -> None:
 
 
 def test_too_large_only_above_the_configmap_limit() -> None:
-    assert too_large(b"x" * MAX_MODULE_BYTES, "sha256:00") is None
-    outcome = too_large(b"x" * (MAX_MODULE_BYTES + 1), "sha256:" + "cd" * 32)
+    assert too_large(Resolved(None, "sha256:00", MAX_MODULE_BYTES)) is None
+    outcome = too_large(Resolved(None, "sha256:" + "cd" * 32, MAX_MODULE_BYTES + 1))
     assert outcome is not None and states(outcome)["Ready"] == ("False", "ModuleTooLarge")
     assert outcome.fields["size"] == MAX_MODULE_BYTES + 1 and "artifact" not in outcome.fields
 

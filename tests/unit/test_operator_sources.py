@@ -2,7 +2,7 @@
 real HTTP server on loopback (support.fileserver).
 
 docs/resources.md: ``GET``, redirects followed, status 200 needed, at most
-``--max-url-bytes``, the sha256 checked.  Reasons and transience as in its table:
+``--max-module-bytes``, the sha256 checked.  Reasons and transience as in its table:
 ``FetchFailed`` is transient (retried), ``DigestMismatch`` and ``ModuleTooLarge`` are
 not.  What the operator makes of them (conditions, retries, ConfigMaps) is tested
 against the real API server in tests/k8s/test_sources.py; configMapRef only there.
@@ -23,7 +23,7 @@ from edge_api.k8s import async_client
 from edge_api.models import Source
 from edge_operator.config import OperatorConfig
 from edge_operator.sources import SourceError, resolve
-from support.fileserver import FileServer, Reply, redirect
+from support.fileserver import GZIP_BOMB, GZIP_BOMB_SHA256, FileServer, Reply, redirect
 from support.runner import free_port
 
 MODULE = b"\x00asm\x01\x00\x00\x00" + bytes(range(256)) * 4
@@ -42,9 +42,12 @@ def fetch(url: str, sha256: str = SHA, **config: Any) -> bytes:
         kube: AsyncClient = async_client(KubeConfig.from_one(  # never called for a url
             cluster=Cluster(server="http://127.0.0.1:9"), user=User()).get(), field_manager="t")
         try:
-            return await resolve(Source.model_validate({"url": {"url": url, "sha256": sha256}}),
-                                 namespace="ns", kube=kube,
-                                 config=OperatorConfig.model_validate(config))
+            config.setdefault("allow_fetch_from", "127.0.0.0/8")  # the server is on loopback
+            resolved = await resolve(
+                Source.model_validate({"url": {"url": url, "sha256": sha256}}), namespace="ns",
+                kube=kube, config=OperatorConfig.model_validate(config))
+            assert resolved.wasm is not None
+            return resolved.wasm
         finally:
             await kube.close()
 
@@ -100,8 +103,24 @@ def test_a_server_slower_than_url_timeout_is_a_transient_fetch_failure(files: Fi
     assert (error.reason, error.transient) == ("FetchFailed", True)
 
 
-def test_a_download_over_max_url_bytes_is_refused_for_good(files: FileServer) -> None:
-    assert fetch(files.url + "/m.wasm", max_url_bytes=len(MODULE)) == MODULE  # at the limit
-    error = refusal(files.url + "/m.wasm", max_url_bytes=len(MODULE) - 1)
+def test_a_download_over_max_module_bytes_is_refused_for_good(files: FileServer) -> None:
+    assert fetch(files.url + "/m.wasm", max_module_bytes=len(MODULE)) == MODULE  # at the limit
+    error = refusal(files.url + "/m.wasm", max_module_bytes=len(MODULE) - 1)
     assert (error.reason, error.transient) == ("ModuleTooLarge", False)
     assert str(len(MODULE) - 1) in error.message
+
+
+def test_the_operator_refuses_a_gzip_bomb_url_for_good(files: FileServer) -> None:
+    files.routes["/bomb"] = Reply(body=GZIP_BOMB, headers={"content-encoding": "gzip"})
+    source = refusal(files.url + "/bomb", GZIP_BOMB_SHA256)
+    assert (source.reason, source.transient) == ("EncodingRefused", False)
+
+
+def test_the_operator_refuses_loopback_unless_allowed(files: FileServer) -> None:
+    sha = hashlib.sha256(b"\0asm\1\0\0\0").hexdigest()
+    source = refusal(files.url + "/m.wasm", sha, allow_fetch_from="")
+    assert (source.reason, source.transient) == ("AddressRefused", False)
+    assert sha not in source.message and files.hits == {}
+    files.routes["/hop"] = redirect("http://127.0.0.2:9/m.wasm")
+    assert refusal(files.url + "/hop", sha, allow_fetch_from="127.0.0.1/32"
+                   ).reason == "AddressRefused"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Executor
@@ -44,6 +45,9 @@ class FunctionSource:
     wasm: bytes | None
     origin: str
     error: str | None = None
+    #: sha256 hex of ``wasm`` when the source already verified it (saves hashing a large
+    #: module on the event loop at every apply); None: the catalog computes it.
+    digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +162,7 @@ class Catalog:
         if source.error is not None or source.spec is None or source.wasm is None:
             return current, source.error or "no module"
         spec, wasm = source.spec, source.wasm
-        digest = hashlib.sha256(wasm).hexdigest()
+        digest = source.digest or hashlib.sha256(wasm).hexdigest()
         if current is not None and current.digest == digest and current.spec == spec:
             return current, None
         try:
@@ -217,7 +221,9 @@ class Catalog:
             return None
 
     def _compile_and_store(self, wasm: bytes, abi: str) -> CompiledModule:
+        start = time.perf_counter()
         compiled = self.engine.compile(wasm, abi)
+        self.metrics.compile_duration.observe(time.perf_counter() - start)
         if self.disk_cache is not None:
             self.disk_cache.store(compiled.digest, bytes(compiled.module.serialize()))
         return compiled

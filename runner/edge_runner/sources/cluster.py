@@ -13,7 +13,9 @@ operator found no such EdgeFunction (then requests get a final 500).  Every
 ``resync`` seconds it lists again.  When the API server is unreachable it keeps
 serving the last good configuration and retries with capped backoff; a 410
 Gone restarts from a fresh list.  Parsed ConfigMaps are cached by
-resourceVersion, so only what changed is decoded again.
+resourceVersion, so only what changed is decoded again.  Modules published by
+reference come from :mod:`edge_runner.sources.artifacts` (fetched in the
+background; the catalog is applied again when one arrives).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from lightkube import AsyncClient
@@ -40,9 +44,11 @@ from edge_api.k8s import (
 )
 from edge_api.wire import FunctionConfig, RouteConfig, WireError, parse_configmap
 from edge_runner.invoke.catalog import Catalog, DesiredState, FunctionSource
+from edge_runner.sources.artifacts import Artifacts, follow_changes
 from edge_runner.sources.cluster_secrets import REFRESH_SECONDS, ClusterSecrets
 from edge_runner.sources.handoff import Handoff
 from edge_runner.sources.registration import FIELD_MANAGER, Registration
+from edge_runner.wasm.blobs import BlobStore
 
 log = logging.getLogger("edge_runner.sources.cluster")
 
@@ -67,8 +73,10 @@ class _Desired:
     """The ConfigMaps seen so far, parsed once per resourceVersion; with ``handoff``,
     only those the operator confirmed are used (sources/handoff.py)."""
 
-    def __init__(self, handoff: Handoff | None = None) -> None:
+    def __init__(self, handoff: Handoff | None = None,
+                 artifacts: Artifacts | None = None) -> None:
         self.handoff = handoff
+        self.artifacts = artifacts
         self.objects: dict[str, dict[str, Any]] = {}
         self._parsed: dict[str, tuple[str, FunctionConfig | RouteConfig | WireError]] = {}
 
@@ -108,7 +116,7 @@ class _Desired:
                 if error is not None:
                     state.errors.append(error)
             if isinstance(parsed, FunctionConfig):
-                state.functions.append(_function_source(parsed, origin))
+                state.functions.append(self._function_source(parsed, origin))
             elif isinstance(parsed, RouteConfig):
                 state.routes.append((parsed.name, parsed.spec))
                 state.jwks.update(parsed.jwks)
@@ -120,7 +128,18 @@ class _Desired:
             del self._parsed[stale]
         if self.handoff is not None:
             self.handoff.forget(set(self.objects))
+        if self.artifacts is not None:
+            self.artifacts.retain({parsed.artifact.digest for _, parsed in self._parsed.values()
+                                   if isinstance(parsed, FunctionConfig) and parsed.artifact})
         return state
+
+    def _function_source(self, config: FunctionConfig, origin: str) -> FunctionSource:
+        if config.artifact is None:
+            return _function_source(config, origin)
+        module = self.artifacts.module(config.artifact) if self.artifacts else "no fetcher"
+        if isinstance(module, str):
+            return FunctionSource(config.name, config.spec, None, origin, f"{origin}: {module}")
+        return _function_source(replace(config, module=module), origin)
 
 
 def _function_source(config: FunctionConfig, origin: str) -> FunctionSource:
@@ -129,7 +148,8 @@ def _function_source(config: FunctionConfig, origin: str) -> FunctionSource:
     except ModuleRejected as exc:
         return FunctionSource(config.name, config.spec, None, origin,
                               f"{origin}: {exc.reason}: {exc}")
-    return FunctionSource(config.name, config.spec, config.module, origin)
+    return FunctionSource(config.name, config.spec, config.module, origin,
+                          digest=config.digest.removeprefix("sha256:"))
 
 
 def _pending(routes: list[tuple[str, RouteConfig]], published: set[str]
@@ -157,12 +177,17 @@ def _namespace(option: str | None, client: AsyncClient) -> str:
 async def watch_cluster(
     catalog: Catalog, stop: asyncio.Event, *, namespace: str | None,
     runner_id: str | None = None, lease_seconds: int | None = None,
-    resync: float = RESYNC_SECONDS,
+    resync: float = RESYNC_SECONDS, blob_dir: Path | None = None,
 ) -> None:
     client = async_client(field_manager=FIELD_MANAGER)
     ns = _namespace(namespace, client)
-    desired = _Desired(Handoff())
     secrets = ClusterSecrets(client, ns)
+    artifacts = Artifacts(kube=client, namespace=ns, store=BlobStore(blob_dir),
+                          metrics=catalog.metrics)
+    desired = _Desired(Handoff(), artifacts)
+    # A finished download applies the whole state again, Secrets attached as for a watch event.
+    fetched = asyncio.create_task(follow_changes(
+        artifacts, lambda: _apply(catalog, desired, secrets), stop), name="artifacts")
     backoff = 0.5
     registration = Registration(kube=client, namespace=ns, catalog=catalog,
                                 runner_id=runner_id, duration=lease_seconds)
@@ -186,6 +211,9 @@ async def watch_cluster(
                     await asyncio.wait_for(stop.wait(), backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
     finally:
+        fetched.cancel()
+        await asyncio.gather(fetched, return_exceptions=True)
+        await artifacts.close()
         if heartbeat is not None:
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
