@@ -84,6 +84,9 @@ def test_api_key_and_jwt_routes_from_secrets(cluster: Cluster, namespace: str,
                "require": {"claims": {"scope": ["read"]}}}))
     wait_until(lambda: runner.client.get("/keyed", headers={"x-api-key": "first-key"}
                                          ).status_code == 200, timeout=30, what="keyed route")
+    # Each route is served once its own ConfigMap is confirmed (status.handoff): wait for both.
+    wait_until(lambda: runner.client.get("/bearer").status_code == 401, timeout=30,
+               what="bearer route")
     assert runner.client.get("/keyed").status_code == 401
     assert runner.client.get("/keyed", headers={"x-api-key": "nope"}).status_code == 401
     good = runner.client.get("/bearer",
