@@ -210,7 +210,7 @@ class Catalog:
     def _compile_and_store(self, wasm: bytes, abi: str) -> CompiledModule:
         compiled = self.engine.compile(wasm, abi)
         if self.disk_cache is not None:
-            self.disk_cache.store(compiled.digest, bytes(compiled.module.serialize()))
+            self.disk_cache.store(compiled.digest, compiled.serialize())
         return compiled
 
     def _update_gauges(self, snapshot: Snapshot) -> None:

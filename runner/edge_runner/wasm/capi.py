@@ -102,3 +102,252 @@ def set_stdin_bytes(wasi: wasmtime.WasiConfig, data: bytes) -> None:
     buffer = (ctypes.c_ubyte * len(data)).from_buffer_copy(data)
     ffi.wasm_byte_vec_new(ctypes.byref(vec), len(data), buffer)
     ffi.wasi_config_set_stdin_bytes(wasi.ptr(), ctypes.byref(vec))  # takes ownership
+
+
+# ---- Component model (the ``wasi-http`` ABI) ---------------------------------------------
+#
+# wasmtime-py's component host functions re-reflect their whole type on every call
+# (``FuncType._from_ptr`` then every case of every variant: ~100 us per call) and
+# convert ``list<u8>`` one element at a time.  :func:`add_component_func` registers a
+# host function whose types are reflected once, on its first call, and "primed"
+# (:func:`prime`): each type object keeps its cases, fields and element type, and
+# a ``list<u8>`` converts with one strided copy.  Values keep wasmtime-py's public
+# Python shapes (``Variant``, ``Record``, ``bytes``...); tests/unit/test_capi.py
+# compares them with the stock conversions.
+
+from wasmtime import StoreContext  # noqa: E402
+from wasmtime.component import _types as component_types  # noqa: E402
+from wasmtime.component._enter import catch_exceptions, maybe_raise_last_exn  # noqa: E402
+
+_VAL_SIZE = ctypes.sizeof(ffi.wasmtime_component_val_t)
+_VAL_PAYLOAD = ffi.wasmtime_component_val_t.of.offset
+_U8_KIND: int = ffi.WASMTIME_COMPONENT_U8.value
+
+
+def _u8_template() -> bytes:
+    one = ffi.wasmtime_component_val_t()
+    one.kind = _U8_KIND
+    one.of.u8 = 0
+    return ctypes.string_at(ctypes.addressof(one), _VAL_SIZE)
+
+
+_U8_ONE = _u8_template()
+
+
+def _bytes_from_list(c: typing.Any) -> bytes:
+    raw = c.of.list
+    try:
+        if not raw.size:
+            return b""
+        base = ctypes.addressof(raw.data.contents)
+        return ctypes.string_at(base, raw.size * _VAL_SIZE)[_VAL_PAYLOAD::_VAL_SIZE]
+    finally:
+        # u8 elements own nothing: free the array without visiting them.
+        ffi.wasmtime_component_vallist_delete(ctypes.byref(raw))
+
+
+def _bytes_to_list(_store: typing.Any, val: typing.Any, ptr: typing.Any) -> None:
+    if not isinstance(val, (bytes, bytearray, memoryview)):
+        raise TypeError("expected bytes value")
+    size = len(val)
+    raw = ffi.wasmtime_component_vallist_t()
+    ffi.wasmtime_component_vallist_new_uninit(raw, size)
+    if size:
+        image = bytearray(_U8_ONE * size)
+        image[_VAL_PAYLOAD::_VAL_SIZE] = val
+        ctypes.memmove(ctypes.addressof(raw.data.contents), bytes(image), len(image))
+    ptr.contents.kind = ffi.WASMTIME_COMPONENT_LIST
+    ptr.contents.of.list = raw
+
+
+def _list_converters(ty: typing.Any, element: typing.Any) -> None:
+    def to_c(store: typing.Any, val: typing.Any, ptr: typing.Any) -> None:
+        if not isinstance(val, list):
+            raise TypeError("expected list value")
+        raw = ffi.wasmtime_component_vallist_t()
+        ffi.wasmtime_component_vallist_new_uninit(raw, len(val))
+        for i, item in enumerate(val):
+            element.convert_to_c(store, item, ctypes.pointer(raw.data[i]))
+        ptr.contents.kind = ffi.WASMTIME_COMPONENT_LIST
+        ptr.contents.of.list = raw
+
+    def from_c(c: typing.Any) -> list[typing.Any]:
+        raw = c.of.list
+        try:
+            out = []
+            for i in range(raw.size):
+                item = raw.data[i]
+                out.append(element.convert_from_c(item))
+                item.kind = ffi.WASMTIME_COMPONENT_BOOL
+                item.of.boolean = False
+            return out
+        finally:
+            ffi.wasmtime_component_vallist_delete(ctypes.byref(raw))
+
+    _override(ty, to_c, from_c, list)
+
+
+def _tuple_converters(ty: typing.Any, elements: list[typing.Any]) -> None:
+    def to_c(store: typing.Any, val: typing.Any, ptr: typing.Any) -> None:
+        if not isinstance(val, tuple) or len(val) != len(elements):
+            raise TypeError("expected tuple value")
+        raw = ffi.wasmtime_component_valtuple_t()
+        ffi.wasmtime_component_valtuple_new_uninit(raw, len(elements))
+        for i, (kind, item) in enumerate(zip(elements, val, strict=True)):
+            kind.convert_to_c(store, item, ctypes.pointer(raw.data[i]))
+        ptr.contents.kind = ffi.WASMTIME_COMPONENT_TUPLE
+        ptr.contents.of.tuple = raw
+
+    def from_c(c: typing.Any) -> tuple[typing.Any, ...]:
+        raw = c.of.tuple
+        try:
+            out = []
+            for i, kind in zip(range(raw.size), elements, strict=False):
+                item = raw.data[i]
+                out.append(kind.convert_from_c(item))
+                item.kind = ffi.WASMTIME_COMPONENT_BOOL
+                item.of.boolean = False
+            return tuple(out)
+        finally:
+            ffi.wasmtime_component_valtuple_delete(ctypes.byref(raw))
+
+    _override(ty, to_c, from_c)
+
+
+def _record_converters(ty: typing.Any, fields: list[tuple[str, typing.Any]]) -> None:
+    def to_c(store: typing.Any, val: typing.Any, ptr: typing.Any) -> None:
+        raw = ffi.wasmtime_component_valrecord_t()
+        ffi.wasmtime_component_valrecord_new_uninit(raw, len(fields))
+        for i, (name, kind) in enumerate(fields):
+            kind.convert_to_c(store, getattr(val, name), ctypes.pointer(raw.data[i].val))
+            raw.data[i].name = ffi.str_to_capi(name)
+        ptr.contents.kind = ffi.WASMTIME_COMPONENT_RECORD
+        ptr.contents.of.record = raw
+
+    def from_c(c: typing.Any) -> typing.Any:
+        raw = c.of.record
+        try:
+            out = component_types.Record()
+            for i, (name, kind) in zip(range(raw.size), fields, strict=False):
+                item = raw.data[i].val
+                setattr(out, name, kind.convert_from_c(item))
+                item.kind = ffi.WASMTIME_COMPONENT_BOOL
+                item.of.boolean = False
+            return out
+        finally:
+            ffi.wasmtime_component_valrecord_delete(raw)
+
+    _override(ty, to_c, from_c)
+
+
+def _override(ty: typing.Any, to_c: typing.Any, from_c: typing.Any, kind: type | None = None
+              ) -> None:
+    """Give one type object its own converters (instance attributes shadow the methods)."""
+    ty.convert_to_c, ty.convert_from_c = to_c, from_c
+    if kind is not None:
+        ty.add_classes = lambda s: s.add(kind)
+
+
+def prime(ty: typing.Any) -> typing.Any:
+    """Make a reflected component value type convert without reflecting again; returns it."""
+    if isinstance(ty, component_types.ListType):
+        element = prime(ty.element)
+        if isinstance(element, component_types.U8):
+            _override(ty, _bytes_to_list, _bytes_from_list, bytes)
+        else:
+            _list_converters(ty, element)
+    elif isinstance(ty, component_types.TupleType):
+        _tuple_converters(ty, [prime(e) for e in ty.elements])
+    elif isinstance(ty, component_types.RecordType):
+        _record_converters(ty, [(name, prime(kind)) for name, kind in ty.fields])
+    elif isinstance(ty, component_types.VariantLikeType):
+        _freeze_cases(ty)
+    return ty
+
+
+def _freeze_cases(ty: typing.Any) -> None:
+    cases = [(name, None if kind is None else prime(kind)) for name, kind in ty._cases()]  # noqa: SLF001
+    ty._cases = lambda: cases  # noqa: SLF001
+    tagged = ty._tagged()  # noqa: SLF001
+    ty._tagged = lambda: tagged  # noqa: SLF001
+
+
+class _HostFunc:
+    __slots__ = ("func", "params", "result")
+
+    def __init__(self, func: typing.Callable[..., typing.Any]) -> None:
+        self.func = func
+        self.params: list[typing.Any] | None = None
+        self.result: typing.Any = None
+
+
+_HOST_FUNCS: dict[int, _HostFunc] = {}
+_host_ids = iter(range(1, 2**62))
+
+
+def _component_func_impl(
+    idx: typing.Any, context: typing.Any, ty_raw: typing.Any, args: typing.Any, _nargs: int,
+    results: typing.Any, _nresults: int,
+) -> typing.Any:
+    entry = _HOST_FUNCS[idx or 0]
+
+    def run(store: StoreContext) -> None:
+        if entry.params is None:
+            with component_types.FuncType._from_ptr(ty_raw, owner=store) as kind:  # noqa: SLF001
+                result = kind.result
+                entry.result = None if result is None else prime(result)
+                entry.params = [prime(t) for _, t in kind.params]
+        values = [t.convert_from_c(args[i]) for i, t in enumerate(entry.params)]
+        answer = entry.func(store, *values)
+        if entry.result is not None:
+            entry.result.convert_to_c(store, answer, results)
+
+    return catch_exceptions(context, run)
+
+
+def _component_func_finalize_impl(idx: typing.Any) -> None:
+    _HOST_FUNCS.pop(idx or 0, None)
+
+
+_component_func = ffi.wasmtime_component_func_callback_t(_component_func_impl)
+_component_func_finalize = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_component_func_finalize_impl)
+
+
+def add_component_func(
+    instance: typing.Any, name: str, func: typing.Callable[..., typing.Any]
+) -> None:
+    """``LinkerInstance.add_func`` whose types are reflected once (see above)."""
+    instance._assert_not_locked()  # noqa: SLF001
+    encoded = name.encode()
+    idx = next(_host_ids)
+    _HOST_FUNCS[idx] = _HostFunc(func)
+    error = ffi.wasmtime_component_linker_instance_add_func(
+        instance.ptr(), ctypes.create_string_buffer(encoded), len(encoded), _component_func,
+        idx, _component_func_finalize,
+    )
+    if error:
+        _HOST_FUNCS.pop(idx, None)
+        raise_error(error)
+
+
+def call_component_func(func: typing.Any, store: wasmtime.Store, params: list[typing.Any],
+                        args: typing.Sequence[typing.Any]) -> None:
+    """Call a component function with no result, its ``params`` types primed already."""
+    raw = (ffi.wasmtime_component_val_t * len(args))()
+    for i, (kind, value) in enumerate(zip(params, args, strict=True)):
+        kind.convert_to_c(store, value, ctypes.pointer(raw[i]))
+    try:
+        error = ffi.wasmtime_component_func_call(
+            ctypes.byref(func._func), store._context(), raw, len(args), None, 0)  # noqa: SLF001
+    finally:
+        for i in range(len(args)):
+            ffi.wasmtime_component_val_delete(ctypes.byref(raw[i]))
+    if error:
+        wrapped = wasmtime.WasmtimeError._from_ptr(error)  # noqa: SLF001
+        maybe_raise_last_exn()
+        raise wrapped
+
+
+def component_func_params(func: typing.Any, store: wasmtime.Store) -> list[typing.Any]:
+    """The primed parameter types of a component function (reflect once, reuse)."""
+    return [prime(t) for _, t in func.type(store).params]
