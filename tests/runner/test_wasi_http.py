@@ -1,7 +1,7 @@
 """``abi: wasi-http`` against real runner processes, with components built by real toolchains.
 
 Guests (tests/support/components.py): a small hand-written component-model WAT
-guest and a componentize-py one.  Each is served standalone from a manifests
+guest, a componentize-py one and a componentize-js (jco's WIT) one.  Each is served standalone from a manifests
 folder; the contract is docs/abi.md and docs/http.md: GET with query and
 headers, a 1 MB body echoed, limits (504 timeout, 502 memory), a guest that
 never answers is 502, outgoing HTTP and files are refused inside the guest,
@@ -127,3 +127,27 @@ def test_componentize_py_guest(manifest_dir: Path) -> None:
         hog = runner.client.get("/py/hog")
         assert hog.status_code == 502
         assert runner.client.get("/py/a").status_code == 200
+
+
+@pytest.mark.slow
+def test_componentize_js_guest(manifest_dir: Path) -> None:
+    wasm = components.js_component()
+    write_function(manifest_dir, "js", wasm, path="/js", abi="wasi-http", path_type="Prefix",
+                   limits={"timeout": "3s"})
+    with _runner(manifest_dir) as runner:
+        got = runner.client.get("/js/a?x=1", headers={"x-probe": "p2"})
+        assert got.status_code == 200, got.text
+        assert got.text.splitlines() == ["GET", "/js/a?x=1", "p2"]
+        assert got.headers["x-guest"] == "componentize-js"
+
+        body = os.urandom(MiB)
+        posted = runner.client.post("/js/echo", content=body,
+                                    headers={"content-type": "application/x-test"})
+        assert posted.status_code == 200
+        assert posted.headers["content-type"] == "application/x-test"
+        assert posted.content == body
+
+        assert runner.client.get("/js/outgoing").text.startswith("refused: ")
+        spin = runner.client.get("/js/spin")
+        assert (spin.status_code, _problem(spin)) == (504, "timeout")
+        assert runner.client.get("/js/a").status_code == 200

@@ -5,6 +5,12 @@
 * :func:`py_component`: tests/components/pyecho/app.py built by componentize-py
   (PyPI, pinned in tests/components/pyecho/requirements.txt) against the
   ``wasi:http`` WIT that the ``wasi`` crate ships (crates.io, pinned below).
+* :func:`js_component`: tests/components/jsecho/app.js built by componentize-js
+  with the WIT that jco ships (npm; package.json and package-lock.json beside
+  the app, installed with ``npm ci``).  The ``componentize-js`` command is used
+  rather than ``jco componentize``: jco 1.35's bundled wasm-tools reads the WIT
+  through a WASI shim that has no preopened directory and fails with "failed to
+  get path metadata".
 
 Tools and built components are cached outside the repo under
 ``~/.cache/edge-runner/`` (tool venvs by version, components by the sha256 of
@@ -115,8 +121,76 @@ def wasi_wit() -> Path:
     return wit
 
 
+def jco_toolchain() -> Path:
+    """node_modules of tests/components/jsecho (``npm ci``, cached by the lock file's hash)."""
+    folder = COMPONENTS / "jsecho"
+    lock = (folder / "package-lock.json").read_bytes()
+    home = CACHE / "jco" / _digest(lock)
+    modules = home / "node_modules"
+    with _locked(home / ".lock"):
+        if not (modules / ".bin" / "componentize-js").exists():
+            for name in ("package.json", "package-lock.json"):
+                shutil.copy(folder / name, home / name)
+            _run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=home)
+    return modules
+
+
+#: The wasi:http version whose incoming-handler componentize-js 0.23's StarlingMonkey
+#: exports, and the WIT text jco ships for that 0.2 series.
+JS_HTTP_VERSION = "0.2.10"
+JCO_WIT = "@bytecodealliance/jco/lib/wit/builtin/0.2.12"
+
+
+def js_wit(modules: Path) -> Path:
+    """A WIT folder for componentize-js: jco's 0.2.12 text, labelled 0.2.10.
+
+    All 0.2.x are compatible; the guest's world must name the exact version its
+    engine exports, or componentize-js cannot find ``handle``.
+    """
+    target = modules.parent / f"wit-{JS_HTTP_VERSION}"
+    if (target / "package.wit").exists():
+        return target
+    source = modules / JCO_WIT
+    staging = modules.parent / "wit-staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "deps").mkdir(parents=True)
+    for package in source.iterdir():
+        if package.name == "wasi-http":
+            for wit in package.glob("*.wit"):
+                shutil.copy(wit, staging / wit.name)
+        elif package.is_dir():
+            shutil.copytree(package, staging / "deps" / package.name)
+    for wit in staging.rglob("*.wit"):
+        wit.write_text(wit.read_text().replace("@0.2.12", f"@{JS_HTTP_VERSION}")
+                       .replace("version = 0.2.12", f"version = {JS_HTTP_VERSION}"))
+    staging.rename(target)
+    return target
+
+
+def js_component(app: str = "jsecho") -> bytes:
+    """tests/components/<app>/app.js built by componentize-js (cached by source hash)."""
+    folder = COMPONENTS / app
+    modules = jco_toolchain()
+    key = _digest(*(p.read_bytes() for p in _sources(folder)))
+    target = CACHE / "components" / f"{app}-{key}.wasm"
+    with _locked(CACHE / "components" / f".{app}.lock"):
+        if not target.exists():
+            with _locked(modules.parent / ".lock"):
+                wit = js_wit(modules)
+            with tempfile.TemporaryDirectory() as scratch:
+                output = Path(scratch) / "out.wasm"
+                _run([str(modules / ".bin" / "componentize-js"), "--wit", str(wit),
+                      "--world-name", "proxy", "-o", str(output), str(folder / "app.js")],
+                     cwd=Path(scratch))
+                partial = target.with_suffix(".partial")
+                shutil.copyfile(output, partial)
+                partial.rename(target)
+    return target.read_bytes()
+
+
 def _sources(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    return sorted(p for p in folder.rglob("*") if p.is_file()
+                  and "__pycache__" not in p.parts and "node_modules" not in p.parts)
 
 
 def py_component(app: str = "pyecho") -> bytes:

@@ -255,7 +255,9 @@ def _block(store: object, this: ResourceAny) -> None:
     current().get(store, this)
 
 
-def _poll(_store: object, pollables: list[ResourceAny]) -> list[int]:
+def _poll(store: object, pollables: list[ResourceAny]) -> list[int]:
+    for pollable in pollables:
+        pollable.drop(typing.cast(typing.Any, store))
     return list(range(len(pollables)))
 
 
