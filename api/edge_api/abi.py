@@ -86,10 +86,6 @@ def check_component(
 ) -> None:
     """Raise :class:`ModuleRejected` unless ``component`` fits ``abi`` (``wasi-http``)."""
     kind = component.type
-    if not any(name.startswith(HANDLER_EXPORT) for name in kind.exports(engine)):
-        raise ModuleRejected(
-            "MissingExport", f"{abi} components must export wasi:http/incoming-handler@0.2.x"
-        )
     for name in kind.imports(engine):
         if not name.startswith(COMPONENT_IMPORT_PACKAGES):
             raise ModuleRejected(
@@ -97,6 +93,10 @@ def check_component(
                 f"import {name} is not granted to {abi} functions (only the wasi:http/proxy"
                 " world is)",
             )
+    if not any(name.startswith(HANDLER_EXPORT) for name in kind.exports(engine)):
+        raise ModuleRejected(
+            "MissingExport", f"{abi} components must export wasi:http/incoming-handler@0.2.x"
+        )
 
 
 def compile_module(engine: wasmtime.Engine, wasm: bytes) -> wasmtime.Module:

@@ -141,7 +141,7 @@ def run_wasi_http(
             ready.params = capi.component_func_params(handle, store)
         try:
             capi.call_component_func(handle, store, ready.params, (request_handle, outparam))
-        except (wasmtime.Trap, wasmtime.WasmtimeError, host.GuestAbort) as exc:
+        except Exception as exc:  # also a host function failing on a bad value
             raise _failure(exc, state, store, name=name, request_id=request_id,
                            memory=limits.memory, deadline=deadline) from exc
         return _response(state)
@@ -163,7 +163,11 @@ def _failure(
     """
     if state.failure is not None:  # a host function stopped the guest on purpose
         return state.failure
-    if isinstance(exc, host.GuestAbort):
+    if not isinstance(exc, wasmtime.WasmtimeError):
+        # A host function failed on what the guest passed it (GuestAbort, or a value
+        # wasmtime-py could not convert); the guest was stopped there.
+        log.warning("wasi-http host call failed: %r", exc,
+                    extra={"function": name, "request_id": request_id})
         return GuestFailure("trap", "the function failed")
     if not isinstance(exc, wasmtime.Trap):
         if store.get_fuel() == 0:

@@ -190,7 +190,7 @@ def _skip(store: object, this: ResourceAny, length: int) -> int | None:
     return None if chunk is None else len(chunk)
 
 
-def _write_chunk(state: RequestState, stream: OutputStream, data: bytes) -> None:
+def write_chunk(state: RequestState, stream: OutputStream, data: bytes) -> None:
     if stream.log is not None:
         room = stream.log.room()
         stream.log.write(data[:room], len(data))
@@ -209,7 +209,7 @@ def _write_chunk(state: RequestState, stream: OutputStream, data: bytes) -> None
 
 def _write(store: object, this: ResourceAny, contents: bytes) -> Variant:
     state = current()
-    _write_chunk(state, state.get(store, this), contents)
+    write_chunk(state, state.get(store, this), contents)
     return Variant("ok")
 
 
@@ -227,7 +227,7 @@ def _write_zeroes(store: object, this: ResourceAny, length: int) -> Variant:
     state = current()
     if length > CHUNK:
         raise state.abort(GuestFailure("bad_response", "write-zeroes over the chunk size"))
-    _write_chunk(state, state.get(store, this), bytes(length))
+    write_chunk(state, state.get(store, this), bytes(length))
     return Variant("ok")
 
 
@@ -236,7 +236,7 @@ def _splice(store: object, this: ResourceAny, src: ResourceAny, length: int) -> 
     chunk = _read(store, src, length)
     if chunk is None:
         return None
-    _write_chunk(state, state.get(store, this), chunk)
+    write_chunk(state, state.get(store, this), chunk)
     return len(chunk)
 
 
@@ -307,7 +307,7 @@ def _fields_new(_store: object) -> ResourceHost:
     return current().new(Fields(), FIELDS)
 
 
-def _fields_from_list(_store: object, entries: list[tuple[str, bytes]]) -> object:
+def fields_from_list(_store: object, entries: list[tuple[str, bytes]]) -> object:
     for name, value in entries:
         if _bad_name(name) or _BAD_VALUE.search(value):
             return Variant("invalid-syntax")
@@ -324,20 +324,11 @@ def _fields_has(store: object, this: ResourceAny, name: str) -> bool:
     return bool(_fields_get(store, this, name))
 
 
-def _mutable(store: object, this: ResourceAny, name: str) -> Fields | Variant:
-    fields: Fields = current().get(store, this)
+def set_entries(fields: Fields, name: str, values: list[bytes]) -> Variant | None:
+    """``fields.set`` on the object: None when done, else the ``header-error``."""
     if fields.immutable:
         return Variant("immutable")
-    if _bad_name(name):
-        return Variant("invalid-syntax")
-    return fields
-
-
-def _fields_set(store: object, this: ResourceAny, name: str, values: list[bytes]) -> object:
-    fields = _mutable(store, this, name)
-    if isinstance(fields, Variant):
-        return fields
-    if any(_BAD_VALUE.search(v) for v in values):
+    if _bad_name(name) or any(_BAD_VALUE.search(v) for v in values):
         return Variant("invalid-syntax")
     key = name.lower()
     fields.entries = [(n, v) for n, v in fields.entries if n != key]
@@ -345,18 +336,29 @@ def _fields_set(store: object, this: ResourceAny, name: str, values: list[bytes]
     return None
 
 
-def _fields_delete(store: object, this: ResourceAny, name: str) -> object:
-    return _fields_set(store, this, name, [])
-
-
-def _fields_append(store: object, this: ResourceAny, name: str, value: bytes) -> object:
-    fields = _mutable(store, this, name)
-    if isinstance(fields, Variant):
-        return fields
-    if _BAD_VALUE.search(value):
+def append_entry(fields: Fields, name: str, value: bytes) -> Variant | None:
+    """``fields.append`` on the object: None when done, else the ``header-error``."""
+    if fields.immutable:
+        return Variant("immutable")
+    if _bad_name(name) or _BAD_VALUE.search(value):
         return Variant("invalid-syntax")
     fields.entries.append((name.lower(), bytes(value)))
     return None
+
+
+def _fields_set(store: object, this: ResourceAny, name: str, values: list[bytes]) -> object:
+    return set_entries(current().get(store, this), name, values)
+
+
+def _fields_delete(store: object, this: ResourceAny, name: str) -> object:
+    fields: Fields = current().get(store, this)
+    if fields.immutable:
+        return Variant("immutable")
+    return set_entries(fields, name, [])
+
+
+def _fields_append(store: object, this: ResourceAny, name: str, value: bytes) -> object:
+    return append_entry(current().get(store, this), name, value)
 
 
 def _fields_entries(store: object, this: ResourceAny) -> list[tuple[str, bytes]]:
@@ -510,7 +512,7 @@ def _http_error_code(_store: object, _err: ResourceAny) -> None:
 
 HTTP_TYPES: dict[str, typing.Callable[..., typing.Any]] = {
     "[constructor]fields": _fields_new,
-    "[static]fields.from-list": _fields_from_list,
+    "[static]fields.from-list": fields_from_list,
     "[method]fields.get": _fields_get,
     "[method]fields.has": _fields_has,
     "[method]fields.set": _fields_set,

@@ -119,7 +119,9 @@ from wasmtime import StoreContext  # noqa: E402
 from wasmtime.component import _types as component_types  # noqa: E402
 from wasmtime.component._enter import catch_exceptions, maybe_raise_last_exn  # noqa: E402
 
-_VAL_SIZE = ctypes.sizeof(ffi.wasmtime_component_val_t)
+#: ``wasmtime_component_val_t``: one component value as the C API passes it.
+ComponentVal = ffi.wasmtime_component_val_t
+_VAL_SIZE = ctypes.sizeof(ComponentVal)
 _VAL_PAYLOAD = ffi.wasmtime_component_val_t.of.offset
 _U8_KIND: int = ffi.WASMTIME_COMPONENT_U8.value
 
