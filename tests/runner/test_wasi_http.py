@@ -2,11 +2,11 @@
 
 Guests (tests/support/components.py): a small hand-written component-model WAT
 guest, a componentize-py one and a componentize-js (jco's WIT) one.  Each is
-served standalone from a manifests folder; the contract is docs/abi.md and
-docs/http.md: GET with query and headers, a 1 MB body echoed, limits (504 timeout, 502 memory), a guest that
-never answers is 502, outgoing HTTP and files are refused inside the guest,
-only ``spec.env`` is visible, and a broken module gets a clear error while
-the runner keeps serving the rest.
+served standalone from a manifests folder.  The contract is docs/abi.md and
+docs/http.md: GET with query and headers, a 1 MB body echoed, limits (504
+timeout, 502 memory), a guest that never answers is 502, outgoing HTTP and
+files are refused inside the guest, only ``spec.env`` is visible, and a
+broken module gets a clear error while the runner keeps serving the rest.
 """
 
 from __future__ import annotations
