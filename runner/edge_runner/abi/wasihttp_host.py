@@ -25,10 +25,11 @@ import threading
 import typing
 from dataclasses import dataclass, field
 
-from wasmtime.component import ResourceAny, ResourceHost, Variant
+from wasmtime.component import Variant
 
 from edge_runner.abi.base import HttpRequest
 from edge_runner.errors import GuestFailure
+from edge_runner.wasm.capi import HostHandle
 from edge_runner.wasm.guest_output import GuestOutput
 
 #: Host resource type ids (any distinct integers; wasmtime compares them).
@@ -122,23 +123,21 @@ class RequestState:
         self.error_code: str | None = None
         self.failure: GuestFailure | None = None
 
-    def new(self, obj: object, kind: int) -> ResourceHost:
+    def new(self, obj: object, kind: int) -> HostHandle:
         rep = self._next
         self._next += 1
         self.table[rep] = obj
-        return ResourceHost.own(rep, kind)
+        return HostHandle(rep, kind)
 
-    def get(self, store: object, handle: ResourceAny) -> typing.Any:
-        rep = handle.to_host(typing.cast(typing.Any, store)).rep
+    def get(self, _store: object, rep: int) -> typing.Any:
         try:
             return self.table[rep]
         except KeyError:
             raise self.abort(
                 GuestFailure("trap", "the function used a resource it dropped")) from None
 
-    def take(self, store: object, handle: ResourceAny) -> typing.Any:
+    def take(self, _store: object, rep: int) -> typing.Any:
         """Like :meth:`get` for an ``own`` parameter: the host now owns it."""
-        rep = handle.to_host(typing.cast(typing.Any, store)).rep
         return self.table.pop(rep, None)
 
     def drop(self, rep: int) -> None:
@@ -175,7 +174,7 @@ def drop_resource(_store: object, rep: int) -> None:
 # ---- wasi:io -------------------------------------------------------------------------
 
 
-def _read(store: object, this: ResourceAny, length: int) -> bytes | None:
+def _read(store: object, this: int, length: int) -> bytes | None:
     stream: InputStream = current().get(store, this)
     if stream.pos >= len(stream.data):
         return None  # stream-error.closed
@@ -185,7 +184,7 @@ def _read(store: object, this: ResourceAny, length: int) -> bytes | None:
     return chunk
 
 
-def _skip(store: object, this: ResourceAny, length: int) -> int | None:
+def _skip(store: object, this: int, length: int) -> int | None:
     chunk = _read(store, this, length)
     return None if chunk is None else len(chunk)
 
@@ -207,23 +206,23 @@ def write_chunk(state: RequestState, stream: OutputStream, data: bytes) -> None:
     body.chunks.append(data)
 
 
-def _write(store: object, this: ResourceAny, contents: bytes) -> Variant:
+def _write(store: object, this: int, contents: bytes) -> Variant:
     state = current()
     write_chunk(state, state.get(store, this), contents)
     return Variant("ok")
 
 
-def _check_write(store: object, this: ResourceAny) -> int:
+def _check_write(store: object, this: int) -> int:
     current().get(store, this)
     return CHUNK
 
 
-def _no_op_ok(store: object, this: ResourceAny) -> Variant:
+def _no_op_ok(store: object, this: int) -> Variant:
     current().get(store, this)
     return Variant("ok")
 
 
-def _write_zeroes(store: object, this: ResourceAny, length: int) -> Variant:
+def _write_zeroes(store: object, this: int, length: int) -> Variant:
     state = current()
     if length > CHUNK:
         raise state.abort(GuestFailure("bad_response", "write-zeroes over the chunk size"))
@@ -231,7 +230,7 @@ def _write_zeroes(store: object, this: ResourceAny, length: int) -> Variant:
     return Variant("ok")
 
 
-def _splice(store: object, this: ResourceAny, src: ResourceAny, length: int) -> int | None:
+def _splice(store: object, this: int, src: int, length: int) -> int | None:
     state = current()
     chunk = _read(store, src, length)
     if chunk is None:
@@ -240,28 +239,26 @@ def _splice(store: object, this: ResourceAny, src: ResourceAny, length: int) -> 
     return len(chunk)
 
 
-def _subscribe(store: object, this: ResourceAny) -> ResourceHost:
+def _subscribe(store: object, this: int) -> HostHandle:
     state = current()
     state.get(store, this)
     return state.new(Plain(), POLLABLE)
 
 
-def _ready(store: object, this: ResourceAny) -> bool:
+def _ready(store: object, this: int) -> bool:
     current().get(store, this)
     return True
 
 
-def _block(store: object, this: ResourceAny) -> None:
+def _block(store: object, this: int) -> None:
     current().get(store, this)
 
 
-def _poll(store: object, pollables: list[ResourceAny]) -> list[int]:
-    for pollable in pollables:
-        pollable.drop(typing.cast(typing.Any, store))
+def _poll(_store: object, pollables: list[int]) -> list[int]:
     return list(range(len(pollables)))
 
 
-def _debug_string(_store: object, _this: ResourceAny) -> str:
+def _debug_string(_store: object, _this: int) -> str:
     return "error"
 
 
@@ -303,7 +300,7 @@ def _bad_name(name: str) -> bool:
     return not _TOKEN.match(name)
 
 
-def _fields_new(_store: object) -> ResourceHost:
+def _fields_new(_store: object) -> HostHandle:
     return current().new(Fields(), FIELDS)
 
 
@@ -314,13 +311,13 @@ def fields_from_list(_store: object, entries: list[tuple[str, bytes]]) -> object
     return current().new(Fields([(n.lower(), bytes(v)) for n, v in entries]), FIELDS)
 
 
-def _fields_get(store: object, this: ResourceAny, name: str) -> list[bytes]:
+def _fields_get(store: object, this: int, name: str) -> list[bytes]:
     fields: Fields = current().get(store, this)
     key = name.lower()
     return [v for n, v in fields.entries if n == key]
 
 
-def _fields_has(store: object, this: ResourceAny, name: str) -> bool:
+def _fields_has(store: object, this: int, name: str) -> bool:
     return bool(_fields_get(store, this, name))
 
 
@@ -346,27 +343,27 @@ def append_entry(fields: Fields, name: str, value: bytes) -> Variant | None:
     return None
 
 
-def _fields_set(store: object, this: ResourceAny, name: str, values: list[bytes]) -> object:
+def _fields_set(store: object, this: int, name: str, values: list[bytes]) -> object:
     return set_entries(current().get(store, this), name, values)
 
 
-def _fields_delete(store: object, this: ResourceAny, name: str) -> object:
+def _fields_delete(store: object, this: int, name: str) -> object:
     fields: Fields = current().get(store, this)
     if fields.immutable:
         return Variant("immutable")
     return set_entries(fields, name, [])
 
 
-def _fields_append(store: object, this: ResourceAny, name: str, value: bytes) -> object:
+def _fields_append(store: object, this: int, name: str, value: bytes) -> object:
     return append_entry(current().get(store, this), name, value)
 
 
-def _fields_entries(store: object, this: ResourceAny) -> list[tuple[str, bytes]]:
+def _fields_entries(store: object, this: int) -> list[tuple[str, bytes]]:
     fields: Fields = current().get(store, this)
     return list(fields.entries)
 
 
-def _fields_clone(store: object, this: ResourceAny) -> ResourceHost:
+def _fields_clone(store: object, this: int) -> HostHandle:
     state = current()
     fields: Fields = state.get(store, this)
     return state.new(Fields(list(fields.entries)), FIELDS)
@@ -377,13 +374,13 @@ def _method(request: HttpRequest) -> Variant:
     return Variant(lower) if lower in _METHODS else Variant("other", request.method)
 
 
-def _request_method(store: object, this: ResourceAny) -> Variant:
+def _request_method(store: object, this: int) -> Variant:
     state = current()
     state.get(store, this)
     return _method(state.request)
 
 
-def _request_path(store: object, this: ResourceAny) -> str:
+def _request_path(store: object, this: int) -> str:
     state = current()
     state.get(store, this)
     request = state.request
@@ -391,26 +388,26 @@ def _request_path(store: object, this: ResourceAny) -> str:
     return f"{path}?{request.query.decode('latin-1')}" if request.query else path
 
 
-def _request_scheme(store: object, this: ResourceAny) -> Variant:
+def _request_scheme(store: object, this: int) -> Variant:
     state = current()
     state.get(store, this)
     return Variant("HTTPS") if state.request.scheme == "https" else Variant("HTTP")
 
 
-def _request_authority(store: object, this: ResourceAny) -> str:
+def _request_authority(store: object, this: int) -> str:
     state = current()
     state.get(store, this)
     return state.request.host
 
 
-def _request_headers(store: object, this: ResourceAny) -> ResourceHost:
+def _request_headers(store: object, this: int) -> HostHandle:
     state = current()
     state.get(store, this)
     entries = [(n.decode("latin-1"), v) for n, v in state.request.headers]
     return state.new(Fields(entries, immutable=True), FIELDS)
 
 
-def _request_consume(store: object, this: ResourceAny) -> ResourceHost | None:
+def _request_consume(store: object, this: int) -> HostHandle | None:
     state = current()
     state.get(store, this)
     if state.consumed:
@@ -419,7 +416,7 @@ def _request_consume(store: object, this: ResourceAny) -> ResourceHost | None:
     return state.new(IncomingBody(state.request.body), INCOMING_BODY)
 
 
-def _body_stream(store: object, this: ResourceAny) -> ResourceHost | None:
+def _body_stream(store: object, this: int) -> HostHandle | None:
     state = current()
     body: IncomingBody = state.get(store, this)
     if body.stream_taken:
@@ -428,30 +425,30 @@ def _body_stream(store: object, this: ResourceAny) -> ResourceHost | None:
     return state.new(InputStream(memoryview(body.data)), INPUT_STREAM)
 
 
-def _body_finish(store: object, this: ResourceAny) -> ResourceHost:
+def _body_finish(store: object, this: int) -> HostHandle:
     state = current()
     state.take(store, this)
     return state.new(Plain(), FUTURE_TRAILERS)
 
 
-def _trailers_get(store: object, this: ResourceAny) -> Variant:
+def _trailers_get(store: object, this: int) -> Variant:
     current().get(store, this)
     return Variant("ok", None)  # some(ok(ok(none))): no trailers
 
 
-def _response_new(store: object, headers: ResourceAny) -> ResourceHost:
+def _response_new(store: object, headers: int) -> HostHandle:
     state = current()
     fields: Fields = state.take(store, headers) or Fields()
     fields.immutable = True
     return state.new(OutgoingResponse(fields), OUTGOING_RESPONSE)
 
 
-def _response_status(store: object, this: ResourceAny) -> int:
+def _response_status(store: object, this: int) -> int:
     response: OutgoingResponse = current().get(store, this)
     return response.status
 
 
-def _response_set_status(store: object, this: ResourceAny, status: int) -> Variant:
+def _response_set_status(store: object, this: int, status: int) -> Variant:
     response: OutgoingResponse = current().get(store, this)
     if not 200 <= status <= 599:
         return Variant("err")
@@ -459,13 +456,13 @@ def _response_set_status(store: object, this: ResourceAny, status: int) -> Varia
     return Variant("ok")
 
 
-def _response_headers(store: object, this: ResourceAny) -> ResourceHost:
+def _response_headers(store: object, this: int) -> HostHandle:
     state = current()
     response: OutgoingResponse = state.get(store, this)
     return state.new(response.headers, FIELDS)  # a child view, immutable like the spec's
 
 
-def _response_body(store: object, this: ResourceAny) -> ResourceHost | None:
+def _response_body(store: object, this: int) -> HostHandle | None:
     state = current()
     response: OutgoingResponse = state.get(store, this)
     if response.body is not None:
@@ -474,7 +471,7 @@ def _response_body(store: object, this: ResourceAny) -> ResourceHost | None:
     return state.new(response.body, OUTGOING_BODY)
 
 
-def _outgoing_body_write(store: object, this: ResourceAny) -> ResourceHost | None:
+def _outgoing_body_write(store: object, this: int) -> HostHandle | None:
     state = current()
     body: ResponseBody = state.get(store, this)
     if body.stream_taken:
@@ -484,7 +481,7 @@ def _outgoing_body_write(store: object, this: ResourceAny) -> ResourceHost | Non
 
 
 def _outgoing_body_finish(
-    store: object, this: ResourceAny, trailers: ResourceAny | None
+    store: object, this: int, trailers: int | None
 ) -> None:
     state = current()
     body: ResponseBody | None = state.take(store, this)
@@ -494,7 +491,7 @@ def _outgoing_body_finish(
         body.finished = True
 
 
-def _outparam_set(store: object, param: ResourceAny, response: object) -> None:
+def _outparam_set(store: object, param: int, response: object) -> None:
     state = current()
     state.take(store, param)
     if state.outparam_used:
@@ -502,11 +499,11 @@ def _outparam_set(store: object, param: ResourceAny, response: object) -> None:
     state.outparam_used = True
     if isinstance(response, Variant):
         state.error_code = response.tag
-    elif isinstance(response, ResourceAny):
+    elif isinstance(response, int):
         state.response = state.take(store, response)
 
 
-def _http_error_code(_store: object, _err: ResourceAny) -> None:
+def _http_error_code(_store: object, _err: int) -> None:
     return None
 
 

@@ -21,7 +21,7 @@ import time
 import typing
 
 import wasmtime
-from wasmtime.component import Component, Linker, Record, ResourceAny, ResourceHost, ResourceType
+from wasmtime.component import Component, Linker, Record, ResourceType
 
 from edge_runner.abi import wasihttp_host as host
 from edge_runner.errors import GuestFailure
@@ -49,11 +49,11 @@ def _exit(_store: object, status: object) -> None:
     raise state.abort(GuestFailure("exit", f"guest exited with {'success' if ok else 'failure'}"))
 
 
-def _stdin(_store: object) -> ResourceHost:
+def _stdin(_store: object) -> capi.HostHandle:
     return host.current().new(host.InputStream(b""), host.INPUT_STREAM)
 
 
-def _log_stream(_store: object) -> ResourceHost:
+def _log_stream(_store: object) -> capi.HostHandle:
     state = host.current()
     return state.new(host.OutputStream(log=state.log), host.OUTPUT_STREAM)
 
@@ -81,7 +81,7 @@ def _resolution_ns(_store: object) -> int:
     return 1
 
 
-def _clock_subscribe(_store: object, _when: int) -> ResourceHost:
+def _clock_subscribe(_store: object, _when: int) -> capi.HostHandle:
     return host.current().new(host.Plain(), host.POLLABLE)
 
 
@@ -103,7 +103,7 @@ def _preopens(_store: object) -> list[object]:
     return []
 
 
-def _network(_store: object) -> ResourceHost:
+def _network(_store: object) -> capi.HostHandle:
     return host.current().new(host.Plain(), host.NETWORK)
 
 
@@ -111,7 +111,7 @@ def _denied_socket(*_args: object) -> str:
     return "access-denied"
 
 
-def _denied_http(store: object, request: ResourceAny, options: ResourceAny | None) -> object:
+def _denied_http(store: object, request: int, options: int | None) -> object:
     state = host.current()
     state.take(store, request)
     if options is not None:
@@ -119,47 +119,47 @@ def _denied_http(store: object, request: ResourceAny, options: ResourceAny | Non
     return wasmtime.component.Variant("HTTP-request-denied")
 
 
-def _outgoing_request_new(store: object, headers: ResourceAny) -> ResourceHost:
+def _outgoing_request_new(store: object, headers: int) -> capi.HostHandle:
     state = host.current()
     fields: host.Fields = state.take(store, headers) or host.Fields()
     fields.immutable = True
     return state.new(host.OutgoingRequest(fields), host.OUTGOING_REQUEST)
 
 
-def _getter(attr: str) -> typing.Callable[[object, ResourceAny], object]:
-    def get(store: object, this: ResourceAny) -> object:
+def _getter(attr: str) -> typing.Callable[[object, int], object]:
+    def get(store: object, this: int) -> object:
         return getattr(host.current().get(store, this), attr)
     return get
 
 
-def _setter(attr: str) -> typing.Callable[[object, ResourceAny, object], object]:
-    def set_(store: object, this: ResourceAny, value: object) -> object:
+def _setter(attr: str) -> typing.Callable[[object, int, object], object]:
+    def set_(store: object, this: int, value: object) -> object:
         setattr(host.current().get(store, this), attr, value)
         return wasmtime.component.Variant("ok")
     return set_
 
 
-def _outgoing_request_headers(store: object, this: ResourceAny) -> ResourceHost:
+def _outgoing_request_headers(store: object, this: int) -> capi.HostHandle:
     state = host.current()
     request: host.OutgoingRequest = state.get(store, this)
     return state.new(request.headers, host.FIELDS)
 
 
-def _outgoing_request_body(store: object, this: ResourceAny) -> ResourceHost:
+def _outgoing_request_body(store: object, this: int) -> capi.HostHandle:
     state = host.current()
     state.get(store, this)
     return state.new(host.ResponseBody(0), host.OUTGOING_BODY)  # writes to it fail: limit 0
 
 
-def _options_new(_store: object) -> ResourceHost:
+def _options_new(_store: object) -> capi.HostHandle:
     return host.current().new(host.Plain(), host.REQUEST_OPTIONS)
 
 
-def _options_get(store: object, this: ResourceAny) -> None:
+def _options_get(store: object, this: int) -> None:
     host.current().get(store, this)
 
 
-def _options_set(store: object, this: ResourceAny, _value: object) -> wasmtime.component.Variant:
+def _options_set(store: object, this: int, _value: object) -> wasmtime.component.Variant:
     host.current().get(store, this)
     return wasmtime.component.Variant("ok")
 

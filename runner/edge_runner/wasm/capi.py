@@ -115,6 +115,8 @@ def set_stdin_bytes(wasi: wasmtime.WasiConfig, data: bytes) -> None:
 # Python shapes (``Variant``, ``Record``, ``bytes``...); tests/unit/test_capi.py
 # compares them with the stock conversions.
 
+import threading  # noqa: E402
+
 from wasmtime import StoreContext  # noqa: E402
 from wasmtime.component import _types as component_types  # noqa: E402
 from wasmtime.component._enter import catch_exceptions, maybe_raise_last_exn  # noqa: E402
@@ -173,13 +175,15 @@ def _list_converters(ty: typing.Any, element: typing.Any) -> None:
         ptr.contents.kind = ffi.WASMTIME_COMPONENT_LIST
         ptr.contents.of.list = raw
 
+    lift = element.convert_from_c
+
     def from_c(c: typing.Any) -> list[typing.Any]:
         raw = c.of.list
         try:
             out = []
             for i in range(raw.size):
                 item = raw.data[i]
-                out.append(element.convert_from_c(item))
+                out.append(lift(item))
                 item.kind = ffi.WASMTIME_COMPONENT_BOOL
                 item.of.boolean = False
             return out
@@ -250,9 +254,67 @@ def _override(ty: typing.Any, to_c: typing.Any, from_c: typing.Any, kind: type |
         ty.add_classes = lambda s: s.add(kind)
 
 
+class HostHandle:
+    """A host resource handed to the guest as ``own<T>``: its table key and type id."""
+
+    __slots__ = ("kind", "rep")
+
+    def __init__(self, rep: int, kind: int) -> None:
+        self.rep = rep
+        self.kind = kind
+
+
+#: The ``wasmtime_context_t *`` of the call in progress on this thread (resources
+#: convert through it).
+_call = threading.local()
+
+
+def _resource_from_c(c: typing.Any) -> int:
+    """A host resource the guest passes (``own`` or ``borrow``), as its ``rep``.
+
+    Converting a borrow to the host side releases it, also inside a list (wasmtime-py's
+    own ``ResourceAny`` left a ``list<borrow<pollable>>`` open: "borrow handles still
+    remain" at the end of the guest's call).
+    """
+    found = ffi.take_pointer(c.of, "resource")
+    host = ctypes.POINTER(ffi.wasmtime_component_resource_host_t)()
+    try:
+        error = ffi.wasmtime_component_resource_any_to_host(_call.context, found,
+                                                            ctypes.byref(host))
+        if error:
+            raise_error(error)
+        rep = int(ffi.wasmtime_component_resource_host_rep(host))
+        ffi.wasmtime_component_resource_host_delete(host)
+    finally:
+        ffi.wasmtime_component_resource_any_delete(found)
+    return rep
+
+
+def _resource_to_c(_store: typing.Any, val: typing.Any, ptr: typing.Any) -> None:
+    if not isinstance(val, HostHandle):
+        raise TypeError("expected a HostHandle")
+    host = ffi.wasmtime_component_resource_host_new(True, val.rep, val.kind)
+    found = ctypes.POINTER(ffi.wasmtime_component_resource_any_t)()
+    error = ffi.wasmtime_component_resource_host_to_any(_call.context, host,
+                                                        ctypes.byref(found))
+    ffi.wasmtime_component_resource_host_delete(host)
+    if error:
+        raise_error(error)
+    ptr.contents.kind = ffi.WASMTIME_COMPONENT_RESOURCE
+    ptr.contents.of.resource = found
+
+
 def prime(ty: typing.Any) -> typing.Any:
-    """Make a reflected component value type convert without reflecting again; returns it."""
-    if isinstance(ty, component_types.ListType):
+    """Make a reflected component value type convert without reflecting again; returns it.
+
+    Resources (``own``/``borrow``) become host-side integers (the ``rep`` of a host
+    resource) and a host returns :class:`HostHandle` for a new one.
+    """
+    if isinstance(ty, component_types.OwnType):
+        _override(ty, _resource_to_c, _resource_from_c, HostHandle)
+    elif isinstance(ty, component_types.BorrowType):
+        _override(ty, _resource_to_c, _resource_from_c, int)
+    elif isinstance(ty, component_types.ListType):
         element = prime(ty.element)
         if isinstance(element, component_types.U8):
             _override(ty, _bytes_to_list, _bytes_from_list, bytes)
@@ -294,6 +356,7 @@ def _component_func_impl(
     entry = _HOST_FUNCS[idx or 0]
 
     def run(store: StoreContext) -> None:
+        _call.context = context
         if entry.params is None:
             with component_types.FuncType._from_ptr(ty_raw, owner=store) as kind:  # noqa: SLF001
                 result = kind.result
@@ -335,6 +398,7 @@ def add_component_func(
 def call_component_func(func: typing.Any, store: wasmtime.Store, params: list[typing.Any],
                         args: typing.Sequence[typing.Any]) -> None:
     """Call a component function with no result, its ``params`` types primed already."""
+    _call.context = store._context()  # noqa: SLF001
     raw = (ffi.wasmtime_component_val_t * len(args))()
     for i, (kind, value) in enumerate(zip(params, args, strict=True)):
         kind.convert_to_c(store, value, ctypes.pointer(raw[i]))
