@@ -26,7 +26,7 @@ from support.runner import RunnerProcess
 
 MiB = 2**20
 #: A disk cache shared by these tests' runners: the componentize-py component takes
-#: ~15 s to compile, once (the runner's own module cache; docs/operations.md).
+#: ~15 s to compile, once (the runner's own module cache, --cache-dir).
 MODULE_CACHE = components.CACHE / "test-module-cache"
 
 
