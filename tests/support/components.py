@@ -4,7 +4,8 @@
   component-model guest, assembled by wasmtime's own text parser.
 * :func:`py_component`: tests/components/pyecho/app.py built by componentize-py
   (PyPI, pinned in tests/components/pyecho/requirements.txt) against the
-  ``wasi:http`` WIT that the ``wasi`` crate ships (crates.io, pinned below).
+  ``wasi:http`` WIT that the ``wasi`` crate ships (crates.io, pinned below,
+  fetched by Debian's cargo as functions/build.sh fetches crates).
 * :func:`js_component`: tests/components/jsecho/app.js built by componentize-js
   with the WIT that jco ships (npm; package.json and package-lock.json beside
   the app, installed with ``npm ci``).  The ``componentize-js`` command is used
@@ -60,8 +61,9 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _run(command: list[str], *, cwd: Path | None = None) -> None:
-    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True,
+def _run(command: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None
+         ) -> None:
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=BUILD_TIMEOUT, check=False)
     if done.returncode != 0:
         raise ComponentBuildError(
@@ -93,7 +95,12 @@ def componentize_py() -> Path:
 
 
 def wasi_wit() -> Path:
-    """A WIT folder with ``wasi:http`` and its deps, from the ``wasi`` crate (cargo fetch)."""
+    """A WIT folder with ``wasi:http`` and its deps, from the ``wasi`` crate.
+
+    Fetched like the crates of functions/build.sh: Debian's cargo (1.65) vendors
+    through the sparse index (unstable there, hence ``RUSTC_BOOTSTRAP``), with
+    its home in ``~/.cache/edge-runner/cargo``.
+    """
     home = CACHE / "wasi-wit" / WASI_CRATE_VERSION
     wit = home / "wit"
     with _locked(home / ".lock"):
@@ -105,17 +112,19 @@ def wasi_wit() -> Path:
                 (project / "Cargo.toml").write_text(
                     '[package]\nname = "wit-fetch"\nversion = "0.0.0"\nedition = "2021"\n'
                     f'[dependencies]\n{WASI_CRATE} = "={WASI_CRATE_VERSION}"\n')
-                _run(["cargo", "fetch", "--quiet"], cwd=project)
-                registry = Path(os.environ.get("CARGO_HOME", Path.home() / ".cargo"))
-                found = sorted(registry.glob(
-                    f"registry/src/*/{WASI_CRATE}-{WASI_CRATE_VERSION}/wit/deps"))
-                if not found:
-                    raise ComponentBuildError(f"{WASI_CRATE} {WASI_CRATE_VERSION}: no wit/deps")
-            staging = home / "staging"
-            shutil.rmtree(staging, ignore_errors=True)
-            shutil.copytree(found[-1], staging / "deps", ignore=shutil.ignore_patterns("http"))
-            for source in (found[-1] / "http").glob("*.wit"):
-                shutil.copy(source, staging / source.name)
+                cargo = os.environ.get("EDGE_CARGO", "/usr/bin/cargo")
+                environment = {
+                    "PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "RUSTC_BOOTSTRAP": "1",
+                    "CARGO_HOME": os.environ.get("EDGE_CARGO_HOME", str(CACHE / "cargo")),
+                }
+                _run([cargo, "-Z", "sparse-registry", "vendor", "--quiet", "vendor"],
+                     cwd=project, env=environment)
+                deps = project / "vendor" / WASI_CRATE / "wit" / "deps"
+                staging = home / "staging"
+                shutil.rmtree(staging, ignore_errors=True)
+                shutil.copytree(deps, staging / "deps", ignore=shutil.ignore_patterns("http"))
+                for source in (deps / "http").glob("*.wit"):
+                    shutil.copy(source, staging / source.name)
             shutil.rmtree(wit, ignore_errors=True)
             staging.rename(wit)
     return wit
