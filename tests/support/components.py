@@ -14,8 +14,9 @@
   get path metadata".
 
 Tools and built components are cached outside the repo under
-``~/.cache/edge-runner/`` (tool venvs by version, components by the sha256 of
-everything that goes into them), so only the first run pays: a componentize-py
+``~/.cache/edge-runner/`` (``EDGE_TOOL_CACHE`` overrides; tool venvs by
+version, components by the sha256 of everything that goes into them), so only
+the first run pays: a componentize-py
 build takes ~10 s, its 18 MB component ~15 s to compile in the runner (the
 runner's own disk cache, not this one, saves that).  Builds hold a file lock, so
 parallel test processes build each thing once.
@@ -37,7 +38,9 @@ from pathlib import Path
 from support.wasm import REPO_ROOT, wat_to_wasm
 
 COMPONENTS = REPO_ROOT / "tests" / "components"
-CACHE = Path(os.environ.get("EDGE_RUNNER_CACHE", Path.home() / ".cache" / "edge-runner"))
+#: Root of the tool venvs, node_modules, fetched WIT and built components.
+CACHE = Path(os.environ.get("EDGE_TOOL_CACHE") or Path(
+    os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edge-runner")
 #: componentize-py's version is the one pinned in its requirements file.
 PY_REQUIREMENTS = COMPONENTS / "pyecho" / "requirements.txt"
 #: The ``wasi`` crate whose package carries the WASI 0.2 WIT (wit/deps/http, io, ...).

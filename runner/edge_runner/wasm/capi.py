@@ -119,7 +119,6 @@ import threading  # noqa: E402
 
 from wasmtime import StoreContext  # noqa: E402
 from wasmtime.component import _types as component_types  # noqa: E402
-from wasmtime.component._enter import catch_exceptions, maybe_raise_last_exn  # noqa: E402
 
 #: ``wasmtime_component_val_t``: one component value as the C API passes it.
 ComponentVal = ffi.wasmtime_component_val_t
@@ -367,7 +366,26 @@ def _component_func_impl(
         if entry.result is not None:
             entry.result.convert_to_c(store, answer, results)
 
-    return catch_exceptions(context, run)
+    return _guarded(context, run)
+
+
+def _guarded(context: typing.Any, run: typing.Callable[[StoreContext], None]) -> typing.Any:
+    """Run a host function; an exception becomes the error the guest's call fails with.
+
+    Unlike wasmtime-py's ``catch_exceptions`` it keeps no process-wide "last
+    exception" (two threads failing at once would swap theirs): the caller learns
+    why from its own request state (:mod:`edge_runner.abi.wasihttp_host`).
+    """
+    store = StoreContext(context)
+    try:
+        run(store)
+        return 0
+    except Exception as exc:
+        error = exc if isinstance(exc, wasmtime.WasmtimeError) else wasmtime.WasmtimeError(
+            f"host function failed: {exc!r}"[:300])
+        return ctypes.cast(error._consume(), ctypes.c_void_p).value  # noqa: SLF001
+    finally:
+        store._invalidate()  # noqa: SLF001
 
 
 def _component_func_finalize_impl(idx: typing.Any) -> None:
@@ -409,9 +427,7 @@ def call_component_func(func: typing.Any, store: wasmtime.Store, params: list[ty
         for i in range(len(args)):
             ffi.wasmtime_component_val_delete(ctypes.byref(raw[i]))
     if error:
-        wrapped = wasmtime.WasmtimeError._from_ptr(error)  # noqa: SLF001
-        maybe_raise_last_exn()
-        raise wrapped
+        raise_error(error)
 
 
 def component_func_params(func: typing.Any, store: wasmtime.Store) -> list[typing.Any]:
