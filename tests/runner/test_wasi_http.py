@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -76,6 +77,16 @@ def test_small_component_serves_get_post_and_maps_errors(manifest_dir: Path) -> 
         silent = runner.client.get("/none")
         assert (silent.status_code, _problem(silent)) == (502, "bad-response")
         assert "without setting a response" in silent.json()["detail"]
+
+        # Concurrent requests on the worker threads each see only their own request.
+        def probe(n: int) -> tuple[int, str, bytes]:
+            answer = httpx.post(f"{runner.url}/echo/{n}", content=b"%d" % n,
+                                headers={"x-probe": str(n)}, timeout=10.0)
+            return answer.status_code, answer.headers["x-probe"], answer.content
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            answers = list(pool.map(probe, range(32)))
+        assert answers == [(200, str(n), b"%d" % n) for n in range(32)]
 
         # Still serving after every failure.
         again = runner.client.get("/echo", headers={"x-probe": "again"})
