@@ -329,10 +329,39 @@ def prime(ty: typing.Any) -> typing.Any:
 
 
 def _freeze_cases(ty: typing.Any) -> None:
+    """Variant, option, result: cases, tagging and each case's classes computed once."""
     cases = [(name, None if kind is None else prime(kind)) for name, kind in ty._cases()]  # noqa: SLF001
     ty._cases = lambda: cases  # noqa: SLF001
     tagged = ty._tagged()  # noqa: SLF001
     ty._tagged = lambda: tagged  # noqa: SLF001
+    tests: list[tuple[str, typing.Any, tuple[type, ...]]] = []
+    for name, kind in cases:
+        classes: set[type] = set()
+        if kind is not None:
+            kind.add_classes(classes)
+        tests.append((name, kind, tuple(classes)))
+
+    def lower(store: typing.Any, val: typing.Any) -> tuple[str, typing.Any]:
+        # The rules of wasmtime-py's VariantLikeType._lower, without rebuilding classes.
+        if tagged and not isinstance(val, component_types.Variant):
+            raise TypeError("expected Variant type")
+        for name, kind, classes in tests:
+            if tagged:
+                if name != val.tag:
+                    continue
+            elif kind is None:
+                if val is not None:
+                    continue
+            elif not isinstance(val, classes):
+                continue
+            if kind is None:
+                return name, None
+            raw = ffi.wasmtime_component_val_t()
+            kind.convert_to_c(store, val.payload if tagged else val, ctypes.pointer(raw))
+            return name, ffi.wasmtime_component_val_new(ctypes.byref(raw))
+        raise ValueError("value not valid for this variant")
+
+    ty._lower = lower  # noqa: SLF001
 
 
 class _HostFunc:
@@ -354,10 +383,11 @@ def _component_func_impl(
 ) -> typing.Any:
     entry = _HOST_FUNCS[idx or 0]
 
-    def run(store: StoreContext) -> None:
+    def run(store: StoreContext | None) -> None:
         _call.context = context
         if entry.params is None:
-            with component_types.FuncType._from_ptr(ty_raw, owner=store) as kind:  # noqa: SLF001
+            with component_types.FuncType._from_ptr(  # noqa: SLF001
+                    ty_raw, owner=StoreContext(context)) as kind:
                 result = kind.result
                 entry.result = None if result is None else prime(result)
                 entry.params = [prime(t) for _, t in kind.params]
@@ -369,23 +399,21 @@ def _component_func_impl(
     return _guarded(context, run)
 
 
-def _guarded(context: typing.Any, run: typing.Callable[[StoreContext], None]) -> typing.Any:
+def _guarded(context: typing.Any, run: typing.Callable[[StoreContext | None], None]) -> typing.Any:
     """Run a host function; an exception becomes the error the guest's call fails with.
 
     Unlike wasmtime-py's ``catch_exceptions`` it keeps no process-wide "last
     exception" (two threads failing at once would swap theirs): the caller learns
-    why from its own request state (:mod:`edge_runner.abi.wasihttp_host`).
+    why from its own request state (:mod:`edge_runner.abi.wasihttp_host`).  Host
+    functions get no store object (resources arrive as integers, see :func:`prime`).
     """
-    store = StoreContext(context)
     try:
-        run(store)
+        run(None)
         return 0
     except Exception as exc:
         error = exc if isinstance(exc, wasmtime.WasmtimeError) else wasmtime.WasmtimeError(
             f"host function failed: {exc!r}"[:300])
         return ctypes.cast(error._consume(), ctypes.c_void_p).value  # noqa: SLF001
-    finally:
-        store._invalidate()  # noqa: SLF001
 
 
 def _component_func_finalize_impl(idx: typing.Any) -> None:
