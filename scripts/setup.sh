@@ -27,6 +27,8 @@ declare -A why=(
     [wrk]="HTTP load generator of the benchmarks"
     [prometheus]="prometheus + promtool: the metrics and alert-rule tests"
     [docker-registry]="the CNCF distribution registry the source.oci tests push to and pull from"
+    [nodejs]="node, for the jco/componentize-js test guest of the wasi-http tests"
+    [npm]="npm ci of the pinned jco toolchain (tests/components/jsecho)"
 )
 run_packages=(rustc cargo libstd-rust-dev-wasm32 lld-14)
 test_packages=("${run_packages[@]}" wrk prometheus docker-registry)
@@ -49,6 +51,9 @@ for arg in "$@"; do
     esac
 done
 if [[ $purpose == test ]]; then packages=("${test_packages[@]}"); else packages=("${run_packages[@]}"); fi
+# node and npm from elsewhere (e.g. NodeSource, which bundles npm) are fine: only
+# a machine without npm gets Debian's.
+if [[ $purpose == test ]] && ! command -v npm >/dev/null; then packages+=(nodejs npm); fi
 if ((list_only)); then printf '%s\n' "${packages[@]}"; exit 0; fi
 
 installed() { [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]; }

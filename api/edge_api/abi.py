@@ -10,12 +10,24 @@ from __future__ import annotations
 import hashlib
 
 import wasmtime
+import wasmtime.component
 
 #: Imports a guest may have: WASI preview 1, nothing else.
 ALLOWED_IMPORT_MODULE = "wasi_snapshot_preview1"
 
 #: The first four bytes of every WebAssembly binary module.
 WASM_MAGIC = b"\0asm"
+#: The version and layer fields after the magic: a core module, or a component.
+CORE_LAYER = b"\x01\0\0\0"
+COMPONENT_LAYER = b"\x0d\0\x01\0"
+
+#: ABIs whose functions are components (docs/abi.md), and the export they need.
+COMPONENT_ABIS = frozenset({"wasi-http"})
+HANDLER_EXPORT = "wasi:http/incoming-handler@0.2."
+#: Interfaces a wasi-http component may import: the ``wasi:http/proxy`` world's
+#: packages (calls the sandbox refuses still link, and fail when made).
+COMPONENT_IMPORT_PACKAGES = ("wasi:cli/", "wasi:clocks/", "wasi:filesystem/", "wasi:http/",
+                             "wasi:io/", "wasi:random/", "wasi:sockets/")
 
 #: Exported functions each ABI needs, with their exact signatures.
 EXPORTS: dict[str, dict[str, tuple[list[str], list[str]]]] = {
@@ -50,8 +62,49 @@ def check_binary(wasm: bytes) -> None:
     raise ModuleRejected("NotWebAssembly", f"not a WebAssembly binary: {hint}")
 
 
+def is_component(wasm: bytes) -> bool:
+    """The binary is a component (component-model layer), not a core module."""
+    return wasm[4:8] == COMPONENT_LAYER
+
+
+def compile_component(engine: wasmtime.Engine, wasm: bytes) -> wasmtime.component.Component:
+    check_binary(wasm)
+    if not is_component(wasm):
+        raise ModuleRejected(
+            "NotAComponent",
+            "wasi-http functions must be components (a core module was given; build with"
+            " componentize-py, jco or `wasm-tools component new`)",
+        )
+    try:
+        return wasmtime.component.Component(engine, wasm)
+    except wasmtime.WasmtimeError as exc:
+        raise ModuleRejected("CompileError", f"component does not compile: {exc}") from exc
+
+
+def check_component(
+    component: wasmtime.component.Component, engine: wasmtime.Engine, abi: str
+) -> None:
+    """Raise :class:`ModuleRejected` unless ``component`` fits ``abi`` (``wasi-http``)."""
+    kind = component.type
+    for name in kind.imports(engine):
+        if not name.startswith(COMPONENT_IMPORT_PACKAGES):
+            raise ModuleRejected(
+                "ImportNotAllowed",
+                f"import {name} is not granted to {abi} functions (only the wasi:http/proxy"
+                " world is)",
+            )
+    if not any(name.startswith(HANDLER_EXPORT) for name in kind.exports(engine)):
+        raise ModuleRejected(
+            "MissingExport", f"{abi} components must export wasi:http/incoming-handler@0.2.x"
+        )
+
+
 def compile_module(engine: wasmtime.Engine, wasm: bytes) -> wasmtime.Module:
     check_binary(wasm)
+    if is_component(wasm):
+        raise ModuleRejected(
+            "WrongAbi", "this is a component; serve it with `abi: wasi-http`"
+        )
     try:
         return wasmtime.Module(engine, wasm)
     except wasmtime.WasmtimeError as exc:
@@ -91,5 +144,9 @@ def check_module(module: wasmtime.Module, abi: str) -> bool:
 
 def validate(wasm: bytes, abi: str, engine: wasmtime.Engine | None = None) -> str:
     """Compile and check a module; returns its ``sha256:`` digest."""
-    check_module(compile_module(engine or wasmtime.Engine(), wasm), abi)
+    engine = engine or wasmtime.Engine()
+    if abi in COMPONENT_ABIS:
+        check_component(compile_component(engine, wasm), engine, abi)
+    else:
+        check_module(compile_module(engine, wasm), abi)
     return f"sha256:{hashlib.sha256(wasm).hexdigest()}"

@@ -138,7 +138,7 @@ class Pool(_Model):
 
 class EdgeFunctionSpec(_Model):
     source: Source
-    abi: Literal["edge", "wagi"] = "edge"
+    abi: Literal["edge", "wagi", "wasi-http"] = "edge"
     limits: Limits = Limits()
     env: list[EnvVar] = []
     pool: Pool = Pool()

@@ -11,9 +11,10 @@ from __future__ import annotations
 from edge_runner.abi.base import AbiExecutor, HttpRequest, Instance, Response
 from edge_runner.abi.edge import EDGE
 from edge_runner.abi.wagi import WAGI
+from edge_runner.abi.wasihttp import WASI_HTTP
 
 #: Executor of each ``spec.abi`` value.
-EXECUTORS: dict[str, AbiExecutor] = {EDGE.abi: EDGE, WAGI.abi: WAGI}
+EXECUTORS: dict[str, AbiExecutor] = {EDGE.abi: EDGE, WAGI.abi: WAGI, WASI_HTTP.abi: WASI_HTTP}
 
 
 def executor_for(abi: str) -> AbiExecutor:

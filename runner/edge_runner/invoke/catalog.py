@@ -225,7 +225,7 @@ class Catalog:
         compiled = self.engine.compile(wasm, abi)
         self.metrics.compile_duration.observe(time.perf_counter() - start)
         if self.disk_cache is not None:
-            self.disk_cache.store(compiled.digest, bytes(compiled.module.serialize()))
+            self.disk_cache.store(compiled.digest, compiled.serialize())
         return compiled
 
     def _update_gauges(self, snapshot: Snapshot) -> None:

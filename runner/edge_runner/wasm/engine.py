@@ -24,8 +24,17 @@ import time
 from dataclasses import dataclass
 
 import wasmtime
+import wasmtime.component
 
-from edge_api.abi import ALLOWED_IMPORT_MODULE, ModuleRejected, check_module
+from edge_api.abi import (
+    ALLOWED_IMPORT_MODULE,
+    COMPONENT_ABIS,
+    ModuleRejected,
+    check_component,
+    check_module,
+    compile_component,
+    is_component,
+)
 from edge_runner.wasm import growprobe, wasi_output
 from edge_runner.wasm.modcache import fingerprint
 
@@ -53,6 +62,14 @@ class CompiledModule:
     has_initialize: bool
     #: Export name of the grow probe global (:mod:`edge_runner.wasm.growprobe`), if any.
     grow_probe: str | None = None
+    #: For component ABIs (``wasi-http``): the compiled component.  ``module`` and
+    #: ``pre`` are then an empty core module, unused.
+    component: wasmtime.component.Component | None = None
+
+    def serialize(self) -> bytes:
+        """The artifact the disk cache keeps (:mod:`.modcache`)."""
+        code = self.component if self.component is not None else self.module
+        return bytes(code.serialize())
 
 
 class WasmEngine:
@@ -122,6 +139,11 @@ class WasmEngine:
         Blocking (tens of milliseconds to seconds): call it off the event loop.
         """
         digest = hashlib.sha256(wasm).hexdigest()
+        if abi in COMPONENT_ABIS:
+            return self._with_component(compile_component(self.engine, wasm), digest=digest,
+                                        size=len(wasm), abi=abi)
+        if is_component(wasm):
+            raise ModuleRejected("WrongAbi", "this is a component; serve it with `abi: wasi-http`")
         try:
             probed = growprobe.instrument(wasm)
         except growprobe.Unsupported as exc:
@@ -173,10 +195,23 @@ class WasmEngine:
         Raises ``wasmtime.WasmtimeError`` if wasmtime refuses it (other version
         or settings); the caller then compiles from source.
         """
+        if abi in COMPONENT_ABIS:
+            component = wasmtime.component.Component.deserialize(self.engine, artifact)
+            return self._with_component(component, digest=digest, size=size, abi=abi)
         module = wasmtime.Module.deserialize(self.engine, artifact)
         probe = growprobe.PROBE_EXPORT if any(
             e.name == growprobe.PROBE_EXPORT for e in module.exports) else None
         return self.check(module, digest=digest, size=size, abi=abi, grow_probe=probe)
+
+    def _with_component(
+        self, component: wasmtime.component.Component, *, digest: str, size: int, abi: str
+    ) -> CompiledModule:
+        check_component(component, self.engine, abi)
+        empty = wasmtime.Module(self.engine, b"\0asm\x01\0\0\0")
+        return CompiledModule(
+            digest=digest, size=size, abi=abi, module=empty,
+            pre=self.linker.instantiate_pre(empty), has_initialize=False, component=component,
+        )
 
     def new_store(
         self, *, memory: int, wasi: wasmtime.WasiConfig, output: wasi_output.Streams
