@@ -3,7 +3,8 @@
 The request becomes CGI/WAGI environment variables plus the function's own
 ``env``; the body is stdin; ``_start`` runs; stdout carries CGI headers
 (``Content-Type``, ``Status``, ``Location``), a blank line, then the body.
-The pool (:mod:`edge_runner.invoke.pool`) runs :class:`WagiRun` on a worker thread.  Failures:
+The pool (:mod:`edge_runner.invoke.pool`) runs :func:`run_wagi` on a worker thread, through
+the shared fresh-instance executor (:mod:`edge_runner.abi.fresh`).  Failures:
 a non-zero ``proc_exit`` is ``exit`` (502), stdout over ``maxResponseBytes`` is
 ``response_too_large`` (502), the rest as in :mod:`edge_runner.wasm.traps`.  Guest
 stderr goes to the log, bounded, like the edge ABI's output.
@@ -11,12 +12,11 @@ stderr goes to the log, bounded, like the edge ABI's output.
 
 from __future__ import annotations
 
-import typing
-
 import wasmtime
 
 from edge_api.models import EdgeFunctionSpec
-from edge_runner.abi.base import HttpRequest, Response, Speculation, check_response, make_wasi
+from edge_runner.abi.base import HttpRequest, Response, check_response, make_wasi
+from edge_runner.abi.fresh import FreshExecutor
 from edge_runner.errors import GuestFailure
 from edge_runner.wasm import capi
 from edge_runner.wasm.engine import UNLIMITED_FUEL, CompiledModule, WasmEngine
@@ -171,55 +171,5 @@ def run_wagi(
     return check_response(parse_cgi_output(b"".join(stdout.chunks)))
 
 
-class WagiRun:
-    """One request's instance: created, run and freed inside :meth:`invoke`."""
-
-    __slots__ = ("_compiled", "_engine", "_name", "_spec", "idle_since", "reserved", "served")
-
-    def __init__(
-        self, engine: WasmEngine, compiled: CompiledModule, name: str, spec: EdgeFunctionSpec
-    ) -> None:
-        self._engine = engine
-        self._compiled = compiled
-        self._name = name
-        self._spec = spec
-        self.served = 0
-        self.reserved = 0
-        self.idle_since = 0.0
-
-    def invoke(
-        self, payload: object, request_id: str, *, speculation: Speculation | None = None,
-        spent: float = 0.0,
-    ) -> Response:
-        self.served += 1
-        return run_wagi(
-            engine=self._engine, compiled=self._compiled, name=self._name, spec=self._spec,
-            request=typing.cast(HttpRequest, payload), request_id=request_id,
-        )
-
-    def memory_bytes(self) -> int:
-        return 0  # its store lives only inside invoke
-
-    def close(self) -> None:
-        pass
-
-
-class WagiExecutor:
-    """The ``wagi`` ABI: a fresh instance per request, always on a worker thread."""
-
-    abi = "wagi"
-    reusable = False
-    inline = False
-    timed_start = False
-
-    def encode(self, request: HttpRequest) -> HttpRequest:
-        return request  # the CGI environment is built on the worker thread
-
-    def instantiate(
-        self, engine: WasmEngine, compiled: CompiledModule, name: str, spec: EdgeFunctionSpec,
-        *, speculation: Speculation | None, request_id: str,
-    ) -> WagiRun:
-        return WagiRun(engine, compiled, name, spec)
-
-
-WAGI = WagiExecutor()
+#: The ``wagi`` ABI: a fresh instance per request, always on a worker thread.
+WAGI = FreshExecutor("wagi", run_wagi)

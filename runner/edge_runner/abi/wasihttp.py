@@ -30,7 +30,8 @@ from wasmtime.component import Component, Linker
 
 from edge_api.models import EdgeFunctionSpec
 from edge_runner.abi import wasihttp_host as host
-from edge_runner.abi.base import HttpRequest, Response, Speculation, check_response
+from edge_runner.abi.base import HttpRequest, Response, check_response
+from edge_runner.abi.fresh import FreshExecutor
 from edge_runner.abi.wasihttp_world import build_linker
 from edge_runner.errors import GuestFailure, GuestTimeout
 from edge_runner.wasm import capi
@@ -183,56 +184,5 @@ def _failure(
                     memory_limit=memory)
 
 
-class WasiHttpRun:
-    """One request's instance: created, run and freed inside :meth:`invoke`."""
-
-    __slots__ = ("_compiled", "_engine", "_name", "_spec", "idle_since", "reserved", "served")
-
-    def __init__(
-        self, engine: WasmEngine, compiled: CompiledModule, name: str, spec: EdgeFunctionSpec
-    ) -> None:
-        self._engine = engine
-        self._compiled = compiled
-        self._name = name
-        self._spec = spec
-        self.served = 0
-        self.reserved = 0
-        self.idle_since = 0.0
-
-    def invoke(
-        self, payload: object, request_id: str, *, speculation: Speculation | None = None,
-        spent: float = 0.0,
-    ) -> Response:
-        self.served += 1
-        return run_wasi_http(
-            engine=self._engine, compiled=self._compiled, name=self._name, spec=self._spec,
-            request=typing.cast(HttpRequest, payload), request_id=request_id,
-        )
-
-    def memory_bytes(self) -> int:
-        return 0  # its store lives only inside invoke
-
-    def close(self) -> None:
-        pass
-
-
-class WasiHttpExecutor:
-    """The ``wasi-http`` ABI: a fresh instance per request, always on a worker thread."""
-
-    abi = "wasi-http"
-    reusable = False
-    inline = False
-    timed_start = False
-
-    def encode(self, request: HttpRequest) -> HttpRequest:
-        return request
-
-    def instantiate(
-        self, engine: WasmEngine, compiled: CompiledModule, name: str, spec: EdgeFunctionSpec,
-        *, speculation: Speculation | None, request_id: str,
-    ) -> WasiHttpRun:
-        return WasiHttpRun(engine, compiled, name, spec)
-
-
-WASI_HTTP = WasiHttpExecutor()
-
+#: The ``wasi-http`` ABI: a fresh instance per request, always on a worker thread.
+WASI_HTTP = FreshExecutor("wasi-http", run_wasi_http)
