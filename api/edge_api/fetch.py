@@ -41,6 +41,8 @@ from urllib.parse import urljoin, urlsplit
 
 import h11
 
+from edge_api.errors import ReasonedError
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -52,7 +54,7 @@ _READ = 64 * 1024
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
-class FetchError(Exception):
+class FetchError(ReasonedError):
     """A fetch that did not produce a response.
 
     ``reason``: ``AddressRefused``, ``TooLarge``, ``EncodingRefused``, ``Timeout``,
@@ -60,12 +62,6 @@ class FetchError(Exception):
     ``ProtocolError``.
     ``transient``: worth retrying later (the network, not the content).
     """
-
-    def __init__(self, reason: str, message: str, *, transient: bool = False) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-        self.transient = transient
 
 
 @dataclass(frozen=True)

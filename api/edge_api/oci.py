@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from edge_api.errors import ReasonedError
 from edge_api.fetch import FetchError, Network, Response, fetch_bounded
 
 WASM_LAYER: Final = "application/wasm"
@@ -48,14 +49,8 @@ _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
 
 
-class OciError(Exception):
+class OciError(ReasonedError):
     """A reference that could not be resolved or fetched; ``reason`` is a condition reason."""
-
-    def __init__(self, reason: str, message: str, *, transient: bool = False) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-        self.transient = transient
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from lightkube import AsyncClient
 from lightkube.resources.core_v1 import ConfigMap, Secret
 
 from edge_api.artifacts import MAX_INLINE_BYTES, ArtifactRef
+from edge_api.errors import ReasonedError
 from edge_api.fetch import FetchError, fetch_bounded, parse_networks
 from edge_api.k8s import KUBE_ERRORS, is_not_found
 from edge_api.models import OciSource, Source
@@ -32,12 +33,8 @@ from edge_api.oci import OciError, client_for, dockerconfig_of
 from edge_operator.config import OperatorConfig
 
 
-class SourceError(Exception):
-    def __init__(self, reason: str, message: str, *, transient: bool = False) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-        self.transient = transient
+class SourceError(ReasonedError):
+    """A source that could not be resolved; ``reason`` becomes the function's condition."""
 
 
 @dataclass(frozen=True)
