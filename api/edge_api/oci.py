@@ -185,18 +185,24 @@ class RegistryClient:
         for _ in range(2):
             if self._authorization:
                 headers["authorization"] = self._authorization
-            try:
-                response = await fetch_bounded(url, max_bytes=max_bytes,
-                                               deadline=self.deadline, allow=self.allow,
-                                               headers=headers)
-            except FetchError as exc:
-                raise _registry_error(exc) from exc
+            response = await self._fetch(url, max_bytes=max_bytes, headers=headers)
             if response.status != 401 or not await self._authenticate(response):
                 break
         if response.status in (401, 403):
-            raise OciError("RegistryUnauthorized", f"{self.reference.repo}: HTTP"
-                           f" {response.status} (check the pull secret)", transient=True)
+            raise self._unauthorized(f"HTTP {response.status}")
         return response
+
+    async def _fetch(self, url: str, *, max_bytes: int, headers: dict[str, str]) -> Response:
+        """One GET under this client's deadline and address policy; raises OciError."""
+        try:
+            return await fetch_bounded(url, max_bytes=max_bytes, deadline=self.deadline,
+                                       allow=self.allow, headers=headers)
+        except FetchError as exc:
+            raise _registry_error(exc) from exc
+
+    def _unauthorized(self, answer: str) -> OciError:
+        return OciError("RegistryUnauthorized", f"{self.reference.repo}: {answer}"
+                        " (check the pull secret)", transient=True)
 
     async def _authenticate(self, response: Response) -> bool:
         """Pick up credentials for a 401; False if there is nothing new to try."""
@@ -212,16 +218,9 @@ class RegistryClient:
         query = "&".join(f"{k}={params[k]}" for k in ("service", "scope") if k in params)
         headers = {"authorization": self.credentials.basic()} if self.credentials else {}
         realm = params["realm"] + ("&" if "?" in params["realm"] else "?") + query
-        try:
-            answer = await fetch_bounded(realm, max_bytes=MAX_TOKEN_BYTES,
-                                         deadline=self.deadline, allow=self.allow,
-                                         headers=headers)
-        except FetchError as exc:
-            raise _registry_error(exc) from exc
+        answer = await self._fetch(realm, max_bytes=MAX_TOKEN_BYTES, headers=headers)
         if answer.status in (401, 403):
-            raise OciError("RegistryUnauthorized", f"{self.reference.repo}: the token server"
-                           f" answered HTTP {answer.status} (check the pull secret)",
-                           transient=True)
+            raise self._unauthorized(f"the token server answered HTTP {answer.status}")
         try:
             token = json.loads(answer.body)
             value = token.get("token") or token.get("access_token")
