@@ -44,6 +44,16 @@ def _runner(manifests: Path) -> Iterator[RunnerProcess]:
         runner.stop()
 
 
+def _assert_echoes(runner: RunnerProcess, path: str) -> None:
+    """A 1 MiB POST to ``path`` comes back as it was sent, with its content type."""
+    body = os.urandom(MiB)
+    posted = runner.client.post(path, content=body,
+                                headers={"content-type": "application/x-test"})
+    assert posted.status_code == 200
+    assert posted.headers["content-type"] == "application/x-test"
+    assert posted.content == body
+
+
 def _problem(response: httpx.Response) -> str:
     kind = response.json()["type"]
     assert isinstance(kind, str)
@@ -124,12 +134,7 @@ def test_componentize_py_guest(manifest_dir: Path) -> None:
         assert got.text.splitlines() == ["GET", "/py/a?x=1", "p1", "hello there"]
         assert got.headers["x-guest"] == "componentize-py"
 
-        body = os.urandom(MiB)
-        posted = runner.client.post("/py/echo", content=body,
-                                    headers={"content-type": "application/x-test"})
-        assert posted.status_code == 200
-        assert posted.headers["content-type"] == "application/x-test"
-        assert posted.content == body
+        _assert_echoes(runner, "/py/echo")
 
         assert runner.client.get("/py/outgoing").text == "refused: ErrorCode_HttpRequestDenied"
         assert runner.client.get("/py/file").text.startswith("refused: ")
@@ -155,12 +160,7 @@ def test_componentize_js_guest(manifest_dir: Path) -> None:
         assert got.text.splitlines() == ["GET", "/js/a?x=1", "p2"]
         assert got.headers["x-guest"] == "componentize-js"
 
-        body = os.urandom(MiB)
-        posted = runner.client.post("/js/echo", content=body,
-                                    headers={"content-type": "application/x-test"})
-        assert posted.status_code == 200
-        assert posted.headers["content-type"] == "application/x-test"
-        assert posted.content == body
+        _assert_echoes(runner, "/js/echo")
 
         assert runner.client.get("/js/outgoing").text.startswith("refused: ")
         spin = runner.client.get("/js/spin")
