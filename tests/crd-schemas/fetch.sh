@@ -20,10 +20,12 @@ gateway_api="sigs.k8s.io/gateway-api@v1.6.3"
 # A machine fetches once; later runs find the files and do nothing.  If
 # EDGE_CRD_DIR is set, that directory is used as it is (only checked).  The last
 # line of stdout is always the directory; progress goes to stderr.
+# The steps shared with the other Go-tool scripts are in tests/lib/gotool.sh.
 set -euo pipefail
 
-log() { printf '[crd-schemas] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# log, die and the gotool_* steps shared with the Go-tool builds.
+source "$here/../lib/gotool.sh" crd-schemas
 
 files=(
     "$prometheus_operator example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml servicemonitors.yaml"
@@ -41,34 +43,24 @@ complete() {
 if [[ -n "${EDGE_CRD_DIR:-}" ]]; then
     complete "$EDGE_CRD_DIR" || die "EDGE_CRD_DIR=$EDGE_CRD_DIR lacks one of the CRD files"
     log "using existing CRDs in $EDGE_CRD_DIR"
-    printf '%s\n' "$EDGE_CRD_DIR"
-    exit 0
+    gotool_result "$EDGE_CRD_DIR"
 fi
 
 key="prometheus-operator-${prometheus_operator##*@}_gateway-api-${gateway_api##*@}"
-cache_root="${EDGE_CRD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/edge-runner/crds}"
+cache_root="$(gotool_cache_root EDGE_CRD_CACHE crds)"
 out_dir="$cache_root/$key"
 if complete "$out_dir"; then
     log "cached: $key in $out_dir"
-    printf '%s\n' "$out_dir"
-    exit 0
+    gotool_result "$out_dir"
 fi
 
-go_bin="$(command -v go || true)"
-[[ -n "$go_bin" ]] || go_bin=/usr/local/go/bin/go
-[[ -x "$go_bin" ]] || die "no Go toolchain found (looked in PATH and /usr/local/go/bin)"
-export GOTOOLCHAIN=local
+gotool_find_go
 export GOFLAGS=-modcacherw
 
 mkdir -p "$cache_root"
-exec 9>"$cache_root/.lock"
-flock 9  # concurrent fetches wait for each other
-if complete "$out_dir"; then
-    printf '%s\n' "$out_dir"
-    exit 0
-fi
-tmp_dir="$(mktemp -d "$cache_root/.fetch.XXXXXX")"
-trap 'rm -rf "$tmp_dir"' EXIT
+# Concurrent fetches wait for each other.
+gotool_lock "$cache_root" "$key" "$out_dir" complete "$out_dir"
+gotool_tmp_dir "$cache_root" .fetch
 
 declare -A module_dirs=()
 for module in "$prometheus_operator" "$gateway_api"; do
@@ -92,4 +84,4 @@ for entry in "${files[@]}"; do
     mv -f "$tmp_dir/$name" "$out_dir/$name"
 done
 log "fetched $key into $out_dir"
-printf '%s\n' "$out_dir"
+gotool_result "$out_dir"

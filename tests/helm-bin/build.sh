@@ -12,41 +12,27 @@
 # stderr so callers can take the path with `tail -n1`.
 #
 # The first build takes a few minutes on 2 cores; a line is printed every
-# EDGE_HELM_PROGRESS_SECONDS (default 30) so CI shows life.
+# EDGE_HELM_PROGRESS_SECONDS (default 30) so CI shows life.  Concurrent builds
+# of one version wait for each other (flock).  The steps shared with the other
+# Go-tool builds are in tests/lib/gotool.sh.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# log, die and the gotool_* steps every Go-tool build shares.
+source "$here/../lib/gotool.sh" helm-bin
 
-log() { printf '[helm-bin] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+gotool_use_existing EDGE_HELM_BIN helm
 
-if [[ -n "${EDGE_HELM_BIN:-}" ]]; then
-    [[ -f "$EDGE_HELM_BIN" && -x "$EDGE_HELM_BIN" ]] ||
-        die "EDGE_HELM_BIN=$EDGE_HELM_BIN is not an executable file"
-    log "using existing helm at $EDGE_HELM_BIN"
-    printf '%s\n' "$EDGE_HELM_BIN"
-    exit 0
-fi
-
-# The version of helm.sh/helm/v3 that go.mod requires (tidy marks it indirect
-# because only the `tool` directive uses it).
-helm_version="$(awk '$1 == "helm.sh/helm/v3" && $2 ~ /^v/ {print $2; exit}' "$here/go.mod")"
-[[ -n "$helm_version" ]] || die "no helm.sh/helm/v3 requirement in $here/go.mod"
-cache_root="${EDGE_HELM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/edge-runner/helm}"
-out_dir="$cache_root/$helm_version"
+helm_version="$(gotool_module_version helm.sh/helm/v3)"
+out_dir="$(gotool_cache_root EDGE_HELM_CACHE helm)/$helm_version"
 binary="$out_dir/helm"
 
-if [[ -f "$binary" && -x "$binary" ]]; then
+if gotool_is_exe "$binary"; then
     log "cached: helm $helm_version at $binary"
-    printf '%s\n' "$binary"
-    exit 0
+    gotool_result "$binary"
 fi
 
-go_bin="$(command -v go || true)"
-[[ -n "$go_bin" ]] || go_bin=/usr/local/go/bin/go
-[[ -x "$go_bin" ]] || die "no Go toolchain found (looked in PATH and /usr/local/go/bin)"
-# Never download another toolchain: go.mod's `go` line fits the local Go.
-export GOTOOLCHAIN=local
+gotool_find_go
 export CGO_ENABLED=0
 
 cd "$here"
@@ -67,32 +53,15 @@ for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
 done
 
 mkdir -p "$out_dir"
-tmp_dir="$(mktemp -d "$out_dir/.build.XXXXXX")"
-ticker_pid=""
-cleanup() {
-    [[ -n "$ticker_pid" ]] && kill "$ticker_pid" 2>/dev/null || true
-    rm -rf "$tmp_dir"
-}
-trap cleanup EXIT
+gotool_lock "$out_dir" "helm $helm_version" "$binary" gotool_is_exe "$binary"
+gotool_tmp_dir "$out_dir"
 
 log "building helm $helm_version (Kubernetes $k8s_major.$k8s_minor libraries) into $binary" \
     "with $("$go_bin" version)"
 start=$SECONDS
-(
-    while sleep "${EDGE_HELM_PROGRESS_SECONDS:-30}" </dev/null >/dev/null 2>&1; do
-        log "still building, $((SECONDS - start))s"
-    done
-) &
-ticker_pid=$!
-if ! "$go_bin" build -trimpath -ldflags "$ldflags" -o "$tmp_dir/helm" \
-    helm.sh/helm/v3/cmd/helm >&2; then
-    die "go build helm.sh/helm/v3/cmd/helm failed"
-fi
-kill "$ticker_pid" 2>/dev/null || true
-wait "$ticker_pid" 2>/dev/null || true
-ticker_pid=""
-chmod 0755 "$tmp_dir/helm"
+gotool_go_build "${EDGE_HELM_PROGRESS_SECONDS:-30}" "" "$tmp_dir/helm" \
+    helm.sh/helm/v3/cmd/helm -ldflags "$ldflags"
 "$tmp_dir/helm" version --short >/dev/null || die "the built helm does not run"
 mv -f "$tmp_dir/helm" "$binary"
 log "built helm $helm_version in $((SECONDS - start))s"
-printf '%s\n' "$binary"
+gotool_result "$binary"

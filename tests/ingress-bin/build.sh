@@ -28,61 +28,33 @@
 #
 # The first build takes about 5 minutes on 2 busy cores (module downloads extra); a line is printed every
 # EDGE_INGRESS_PROGRESS_SECONDS (default 30) so CI shows life.
+# The steps shared with the other Go-tool scripts are in tests/lib/gotool.sh.
 set -euo pipefail
 
 traefik_version=v3.7.13
 
-log() { printf '[ingress-bin] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# log, die and the gotool_* steps every Go-tool build shares.
+source "$here/../lib/gotool.sh" ingress-bin
 
-if [[ -n "${EDGE_TRAEFIK_BIN:-}" ]]; then
-    [[ -f "$EDGE_TRAEFIK_BIN" && -x "$EDGE_TRAEFIK_BIN" ]] ||
-        die "EDGE_TRAEFIK_BIN=$EDGE_TRAEFIK_BIN is not an executable file"
-    log "using existing traefik at $EDGE_TRAEFIK_BIN"
-    printf '%s\n' "$EDGE_TRAEFIK_BIN"
-    exit 0
-fi
+gotool_use_existing EDGE_TRAEFIK_BIN traefik
 
-cache_root="${EDGE_INGRESS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/edge-runner/traefik}"
-out_dir="$cache_root/$traefik_version"
+out_dir="$(gotool_cache_root EDGE_INGRESS_CACHE traefik)/$traefik_version"
 binary="$out_dir/traefik"
 
-if [[ -f "$binary" && -x "$binary" ]]; then
+if gotool_is_exe "$binary"; then
     log "cached: traefik $traefik_version at $binary"
-    printf '%s\n' "$binary"
-    exit 0
+    gotool_result "$binary"
 fi
 
-go_bin="$(command -v go || true)"
-[[ -n "$go_bin" ]] || go_bin=/usr/local/go/bin/go
-[[ -x "$go_bin" ]] || die "no Go toolchain found (looked in PATH and /usr/local/go/bin)"
-# Never download another toolchain: Traefik's go.mod `go` line fits the local Go.
-export GOTOOLCHAIN=local
+# Traefik's go.mod `go` line fits the local Go.
+gotool_find_go
 export CGO_ENABLED=0
 export GOWORK=off
 
 mkdir -p "$out_dir"
-# One build at a time per version (two test runs started together share it).
-if command -v flock >/dev/null; then
-    exec 9>"$out_dir/.lock"
-    if ! flock -n 9; then
-        log "another build of traefik $traefik_version is running; waiting for it"
-        flock 9
-    fi
-    if [[ -f "$binary" && -x "$binary" ]]; then
-        log "built meanwhile: $binary"
-        printf '%s\n' "$binary"
-        exit 0
-    fi
-fi
-tmp_dir="$(mktemp -d "$out_dir/.build.XXXXXX")"
-ticker_pid=""
-cleanup() {
-    [[ -n "$ticker_pid" ]] && kill "$ticker_pid" 2>/dev/null || true
-    chmod -R u+w "$tmp_dir" 2>/dev/null || true
-    rm -rf "$tmp_dir"
-}
-trap cleanup EXIT
+gotool_lock "$out_dir" "traefik $traefik_version" "$binary" gotool_is_exe "$binary"
+gotool_tmp_dir "$out_dir"
 
 log "downloading github.com/traefik/traefik/v3@$traefik_version from the Go module proxy"
 module_dir="$(cd "$tmp_dir" && "$go_bin" mod download -json \
@@ -156,22 +128,10 @@ GO
 
 log "building traefik $traefik_version into $binary with $("$go_bin" version)"
 start=$SECONDS
-(
-    while sleep "${EDGE_INGRESS_PROGRESS_SECONDS:-30}" </dev/null >/dev/null 2>&1; do
-        log "still building, $((SECONDS - start))s"
-    done
-) &
-ticker_pid=$!
-ldflags="-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=$traefik_version"
-if ! (cd "$src" && "$go_bin" build -mod=mod -trimpath -ldflags "$ldflags" \
-    -o "$tmp_dir/traefik" ./cmd/traefik >&2); then
-    die "go build ./cmd/traefik failed"
-fi
-kill "$ticker_pid" 2>/dev/null || true
-wait "$ticker_pid" 2>/dev/null || true
-ticker_pid=""
-chmod 0755 "$tmp_dir/traefik"
+cd "$src"
+gotool_go_build "${EDGE_INGRESS_PROGRESS_SECONDS:-30}" "" "$tmp_dir/traefik" ./cmd/traefik \
+    -mod=mod -ldflags "-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=$traefik_version"
 "$tmp_dir/traefik" version >/dev/null || die "the built traefik does not run"
 mv -f "$tmp_dir/traefik" "$binary"
 log "built traefik $traefik_version in $((SECONDS - start))s"
-printf '%s\n' "$binary"
+gotool_result "$binary"

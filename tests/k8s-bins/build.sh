@@ -12,18 +12,18 @@
 #
 # The first build takes a long time on 2 cores (see the README/Makefile); it
 # prints a line every EDGE_K8S_PROGRESS_SECONDS (default 30) so CI shows life.
+# The steps shared with the other Go-tool scripts are in tests/lib/gotool.sh.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# log, die and the gotool_* steps every Go-tool build shares.
+source "$here/../lib/gotool.sh" k8s-bins
 binaries=(etcd kube-apiserver kube-controller-manager kubectl)
-
-log() { printf '[k8s-bins] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 
 have_all() {
     local dir="$1" b
     for b in "${binaries[@]}"; do
-        [[ -f "$dir/$b" && -x "$dir/$b" ]] || return 1
+        gotool_is_exe "$dir/$b" || return 1
     done
 }
 
@@ -31,26 +31,18 @@ if [[ -n "${EDGE_K8S_BIN_DIR:-}" ]]; then
     have_all "$EDGE_K8S_BIN_DIR" ||
         die "EDGE_K8S_BIN_DIR=$EDGE_K8S_BIN_DIR lacks one of: ${binaries[*]}"
     log "using existing binaries in $EDGE_K8S_BIN_DIR"
-    printf '%s\n' "$EDGE_K8S_BIN_DIR"
-    exit 0
+    gotool_result "$EDGE_K8S_BIN_DIR"
 fi
 
-k8s_version="$(awk '$1 == "k8s.io/kubernetes" && $2 ~ /^v/ {print $2; exit}' "$here/go.mod")"
-[[ -n "$k8s_version" ]] || die "no k8s.io/kubernetes requirement in $here/go.mod"
-cache_root="${EDGE_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/edge-runner/k8s}"
-bin_dir="$cache_root/$k8s_version/bin"
+k8s_version="$(gotool_module_version k8s.io/kubernetes)"
+bin_dir="$(gotool_cache_root EDGE_K8S_CACHE k8s)/$k8s_version/bin"
 
 if have_all "$bin_dir"; then
     log "cached: Kubernetes $k8s_version binaries in $bin_dir"
-    printf '%s\n' "$bin_dir"
-    exit 0
+    gotool_result "$bin_dir"
 fi
 
-go_bin="$(command -v go || true)"
-[[ -n "$go_bin" ]] || go_bin=/usr/local/go/bin/go
-[[ -x "$go_bin" ]] || die "no Go toolchain found (looked in PATH and /usr/local/go/bin)"
-# Never download another toolchain: the pinned release builds with the local Go.
-export GOTOOLCHAIN=local
+gotool_find_go
 
 # Version stamps, as Kubernetes' hack/lib/version.sh sets them, so /version
 # and `kubectl version` report the pinned release.
@@ -73,64 +65,33 @@ declare -A package=(
 )
 
 mkdir -p "$bin_dir"
-# One build at a time per version (two test runs started together share it).
-if command -v flock >/dev/null; then
-    exec 9>"$bin_dir/.lock"
-    if ! flock -n 9; then
-        log "another build of $k8s_version is running; waiting for it"
-        flock 9
-    fi
-    if have_all "$bin_dir"; then
-        log "built meanwhile: $bin_dir"
-        printf '%s\n' "$bin_dir"
-        exit 0
-    fi
-fi
-tmp_dir="$(mktemp -d "$bin_dir/.build.XXXXXX")"
-ticker_pid=""
-cleanup() {
-    [[ -n "$ticker_pid" ]] && kill "$ticker_pid" 2>/dev/null || true
-    rm -rf "$tmp_dir"
-}
-trap cleanup EXIT
+gotool_lock "$bin_dir" "$k8s_version" "$bin_dir" have_all "$bin_dir"
+gotool_tmp_dir "$bin_dir"
 
-time_cmd=()
 if [[ -x /usr/bin/time ]]; then
-    time_cmd=(/usr/bin/time -v -o "$tmp_dir/time.txt")
+    gotool_build_wrapper=(/usr/bin/time -v -o "$tmp_dir/time.txt")
 fi
 
 log "building Kubernetes $k8s_version control plane into $bin_dir with $("$go_bin" version)"
 total_start=$SECONDS
 cd "$here"
 for b in "${binaries[@]}"; do
-    if [[ -f "$bin_dir/$b" && -x "$bin_dir/$b" ]]; then
+    if gotool_is_exe "$bin_dir/$b"; then
         log "$b: already built"
         continue
     fi
     log "$b: go build ${package[$b]}"
     start=$SECONDS
-    (
-        while sleep "${EDGE_K8S_PROGRESS_SECONDS:-30}" </dev/null >/dev/null 2>&1; do
-            log "$b: still building, $((SECONDS - start))s"
-        done
-    ) &
-    ticker_pid=$!
     rm -f "$tmp_dir/time.txt"
-    if ! "${time_cmd[@]}" "$go_bin" build -trimpath -ldflags "$ldflags" \
-        -o "$tmp_dir/$b" "${package[$b]}" >&2; then
-        die "$b: go build failed"
-    fi
-    kill "$ticker_pid" 2>/dev/null || true
-    wait "$ticker_pid" 2>/dev/null || true
-    ticker_pid=""
+    gotool_go_build "${EDGE_K8S_PROGRESS_SECONDS:-30}" "$b: " "$tmp_dir/$b" "${package[$b]}" \
+        -ldflags "$ldflags"
     peak=""
     if [[ -f "$tmp_dir/time.txt" ]]; then
         peak_kib="$(awk -F': ' '/Maximum resident set size/ {print $2}' "$tmp_dir/time.txt")"
         [[ -n "$peak_kib" ]] && peak=", peak RSS of one process $((peak_kib / 1024)) MiB"
     fi
-    chmod 0755 "$tmp_dir/$b"
     mv -f "$tmp_dir/$b" "$bin_dir/$b"
     log "$b: built in $((SECONDS - start))s$peak"
 done
 log "all built in $((SECONDS - total_start))s"
-printf '%s\n' "$bin_dir"
+gotool_result "$bin_dir"

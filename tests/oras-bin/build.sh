@@ -9,53 +9,42 @@
 # A machine builds it once; later runs find it and do nothing.
 # If EDGE_ORAS_BIN is set, that binary is used as it is (only checked).
 # The last line of stdout is always the path of the binary; progress goes to
-# stderr so callers can take the path with `tail -n1`.
+# stderr so callers can take the path with `tail -n1`, a line every
+# EDGE_ORAS_PROGRESS_SECONDS (default 30) while it builds.  Concurrent builds of
+# one version wait for each other (flock).  The steps shared with the other
+# Go-tool builds are in tests/lib/gotool.sh.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# log, die and the gotool_* steps every Go-tool build shares.
+source "$here/../lib/gotool.sh" oras-bin
 
-log() { printf '[oras-bin] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+gotool_use_existing EDGE_ORAS_BIN oras
 
-if [[ -n "${EDGE_ORAS_BIN:-}" ]]; then
-    [[ -f "$EDGE_ORAS_BIN" && -x "$EDGE_ORAS_BIN" ]] ||
-        die "EDGE_ORAS_BIN=$EDGE_ORAS_BIN is not an executable file"
-    printf '%s\n' "$EDGE_ORAS_BIN"
-    exit 0
-fi
-
-oras_version="$(awk '$1 == "oras.land/oras" && $2 ~ /^v/ {print $2; exit}' "$here/go.mod")"
-[[ -n "$oras_version" ]] || die "no oras.land/oras requirement in $here/go.mod"
-out_dir="${EDGE_ORAS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/edge-runner/oras}/$oras_version"
+oras_version="$(gotool_module_version oras.land/oras)"
+out_dir="$(gotool_cache_root EDGE_ORAS_CACHE oras)/$oras_version"
 binary="$out_dir/oras"
 
-if [[ -f "$binary" && -x "$binary" ]]; then
+if gotool_is_exe "$binary"; then
     log "cached: oras $oras_version at $binary"
-    printf '%s\n' "$binary"
-    exit 0
+    gotool_result "$binary"
 fi
 
-go_bin="$(command -v go || true)"
-[[ -n "$go_bin" ]] || go_bin=/usr/local/go/bin/go
-[[ -x "$go_bin" ]] || die "no Go toolchain found (looked in PATH and /usr/local/go/bin)"
-export GOTOOLCHAIN=local
+gotool_find_go
 export CGO_ENABLED=0
 
 cd "$here"
 mkdir -p "$out_dir"
-tmp_dir="$(mktemp -d "$out_dir/.build.XXXXXX")"
-trap 'rm -rf "$tmp_dir"' EXIT
+gotool_lock "$out_dir" "oras $oras_version" "$binary" gotool_is_exe "$binary"
+gotool_tmp_dir "$out_dir"
 
 log "building oras $oras_version into $binary with $("$go_bin" version)"
 start=$SECONDS
 # oras stamps its version from internal/version; set it so `oras version`
 # names the pinned release.
-"$go_bin" build -trimpath \
-    -ldflags "-s -w -X oras.land/oras/internal/version.Version=${oras_version#v} -X oras.land/oras/internal/version.BuildMetadata=" \
-    -o "$tmp_dir/oras" oras.land/oras/cmd/oras >&2 ||
-    die "go build oras.land/oras/cmd/oras failed"
-chmod 0755 "$tmp_dir/oras"
+gotool_go_build "${EDGE_ORAS_PROGRESS_SECONDS:-30}" "" "$tmp_dir/oras" oras.land/oras/cmd/oras \
+    -ldflags "-s -w -X oras.land/oras/internal/version.Version=${oras_version#v} -X oras.land/oras/internal/version.BuildMetadata="
 "$tmp_dir/oras" version >/dev/null || die "the built oras does not run"
 mv -f "$tmp_dir/oras" "$binary"
 log "built oras $oras_version in $((SECONDS - start))s"
-printf '%s\n' "$binary"
+gotool_result "$binary"
