@@ -41,6 +41,8 @@ KEY_MODULE = "module.wasm"
 KEY_SPEC = "spec.json"
 KEY_ROUTE = "route.json"
 KEY_MISSING = "missing.json"
+#: The route's creationTimestamp: of two conflicting rules the older route's is served.
+KEY_CREATED = "created"
 KEY_NAME = "name"
 KEY_DIGEST = "digest"
 
@@ -125,16 +127,20 @@ def function_configmap(
 
 def route_configmap(
     *, name: str, namespace: str, spec: EdgeRouteSpec, owner: dict[str, Any] | None = None,
-    missing: Sequence[str] = (),
+    missing: Sequence[str] = (), created: str = "",
 ) -> dict[str, Any]:
-    """The route's ConfigMap; ``missing``: its functions that do not exist in the namespace."""
+    """The route's ConfigMap; ``missing``: its functions that do not exist in the namespace;
+    ``created``: the route's creationTimestamp."""
+    data = {KEY_NAME: name, KEY_ROUTE: spec_json(spec),
+            KEY_MISSING: json.dumps(sorted(set(missing)), separators=(",", ":"))}
+    if created:
+        data[KEY_CREATED] = created
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _metadata(route_configmap_name(name), namespace, LABEL_KIND_ROUTE, name,
                               owner),
-        "data": {KEY_NAME: name, KEY_ROUTE: spec_json(spec),
-                 KEY_MISSING: json.dumps(sorted(set(missing)), separators=(",", ":"))},
+        "data": data,
     }
 
 
@@ -152,6 +158,8 @@ class RouteConfig:
     spec: EdgeRouteSpec
     #: Functions of the route the operator found missing; None: not said (older operator).
     missing: frozenset[str] | None = None
+    #: The route's creationTimestamp ("" from an older operator: counts as oldest).
+    created: str = ""
 
 
 def _missing(data: dict[str, Any], configmap: str) -> frozenset[str] | None:
@@ -178,7 +186,8 @@ def parse_configmap(configmap: dict[str, Any]) -> FunctionConfig | RouteConfig:
     try:
         if kind == LABEL_KIND_ROUTE:
             return RouteConfig(name, EdgeRouteSpec.model_validate_json(data.get(KEY_ROUTE, "")),
-                               _missing(data, str(metadata.get("name"))))
+                               _missing(data, str(metadata.get("name"))),
+                               str(data.get(KEY_CREATED, "")))
         if kind != LABEL_KIND_FUNCTION:
             raise WireError(f"configmap {metadata.get('name')}: unknown kind {kind!r}")
         spec = EdgeFunctionSpec.model_validate_json(data.get(KEY_SPEC, ""))

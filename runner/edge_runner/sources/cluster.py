@@ -29,6 +29,7 @@ from lightkube.resources.core_v1 import ConfigMap
 from edge_api.abi import ModuleRejected, check_binary
 from edge_api.constants import LABEL_KIND
 from edge_api.k8s import KUBE_ERRORS, async_client, status_code
+from edge_api.routing import by_age
 from edge_api.wire import FunctionConfig, RouteConfig, WireError, parse_configmap
 from edge_runner.invoke.catalog import Catalog, DesiredState, FunctionSource
 from edge_runner.sources.registration import FIELD_MANAGER, Registration
@@ -86,10 +87,11 @@ class _Desired:
             if isinstance(parsed, FunctionConfig):
                 state.functions.append(_function_source(parsed, origin))
             elif isinstance(parsed, RouteConfig):
-                state.routes.append((parsed.name, parsed.spec))
                 routes.append((origin, parsed))
             else:
                 state.errors.append(f"{origin}: {parsed}")
+        # Oldest first: of two conflicting rules the older route's is served.
+        state.routes.extend(by_age([(r.name, r.spec, r.created) for _origin, r in routes]))
         state.functions.extend(_pending(routes, {f.name for f in state.functions}))
         for stale in set(self._parsed) - set(self.objects):
             del self._parsed[stale]
