@@ -35,6 +35,10 @@ from edge_runner.wasm.modcache import DiskCache
 
 log = logging.getLogger("edge_runner.invoke.modules")
 
+#: Memory a loaded module takes besides its artifact's bytes (wasmtime's module and
+#: pre-instantiation structures, page-rounded mappings): ~5 KiB measured, rounded up.
+MODULE_OVERHEAD = 8 * 1024
+
 
 class ModuleSlot:
     """One compiled module, in memory or only on disk; thread-safe.
@@ -50,7 +54,7 @@ class ModuleSlot:
         self.abi = compiled.abi
         self.size = compiled.size
         #: Bytes the loaded module is counted for in the memory budget.
-        self.resident_bytes = resident_bytes
+        self.resident_bytes = resident_bytes + MODULE_OVERHEAD if owner is not None else 0
         self.on_disk = on_disk
         self.reloads = 0
         self.last_used = time.monotonic()
@@ -66,7 +70,7 @@ class ModuleSlot:
     @classmethod
     def pinned(cls, compiled: CompiledModule) -> ModuleSlot:
         """A slot outside any budget that is never evicted (tests, embedding)."""
-        return cls(compiled, resident_bytes=0)
+        return cls(compiled, resident_bytes=0)  # no owner: counted nowhere
 
     @property
     def loaded(self) -> bool:
@@ -175,11 +179,11 @@ class ResidentModules:
         slot = ModuleSlot(compiled, resident_bytes=resident_bytes, owner=self,
                           on_disk=on_disk).hold()
         self._slots[(slot.digest, slot.abi)] = slot
-        if not self.budget.reserve(resident_bytes):
+        if not self.budget.reserve(slot.resident_bytes):
             if on_disk:
                 slot.counted(False)  # no room now: loaded again on first use
                 return slot
-            self.budget.force(resident_bytes)  # cannot come back: kept, counted
+            self.budget.force(slot.resident_bytes)  # cannot come back: kept, counted
         slot.counted(True)
         self.budget.register(slot)
         return slot
