@@ -84,6 +84,7 @@ test: setup venv functions lint k8s-bins helm-bin ingress-bin oras-bin
 # Benchmarks print figures next to their baseline; not tests.  density takes minutes.
 bench: venv functions
 	$(PY) bench/throughput.py
+	$(PY) bench/routes.py
 	$(PY) bench/coldstart.py
 	$(PY) bench/hostile.py
 	$(PY) bench/fairness.py

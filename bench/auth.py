@@ -28,7 +28,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "bench")]
 
-from throughput import wrk  # type: ignore[import-not-found]  # noqa: E402  (bench/ on sys.path)
+from throughput import wrk  # noqa: E402  (bench/ on sys.path)
 
 from edge_api.models import RouteAuth  # noqa: E402
 from edge_runner.http.auth import RoutePolicy  # noqa: E402

@@ -1,32 +1,41 @@
 """Density: one runner, N distinct functions (default 1,000), called round-robin.
 
 Every function is hello-world with a distinct custom section (so N distinct
-modules and digests, compiled once into the disk cache).  wrk (Debian's) drives
-requests cycling over all N routes; the bench prints the runner's resident
-memory (now and peak), p50/p99, the share of requests served by a hot instance
-and the compiled-module cache results, next to the same runner serving one
+modules and digests, compiled once into the disk cache); with ``--bulk-kib K``
+it is instead a constant guest answering ``ok f<i>`` whose module carries a
+passive data segment of K KiB (an artifact of about K KiB each, cheap to
+compile).  wrk (Debian's) drives requests cycling over all N routes; then every
+route is called once more and its answer checked.  The bench prints the
+runner's resident memory (now and peak), p50/p99, the share of requests served
+by a hot instance, the compiled-module cache results, the modules in memory
+and evicted, and the correct answers, next to the same runner serving one
 function with the same load generator (the baseline).
 
     python bench/density.py [--functions 1000] [--duration 15]
+        [--bulk-kib 1024] [--memory-limit 256Mi]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from support.guests import write_function  # noqa: E402
+import httpx  # noqa: E402
+
+from support.guests import constant_wat, write_function  # noqa: E402
 from support.runner import RunnerProcess, metric_value  # noqa: E402
-from support.wasm import build_function, distinct  # noqa: E402
+from support.wasm import build_function, distinct, wat_to_wasm  # noqa: E402
 
 LUA = """
 counter = 0
@@ -55,69 +64,114 @@ def load(runner: RunnerProcess, functions: int, duration: int, script: Path) -> 
         value, suffix = re.search(rf"^\s+{pct}%\s+([0-9.]+)(us|ms|s)", out, re.M).groups()  # type: ignore[union-attr]
         return float(value) * unit[suffix]
 
-    text = runner.metrics()
+    # With thousands of functions a scrape has hundreds of thousands of samples.
+    text = httpx.get(f"{runner.admin_url}/metrics", timeout=300).text
     requests = sum(metric_value(text, "edge_requests_total", {"function": f"f{i}", "code": "200"})
                    for i in range(functions))
     cold = sum(metric_value(text, "edge_cold_starts_total", {"function": f"f{i}"})
                for i in range(functions))
-    assert runner.process is not None
-    now, peak = rss(runner.process.pid)
     return {
         "rps": float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1)),  # type: ignore[union-attr]
         "p50": latency("50"), "p99": latency("99"),
         "hot": 1 - cold / requests if requests else 0.0,
-        "rss": now, "peak": peak,
         "disk_hit": metric_value(text, "edge_module_cache_requests_total", {"result": "disk_hit"}),
         "miss": metric_value(text, "edge_module_cache_requests_total", {"result": "miss"}),
     }
 
 
-def run(functions: int, duration: int, wasm: bytes, cache: Path) -> dict[str, float]:
+def bulky(index: int, kib: int) -> bytes:
+    """A constant guest answering ``ok f<index>`` with ``kib`` KiB of passive data."""
+    filler = f"{index:08d}".encode() * (kib * 128)
+    data = "".join(f"\\{b:02x}" for b in filler)
+    return wat_to_wasm(constant_wat(f"ok f{index}".encode(), extra=f'(data "{data}")'))
+
+
+def correct(runner: RunnerProcess, functions: int, expected: Callable[[int], bytes]) -> int:
+    """Call every function once; how many answered what they should."""
+    good = 0
+    with httpx.Client(base_url=runner.url, timeout=30) as client:
+        for i in range(functions):
+            response = client.get(f"/f{i}", params={"name": "Ada"})
+            good += response.status_code == 200 and response.content == expected(i)
+    return good
+
+
+def run(functions: int, duration: int, module: Callable[[int], bytes], cache: Path,
+        options: list[str]) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for i in range(functions):
-            write_function(folder, f"f{i}", distinct(wasm, i), path=f"/f{i}",
-                           path_type="Prefix")
+            write_function(folder, f"f{i}", module(i), path=f"/f{i}", path_type="Prefix")
         script = folder / "round-robin.lua"
         script.write_text(LUA.format(n=functions))
         started = time.monotonic()
         runner = RunnerProcess(folder, extra_args=["--cache-dir", str(cache), "--log-level",
-                                                   "warning"])
+                                                   "warning", *options])
         try:
             runner.start(wait_ready=False)
             runner.wait_ready(timeout=1800)
             ready = time.monotonic() - started
             result = load(runner, functions, duration, script)
+            reference = httpx.get(f"{runner.url}/f0", params={"name": "Ada"}).content
+            result["correct"] = correct(
+                runner, functions,
+                (lambda i: f"ok f{i}".encode()) if module is not distinct_hello else
+                (lambda _i: reference))
+            modules = runner.admin.get("/v1/functions").json()["modules"]
+            result["loaded"], result["evictions"] = modules["loaded"], modules["evictions"]
+            assert runner.process is not None
+            result["rss"], result["peak"] = (float(v) for v in rss(runner.process.pid))
         finally:
             runner.stop()
         result["ready"] = ready
         return result
 
 
+_HELLO: list[bytes] = []
+
+
+def distinct_hello(index: int) -> bytes:
+    if not _HELLO:
+        _HELLO.append(build_function("hello-world").read_bytes())
+    return distinct(_HELLO[0], index)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--functions", type=int, default=1000)
     parser.add_argument("--duration", type=int, default=15)
+    parser.add_argument("--bulk-kib", type=int, default=0,
+                        help="constant guests with this much passive data (0: hello-world)")
+    parser.add_argument("--memory-limit", default="",
+                        help="the runner's --memory-limit (default: its own)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is missing: apt-get install wrk", file=sys.stderr)
         return 2
-    wasm = build_function("hello-world").read_bytes()
+    module: Callable[[int], bytes] = distinct_hello
+    if args.bulk_kib:
+        module = functools.partial(bulky, kib=args.bulk_kib)
+    options = ["--memory-limit", args.memory_limit] if args.memory_limit else []
     with tempfile.TemporaryDirectory() as cache_dir:
         cache = Path(cache_dir)
+        n = args.functions
         rows = {
-            "1 function": run(1, args.duration, wasm, cache),
-            f"{args.functions} functions, empty cache": run(args.functions, 2, wasm, cache),
-            f"{args.functions} functions, disk cache": run(args.functions, args.duration, wasm,
-                                                           cache),
+            "1 function": run(1, args.duration, module, cache, options),
+            f"{n} functions, empty cache": run(n, 2, module, cache, options),
+            f"{n} functions, disk cache": run(n, args.duration, module, cache, options),
         }
-    print("wrk -t1 -c8 round-robin over every function's route; hello-world x N")
-    print(f"{'runner':<30}{'ready s':>9}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'hot %':>7}"
-          f"{'RSS MiB':>9}{'peak MiB':>9}{'disk hits':>10}{'compiles':>9}")
+    kind = f"constant + {args.bulk_kib} KiB data" if args.bulk_kib else "hello-world"
+    limit = args.memory_limit or "default"
+    print(f"wrk -t1 -c8 round-robin over every function's route; {kind} x N;"
+          f" --memory-limit {limit}")
+    print(f"{'runner':<30}{'ready s':>8}{'req/s':>7}{'p50 ms':>7}{'p99 ms':>7}{'hot %':>6}"
+          f"{'RSS MiB':>8}{'peak':>6}{'disk':>6}{'compl':>6}{'in mem':>7}{'evict':>7}"
+          f"{'correct':>8}")
     for name, r in rows.items():
-        print(f"{name:<30}{r['ready']:>9.1f}{r['rps']:>8.0f}{r['p50'] * 1e3:>8.2f}"
-              f"{r['p99'] * 1e3:>8.2f}{r['hot'] * 100:>7.1f}{r['rss'] / 2**20:>9.0f}"
-              f"{r['peak'] / 2**20:>9.0f}{r['disk_hit']:>10.0f}{r['miss']:>9.0f}")
+        print(f"{name:<30}{r['ready']:>8.1f}{r['rps']:>7.0f}{r['p50'] * 1e3:>7.2f}"
+              f"{r['p99'] * 1e3:>7.2f}{r['hot'] * 100:>6.1f}{r['rss'] / 2**20:>8.0f}"
+              f"{r['peak'] / 2**20:>6.0f}{r['disk_hit']:>6.0f}{r['miss']:>6.0f}"
+              f"{r['loaded']:>7.0f}{r['evictions']:>7.0f}{r['correct']:>8.0f}")
     return 0
 
 

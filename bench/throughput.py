@@ -1,9 +1,12 @@
 """Throughput benchmark: the runner vs a bare ASGI app, same load generator, one run.
 
-Starts (1) ``edge-runner serve`` with the ``constant`` function (built from
-source) and (2) ``bench/baseline_app.py`` under the same uvicorn settings, drives
-each with wrk (Debian's) on loopback, and prints req/s, p50 and p99 side by side
-with the ratio.  Not a test: run it with ``make bench``.
+Starts ``edge-runner serve`` with the ``constant`` function (built from source)
+three times: hot instances with the access log on (the default), the same with
+``--log-level warning`` (no access log), and a fresh instance per request
+(``pool.reuse: false``, access log on); then ``bench/baseline_app.py`` under the
+same uvicorn settings.  Drives each with wrk (Debian's) on loopback and prints
+req/s, p50 and p99 side by side with the ratio to the bare app and the access
+log's share of throughput.  Not a test: run it with ``make bench``.
 
     python bench/throughput.py [--duration 10] [--connections 16]
 """
@@ -69,16 +72,24 @@ def main() -> int:
         print("wrk is missing: apt-get install wrk", file=sys.stderr)
         return 2
     module = build_function("constant")
+    setups = {  # name: (pool.reuse, runner options)
+        "runner hot": (True, []),
+        "runner hot, no log": (True, ["--log-level", "warning"]),
+        "runner fresh": (False, []),
+    }
+    results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        shutil.copytree(module.parent / "manifests", folder / "manifests")
-        shutil.copy(module, folder / module.name)
-        results: dict[str, dict[str, float]] = {}
-        with RunnerProcess(folder, extra_args=["--log-level", "warning", *args.runner_args]
-                           ) as runner:
-            assert runner.client.get("/constant").text == "ok"
-            wrk(f"{runner.url}/constant", 2, args.connections)  # warm-up
-            results["edge-runner"] = wrk(f"{runner.url}/constant", args.duration, args.connections)
+        for name, (reuse, options) in setups.items():
+            folder = Path(tmp) / name.replace(" ", "-").replace(",", "")
+            shutil.copytree(module.parent / "manifests", folder / "manifests")
+            shutil.copy(module, folder / module.name)
+            manifest = folder / "manifests" / "function.yaml"
+            if not reuse:
+                manifest.write_text(manifest.read_text().replace("reuse: true", "reuse: false"))
+            with RunnerProcess(folder, extra_args=[*options, *args.runner_args]) as runner:
+                assert runner.client.get("/constant").text == "ok"
+                wrk(f"{runner.url}/constant", 2, args.connections)  # warm-up
+                results[name] = wrk(f"{runner.url}/constant", args.duration, args.connections)
         port = free_port()
         baseline = run_baseline(port)
         try:
@@ -93,13 +104,15 @@ def main() -> int:
             baseline.terminate()
             baseline.wait()
     print(f"wrk -t1 -c{args.connections} -d{args.duration}s on loopback, {os.cpu_count()} cores")
-    print(f"{'server':<14}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}")
+    base = results["bare ASGI"]
+    print(f"{'server':<20}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}"
+          f"{'vs bare':>9}")
     for name, r in results.items():
-        print(f"{name:<14}{r['rps']:>10.0f}{r['p50'] * 1e3:>10.2f}{r['p99'] * 1e3:>10.2f}"
-              f"{r['errors']:>10.0f}")
-    runner_r, base_r = results["edge-runner"], results["bare ASGI"]
-    print(f"ratio runner/bare: throughput {runner_r['rps'] / base_r['rps']:.2f}x, "
-          f"p99 {runner_r['p99'] / base_r['p99']:.2f}x")
+        print(f"{name:<20}{r['rps']:>10.0f}{r['p50'] * 1e3:>10.2f}{r['p99'] * 1e3:>10.2f}"
+              f"{r['errors']:>10.0f}{r['rps'] / base['rps']:>9.2f}")
+    on, off = results["runner hot"], results["runner hot, no log"]
+    print(f"access log cost (hot, default --access-log-interval): "
+          f"{1 - on['rps'] / off['rps']:.0%} of throughput")
     return 0
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from throughput import wrk  # type: ignore[import-not-found]  # noqa: E402
+from throughput import wrk  # noqa: E402
 
 from edge_runner.abi.wasihttp import run_wasi_http  # noqa: E402
 from edge_runner.wasm.engine import WasmEngine  # noqa: E402

@@ -29,9 +29,17 @@ def _escape(text: object) -> str:
     return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), str(text))
 
 
-def _timestamp(record: logging.LogRecord) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) \
-        + f".{int(record.msecs):03d}Z"
+_last_second: list[tuple[int, str]] = [(-1, "")]
+
+
+def timestamp(created: float) -> str:
+    """``created`` (seconds since the epoch) as logs write it, to the millisecond, UTC."""
+    second = int(created)
+    cached = _last_second[0]
+    if cached[0] != second:
+        cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)))
+        _last_second[0] = cached
+    return f"{cached[1]}.{int((created - second) * 1000):03d}Z"
 
 
 def _fields(record: logging.LogRecord) -> dict[str, object]:
@@ -47,31 +55,39 @@ def _fields(record: logging.LogRecord) -> dict[str, object]:
     return fields
 
 
+def json_line(created: float, level: str, logger: str, message: str,
+              fields: dict[str, object]) -> str:
+    """One JSON log line (no newline); also used to write access lines in batches."""
+    return json.dumps({"time": timestamp(created), "level": level.lower(), "logger": logger,
+                       "message": message, **fields}, default=str)
+
+
+def text_line(created: float, level: str, logger: str, message: str,
+              fields: dict[str, object]) -> str:
+    """One text log line (no newline): ``time level logger [kind object] message k=v ...``."""
+    fields = dict(fields)
+    about = fields.pop("object", None)
+    kind = fields.pop("kind", None)
+    prefix = f"[{kind} {about}] " if about and kind else f"[{about}] " if about else ""
+    extras = "".join(f" {key}={_escape(value)}" for key, value in fields.items())
+    return f"{timestamp(created)} {level} {logger} {_escape(prefix)}{_escape(message)}{extras}"
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, object] = {
-            "time": _timestamp(record),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-            **_fields(record),
-        }
+        fields = _fields(record)
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+            fields["exception"] = self.formatException(record.exc_info)
+        return json_line(record.created, record.levelname, record.name, record.getMessage(),
+                         fields)
 
 
 class TextFormatter(logging.Formatter):
     """``time level logger [kind namespace/name] message key=value ...``."""
 
     def format(self, record: logging.LogRecord) -> str:
-        fields = _fields(record)
-        about = fields.pop("object", None)
-        kind = fields.pop("kind", None)
-        prefix = f"[{kind} {about}] " if about and kind else f"[{about}] " if about else ""
-        extras = "".join(f" {key}={_escape(value)}" for key, value in fields.items())
-        line = f"{_timestamp(record)} {record.levelname} {record.name} {_escape(prefix)}" \
-            f"{_escape(record.getMessage())}{extras}"
+        line = text_line(record.created, record.levelname, record.name, record.getMessage(),
+                         _fields(record))
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line

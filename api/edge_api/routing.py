@@ -4,8 +4,12 @@ Shared by both planes: the runner routes requests with it and the operator
 reports conflicts from it, so both agree on what conflicts.
 
 Built by :func:`build_table` whenever the set of routes changes (standalone
-manifests or operator ConfigMaps) and swapped atomically; looked up by the data
-plane (:mod:`edge_runner.http.dataplane`) once per request.  No I/O, no clock.
+manifests or operator ConfigMaps), off the request path, and swapped
+atomically; looked up by the data plane (:mod:`edge_runner.http.dataplane`)
+once per request.  The rules sit in an index (:mod:`edge_api.routeindex`), so a
+lookup costs the same with 1 or 10,000 routes, and the table remembers its
+last :data:`CACHE_SIZE` decisions by (host, method, path) (the weighted
+backend pick still happens per request).  No I/O, no clock.
 
 Precedence (docs/resources.md): an exact host beats a wildcard host
 (``*.example.com``, longer suffix first), which beats a route with no hosts;
@@ -15,55 +19,29 @@ the longest ``Prefix`` (element-wise, like Kubernetes Ingress).  If rules match
 the path but none the method, the answer is 405 with the union of their methods.
 
 Two rules that could answer the same request with the same precedence are a
-*conflict*: the first by (route name, rule index) is kept, the other is left
-out of the table, and both are reported in :attr:`RouteTable.conflicts`.
+*conflict*: the rule of the older route is kept (callers pass routes oldest
+first: by creationTimestamp then name in a cluster, in load order standalone;
+then by rule index), the other is left out of the table, and both are reported
+in :attr:`RouteTable.conflicts`.
 """
 
 from __future__ import annotations
 
-import bisect
-import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 
 from edge_api.models import EdgeRouteSpec
+from edge_api.routeindex import ANY_HOST, CompiledRule, HostIndex, Params
 
-ANY_HOST = ""
+__all__ = ["ANY_HOST", "CACHE_SIZE", "CompiledRule", "Conflict", "MethodNotAllowed",
+           "RouteMatch", "RouteTable", "build_table", "by_age", "compile_rules"]
 
-
-@dataclass(frozen=True, slots=True, eq=False)
-class CompiledRule:
-    """One rule of one route, ready for matching (compared by identity)."""
-
-    route: str
-    index: int
-    host: str
-    path_type: str
-    path: str
-    methods: frozenset[str]
-    functions: tuple[str, ...]
-    cumulative_weights: tuple[int, ...]
-    segments: tuple[str, ...] = ()
-
-    @property
-    def ident(self) -> str:
-        """``route/rule-index``: a bounded label value and a stable name in reports."""
-        return f"{self.route}/{self.index}"
-
-    def pick(self, rand: float | None = None) -> str:
-        """Choose a backend function according to the weights."""
-        if len(self.functions) == 1:
-            return self.functions[0]
-        total = self.cumulative_weights[-1]
-        point = (random.random() if rand is None else rand) * total
-        return self.functions[bisect.bisect_right(self.cumulative_weights, point)]
-
-    def allows(self, method: str) -> bool:
-        return not self.methods or method in self.methods or (
-            method == "HEAD" and "GET" in self.methods
-        )
-
+#: Decisions a table remembers (least recently used go first).
+CACHE_SIZE = 4096
+#: Requests whose host and path are longer than this are routed without the
+#: cache, so the cache's memory stays bounded (4096 x 512 characters at most).
+CACHED_KEY_MAX = 512
 
 @dataclass(frozen=True, slots=True)
 class Conflict:
@@ -91,55 +69,6 @@ class MethodNotAllowed:
     allow: tuple[str, ...]
 
 
-@dataclass(slots=True)
-class _HostGroup:
-    exact: dict[str, list[CompiledRule]] = field(default_factory=dict)
-    templates: list[CompiledRule] = field(default_factory=list)
-    prefixes: list[CompiledRule] = field(default_factory=list)
-
-    def candidates(self, path: str) -> Iterable[tuple[CompiledRule, tuple[tuple[str, str], ...]]]:
-        """Rules matching ``path``, best precedence first."""
-        for rule in self.exact.get(path, ()):
-            yield rule, ()
-        if self.templates:
-            segments = path.split("/")
-            for rule in self.templates:
-                params = _match_template(rule.segments, segments)
-                if params is not None:
-                    yield rule, params
-        for rule in self.prefixes:
-            if _prefix_matches(rule.path, path):
-                yield rule, ()
-
-
-def _prefix_matches(prefix: str, path: str) -> bool:
-    if prefix == "/":
-        return True
-    return path == prefix or path.startswith(prefix + "/") or (
-        prefix.endswith("/") and path.startswith(prefix)
-    )
-
-
-def _match_template(
-    pattern: tuple[str, ...], segments: list[str]
-) -> tuple[tuple[str, str], ...] | None:
-    if len(pattern) != len(segments):
-        return None
-    params = []
-    for want, got in zip(pattern, segments, strict=True):
-        if want.startswith("{"):
-            if not got:
-                return None
-            params.append((want[1:-1], got))
-        elif want != got:
-            return None
-    return tuple(params)
-
-
-def _template_rank(segments: tuple[str, ...]) -> tuple[int, ...]:
-    return tuple(1 if s.startswith("{") else 0 for s in segments)
-
-
 def _shape(rule: CompiledRule) -> str:
     """The path as matching sees it: template parameter names do not matter."""
     if rule.path_type != "Template":
@@ -151,23 +80,47 @@ def _overlap(a: CompiledRule, b: CompiledRule) -> bool:
     return not a.methods or not b.methods or bool(a.methods & b.methods)
 
 
+_Decision = tuple[CompiledRule, Params] | MethodNotAllowed | None
+
+
 @dataclass(frozen=True, slots=True)
 class RouteTable:
     """Immutable lookup structure; replace it whole to change routing."""
 
-    by_host: dict[str, _HostGroup]
-    wildcards: tuple[tuple[str, _HostGroup], ...]
-    any_host: _HostGroup | None
+    index: HostIndex
     rules: tuple[CompiledRule, ...]
     conflicts: tuple[Conflict, ...]
+    cache_size: int = CACHE_SIZE
+    _cache: dict[tuple[str, str, str], _Decision] = field(default_factory=dict, repr=False)
 
     def lookup(self, host: str, method: str, path: str) -> RouteMatch | MethodNotAllowed | None:
         """Route one request; ``host`` without port, lower-case."""
+        if len(host) + len(path) > CACHED_KEY_MAX:
+            return self._answer(self._decide(host, method, path))
+        key = (host, method, path)
+        cache = self._cache
+        try:
+            decision = cache.pop(key)
+        except KeyError:
+            decision = self._decide(host, method, path)
+            if len(cache) >= self.cache_size:
+                del cache[next(iter(cache))]  # the least recently used
+        cache[key] = decision
+        return self._answer(decision)
+
+    @staticmethod
+    def _answer(decision: _Decision) -> RouteMatch | MethodNotAllowed | None:
+        if isinstance(decision, tuple):
+            rule, params = decision
+            return RouteMatch(rule, rule.pick(), params)
+        return decision
+
+    def _decide(self, host: str, method: str, path: str) -> _Decision:
         allow: set[str] = set()
-        for group in self._groups_for(host):
+        for group in self.index.groups_for(host):
             for rule, params in group.candidates(path):
                 if rule.allows(method):
-                    return RouteMatch(rule, rule.pick(), params)
+                    return rule, params
                 allow.update(rule.methods)
             if allow:
                 break
@@ -176,17 +129,6 @@ class RouteTable:
                 allow.add("HEAD")
             return MethodNotAllowed(tuple(sorted(allow)))
         return None
-
-    def _groups_for(self, host: str) -> Iterable[_HostGroup]:
-        exact = self.by_host.get(host)
-        if exact is not None:
-            yield exact
-        for suffix, group in self.wildcards:
-            if host.endswith(suffix) and len(host) > len(suffix):
-                yield group
-        if self.any_host is not None:
-            yield self.any_host
-
 
 def compile_rules(name: str, spec: EdgeRouteSpec) -> list[CompiledRule]:
     """Flatten one EdgeRoute into rules, one per (host, rule)."""
@@ -211,12 +153,14 @@ def compile_rules(name: str, spec: EdgeRouteSpec) -> list[CompiledRule]:
     return compiled
 
 
-def build_table(routes: Sequence[tuple[str, EdgeRouteSpec]]) -> RouteTable:
-    """Compile routes into a table, keeping the first of conflicting rules."""
+def build_table(routes: Sequence[tuple[str, EdgeRouteSpec]],
+                cache_size: int = CACHE_SIZE) -> RouteTable:
+    """Compile routes, oldest first, into a table, keeping the older of conflicting rules."""
     kept: list[CompiledRule] = []
     conflicts: list[Conflict] = []
     seen: dict[tuple[str, str, str], list[CompiledRule]] = {}
-    for name, spec in sorted(routes, key=lambda item: item[0]):
+    index = HostIndex()
+    for name, spec in routes:
         for rule in compile_rules(name, spec):
             key = (rule.host, rule.path_type, _shape(rule))
             rivals = seen.setdefault(key, [])
@@ -226,29 +170,20 @@ def build_table(routes: Sequence[tuple[str, EdgeRouteSpec]]) -> RouteTable:
                 continue
             rivals.append(rule)
             kept.append(rule)
-    groups: dict[str, _HostGroup] = {}
-    for rule in kept:
-        group = groups.setdefault(rule.host, _HostGroup())
-        if rule.path_type == "Exact":
-            group.exact.setdefault(rule.path, []).append(rule)
-        elif rule.path_type == "Template":
-            group.templates.append(rule)
-        else:
-            group.prefixes.append(rule)
-    for group in groups.values():
-        group.templates.sort(key=lambda r: _template_rank(r.segments))
-        group.prefixes.sort(key=lambda r: -len(r.path.rstrip("/")))
-    wildcards = sorted(
-        ((key[1:], group) for key, group in groups.items() if key.startswith("*.")),
-        key=lambda item: -len(item[0]),
-    )
-    return RouteTable(
-        by_host={k: g for k, g in groups.items() if k and not k.startswith("*.")},
-        wildcards=tuple(wildcards),
-        any_host=groups.get(ANY_HOST),
-        rules=tuple(kept),
-        conflicts=tuple(conflicts),
-    )
+            index.add(rule)
+    return RouteTable(index, tuple(kept), tuple(conflicts), cache_size)
+
+
+def by_age(routes: Sequence[tuple[str, EdgeRouteSpec, str]]
+           ) -> list[tuple[str, EdgeRouteSpec]]:
+    """``(name, spec, creationTimestamp)`` oldest first (then by name), for :func:`build_table`.
+
+    RFC 3339 timestamps in UTC as the API server writes them sort as strings; a
+    route without one (an older operator's ConfigMap) counts as oldest.
+    """
+    return [(name, spec) for name, spec, _created in
+            sorted(routes, key=lambda item: (item[2], item[0]))]
 
 
 EMPTY_TABLE = build_table([])
+

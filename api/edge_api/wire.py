@@ -45,6 +45,8 @@ KEY_ROUTE = "route.json"
 KEY_MISSING = "missing.json"
 #: JWKS documents the operator fetched for the route's ``jwt.jwksUri``: {uri: document}.
 KEY_JWKS = "jwks.json"
+#: The route's creationTimestamp: of two conflicting rules the older route's is served.
+KEY_CREATED = "created"
 KEY_NAME = "name"
 KEY_DIGEST = "digest"
 KEY_ARTIFACT = "artifact.json"
@@ -147,14 +149,17 @@ def _artifact_configmap(name: str, namespace: str, spec: EdgeFunctionSpec,
 
 def route_configmap(
     *, name: str, namespace: str, spec: EdgeRouteSpec, owner: dict[str, Any] | None = None,
-    missing: Sequence[str] = (), jwks: Mapping[str, str] | None = None,
+    missing: Sequence[str] = (), jwks: Mapping[str, str] | None = None, created: str = "",
 ) -> dict[str, Any]:
     """The route's ConfigMap; ``missing``: its functions that do not exist in the namespace;
-    ``jwks``: the JWKS documents fetched for its ``jwksUri`` (public keys only)."""
+    ``jwks``: the JWKS documents fetched for its ``jwksUri`` (public keys only);
+    ``created``: the route's creationTimestamp."""
     data = {KEY_NAME: name, KEY_ROUTE: spec_json(spec),
             KEY_MISSING: json.dumps(sorted(set(missing)), separators=(",", ":"))}
     if jwks:
         data[KEY_JWKS] = json.dumps(dict(jwks), sort_keys=True, separators=(",", ":"))
+    if created:
+        data[KEY_CREATED] = created
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -182,6 +187,8 @@ class RouteConfig:
     missing: frozenset[str] | None = None
     #: JWKS documents by ``jwksUri``, as the operator fetched them.
     jwks: Mapping[str, bytes] = field(default_factory=dict)
+    #: The route's creationTimestamp ("" from an older operator: counts as oldest).
+    created: str = ""
 
 
 def _missing(data: dict[str, Any], configmap: str) -> frozenset[str] | None:
@@ -223,7 +230,8 @@ def parse_configmap(configmap: dict[str, Any]) -> FunctionConfig | RouteConfig:
         if kind == LABEL_KIND_ROUTE:
             return RouteConfig(name, EdgeRouteSpec.model_validate_json(data.get(KEY_ROUTE, "")),
                                _missing(data, str(metadata.get("name"))),
-                               _jwks(data, str(metadata.get("name"))))
+                               _jwks(data, str(metadata.get("name"))),
+                               str(data.get(KEY_CREATED, "")))
         if kind != LABEL_KIND_FUNCTION:
             raise WireError(f"configmap {metadata.get('name')}: unknown kind {kind!r}")
         spec = EdgeFunctionSpec.model_validate_json(data.get(KEY_SPEC, ""))

@@ -57,7 +57,7 @@ class Context:
 
     def __post_init__(self) -> None:
         self.reconciler = Reconciler(kube=self.kube, config=self.config, metrics=self.metrics,
-                                     written=self.tracker.wake)
+                                     written=self.tracker.written)
 
 
 def _context(memo: Any) -> Context:

@@ -1,8 +1,12 @@
 """Rollout tracking: how many live runners serve each function's current digest.
 
 A loop per operator (started by :mod:`edge_operator.handlers` at startup) lists
-runner Leases and EdgeFunctions of each watched namespace whenever a Lease
-changes (kopf event handler wakes it) and at least every ``interval`` seconds;
+runner Leases of each watched namespace whenever a Lease changes (kopf event
+handler wakes it) and at least every ``interval`` seconds, and the
+EdgeFunctions only when the answer can have changed: the live runners or what
+they serve changed, the reconciler wrote a function's status (:attr:`written`),
+or :data:`FULL_RECOUNT_SECONDS` passed (so a quiet namespace of 1,000 functions
+is not listed every few seconds, only leases are);
 :func:`aggregate` (pure) computes ``readyRunners``/``totalRunners`` and the
 ``Propagated`` condition.  The tracker is the only writer of those fields and
 applies them by server-side apply under its own field manager
@@ -15,9 +19,10 @@ durations are deleted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import logging
+import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +69,10 @@ def aggregate(name: str, digest: str | None, runners: list[RunnerRecord]) -> Rol
     return Rollout(ready, total, want)
 
 
+#: Seconds after which the functions are recounted even if nothing said they changed.
+FULL_RECOUNT_SECONDS = 60.0
+
+
 class PropagationTracker:
     def __init__(self, *, kube: AsyncClient, namespaces: list[str], metrics: OperatorMetrics,
                  interval: float = 5.0, cleanup_after: float = 3.0) -> None:
@@ -73,20 +82,31 @@ class PropagationTracker:
         self.interval = interval
         self.cleanup_after = cleanup_after
         self.wake = asyncio.Event()
+        #: Set by the reconciler after it wrote a function's status.
+        self.written = asyncio.Event()
         self._exported: dict[str, set[str]] = {}
+        self._runners: dict[str, object] = {}
+        self._recounted: dict[str, float] = {}
 
     async def run(self) -> None:
         while True:
             self.wake.clear()
+            written = self.written.is_set()
+            self.written.clear()
             for namespace in self.namespaces:
                 try:
-                    await self.sync(namespace)
+                    await self.sync(namespace, force=written)
                 except KUBE_ERRORS as exc:
                     log.warning("rollout tracking in %s failed: %s", namespace, exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), self.interval)
+            waits = [asyncio.ensure_future(event.wait()) for event in (self.wake, self.written)]
+            try:
+                await asyncio.wait(waits, timeout=self.interval,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
 
-    async def sync(self, namespace: str) -> None:
+    async def sync(self, namespace: str, *, force: bool = True) -> None:
         now = datetime.datetime.now(datetime.UTC)
         leases = [lease.to_dict() async for lease in self.kube.list(
             Lease, namespace=namespace, labels={LABEL_KIND: LABEL_KIND_RUNNER})]
@@ -97,9 +117,15 @@ class PropagationTracker:
                                                         * self.cleanup_after)
             if now > limit:
                 await self._delete_lease(namespace, record)
+        self.metrics.live_runners.labels(namespace).set(len(live))
+        runners = sorted((r.runner_id, sorted(r.digests.items())) for r in live)
+        clock = time.monotonic()
+        if not force and self._runners.get(namespace) == runners \
+                and clock - self._recounted.get(namespace, -math.inf) < FULL_RECOUNT_SECONDS:
+            return  # no runner came, went or changed what it serves; no status was written
+        self._runners[namespace], self._recounted[namespace] = runners, clock
         functions = [dict(f) async for f in self.kube.list(EdgeFunctionResource,
                                                            namespace=namespace)]
-        self.metrics.live_runners.labels(namespace).set(len(live))
         seen = set()
         for function in functions:
             seen.add(function["metadata"]["name"])

@@ -17,9 +17,10 @@ reconcile starts from one of four places:
 
 Whatever the trigger, :class:`Reconciler` reads the object afresh, runs the
 reconcile under a per-object lock (two triggers never interleave, and the later
-one sees the earlier one's status), applies the status fields its writer owns
-(:mod:`edge_operator.status`), posts a Warning event when that status changes
-to a failure (:mod:`edge_operator.events`) and wakes the rollout tracker.
+one sees the earlier one's status) and at most :data:`MAX_RECONCILES` at once,
+applies the status fields its writer owns (:mod:`edge_operator.status`), posts
+a Warning event when that status changes to a failure
+(:mod:`edge_operator.events`) and wakes the rollout tracker.
 
 No kopf timer or daemon is involved on purpose: kopf puts a finalizer on every
 object that has one, which blocks deleting the objects (and their CRDs) once
@@ -55,6 +56,10 @@ from edge_operator.validation import ValidationCache
 log = logging.getLogger("edge_operator.reconcile")
 
 _RESOURCES: Final = {KIND_FUNCTION: EdgeFunctionResource, KIND_ROUTE: EdgeRouteResource}
+#: Reconciles that run at once.  A thousand objects applied together start a
+#: thousand handlers; unbounded, they exhaust the API client's connection pool and
+#: fail (kopf retries them a minute later).  Bounded, they queue and each finishes.
+MAX_RECONCILES: Final = 16
 
 
 def configmap_reference(body: dict[str, Any]) -> str | None:
@@ -93,6 +98,8 @@ class Reconciler:
     written: asyncio.Event = field(default_factory=asyncio.Event)
     _locks: weakref.WeakValueDictionary[tuple[str, str, str], asyncio.Lock] = field(
         default_factory=weakref.WeakValueDictionary)
+    _running: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(MAX_RECONCILES))
 
     @contextlib.asynccontextmanager
     async def _exclusive(self, kind: str, namespace: str, name: str
@@ -102,7 +109,7 @@ class Reconciler:
         lock = self._locks.get(key)
         if lock is None:
             lock = self._locks[key] = asyncio.Lock()
-        async with lock:
+        async with lock, self._running:  # nothing inside takes another object's lock
             yield await self._current(kind, namespace, name)
 
     async def _current(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:

@@ -7,8 +7,9 @@ function's, with the route's functions that do not exist in the namespace
 while a function is missing); :func:`summary` gives the status fields
 ``kubectl get er -o wide`` shows (paths, functions, and the URL when the
 operator knows the public one).
-Conflicts are a property of the whole namespace: after any route changes or
-goes, :class:`ConflictSync` lists the namespace's routes, recomputes every
+Conflicts are a property of the whole namespace (the older route wins a tie;
+its creationTimestamp travels in the ConfigMap so runners agree): after any
+route changes or goes, :class:`ConflictSync` lists the namespace's routes, recomputes every
 ``Conflict`` condition with the same route table the runners use
 (:func:`conflict_conditions`, pure, over :mod:`edge_api.routing`) and applies
 those that changed, as the only writer of ``Conflict`` (field manager
@@ -34,7 +35,7 @@ from edge_api.fetch import Network
 from edge_api.handoff import STATUS_FIELD, handoff_digest
 from edge_api.k8s import EdgeRouteResource
 from edge_api.models import EdgeRouteSpec, describe_validation_error
-from edge_api.routing import build_table
+from edge_api.routing import build_table, by_age
 from edge_api.wire import owner_reference, route_configmap, route_configmap_name
 from edge_operator import events
 from edge_operator.conditions import Want
@@ -116,7 +117,8 @@ async def reconcile_route(body: dict[str, Any], *, kube: AsyncClient, metrics: O
                                          allow=allow)
     configmap = route_configmap(name=metadata["name"], namespace=metadata["namespace"],
                                 spec=spec, owner=owner_reference(body), missing=missing,
-                                jwks=documents)
+                                jwks=documents,
+                                created=str(metadata.get("creationTimestamp") or ""))
     try:
         await apply_configmap(kube, configmap, metrics)
     except NotOwned as exc:
@@ -133,15 +135,19 @@ async def reconcile_route(body: dict[str, Any], *, kube: AsyncClient, metrics: O
 
 
 def conflict_conditions(routes: list[dict[str, Any]]) -> dict[str, Want]:
-    """The ``Conflict`` condition every route in a namespace should have."""
+    """The ``Conflict`` condition every route in a namespace should have.
+
+    Of two conflicting rules the older route's wins (creationTimestamp, then name).
+    """
     specs = []
     for route in routes:
+        metadata = route["metadata"]
         try:
-            specs.append((route["metadata"]["name"],
-                          EdgeRouteSpec.model_validate(route.get("spec") or {})))
+            specs.append((metadata["name"], EdgeRouteSpec.model_validate(route.get("spec") or {}),
+                          str(metadata.get("creationTimestamp") or "")))
         except ValidationError:
             continue
-    table = build_table(specs)
+    table = build_table(by_age(specs))
     messages: dict[str, list[str]] = {}
     for conflict in table.conflicts:
         for ident in (conflict.kept, conflict.dropped):
@@ -149,7 +155,7 @@ def conflict_conditions(routes: list[dict[str, Any]]) -> dict[str, Want]:
     return {
         name: Want("Conflict", True, "RulesConflict", "; ".join(sorted(set(messages[name]))))
         if name in messages else NO_CONFLICT
-        for name, _spec in specs
+        for name, _spec, _created in specs
     }
 
 

@@ -9,12 +9,12 @@ caches label children per (function, code) so the hot path does no formatting.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from edge_runner.invoke.lanes import LANES
 from edge_runner.invoke.pool import PoolEvents
 
 LATENCY_BUCKETS = (
@@ -25,30 +25,37 @@ COMPILE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 
 
 class _PoolEvents(PoolEvents):
-    """Pool events of one function, counted with pre-resolved label children."""
+    """Pool events of one function, counted with label children resolved at first use
+    (a runner with 10,000 functions most of which are idle does not carry ~100 series
+    for each of them: a function's series appear once it has something to count)."""
 
     def __init__(self, metrics: RunnerMetrics, function: str) -> None:
-        self._cold = metrics.cold_starts.labels(function)
-        self._duration = metrics.cold_start_duration.labels(function)
-        self._evictions = metrics.evictions
+        self._metrics = metrics
         self._function = function
-        self._waits = {lane: metrics.worker_wait.labels(function, lane) for lane in LANES}
-        self._quarantines = metrics.quarantines.labels(function)
+        self._cold: Any = None
+        self._duration: Any = None
+        self._waits: dict[str, Any] = {}
 
     def cold_start(self, seconds: float | None) -> None:
+        if self._cold is None:
+            self._cold = self._metrics.cold_starts.labels(self._function)
+            self._duration = self._metrics.cold_start_duration.labels(self._function)
         self._cold.inc()
         if seconds is not None:
             self._duration.observe(seconds)
 
     def evicted(self, cause: str, count: int = 1) -> None:
-        self._evictions.labels(self._function, cause).inc(count)
+        self._metrics.evictions.labels(self._function, cause).inc(count)
 
     def thread_wait(self, lane: str, seconds: float) -> None:
-        self._waits[lane].observe(seconds)
+        child = self._waits.get(lane)
+        if child is None:
+            child = self._waits[lane] = self._metrics.worker_wait.labels(self._function, lane)
+        child.observe(seconds)
 
     def quarantined(self, entered: bool) -> None:
         if entered:
-            self._quarantines.inc()
+            self._metrics.quarantines.labels(self._function).inc()
 
 
 class InstancesCollector(Collector):

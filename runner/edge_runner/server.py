@@ -39,6 +39,7 @@ import uvicorn
 
 from edge_runner.host.cgroups import read_cpu_limit
 from edge_runner.host.cpusched import lower_priority, request_slice
+from edge_runner.http.accesslog import AccessLog
 from edge_runner.http.admin import Lifecycle, build_admin_app
 from edge_runner.http.dataplane import DataPlane
 from edge_runner.http.guard import HttpLimits, guarded_protocol
@@ -192,7 +193,8 @@ async def serve(options: RunnerSettings) -> None:
                                     heavy_call=options.heavy_call),
     )
     lifecycle = Lifecycle()
-    data_app = DataPlane(catalog, metrics)
+    access_log = AccessLog(interval=options.access_log_interval)
+    data_app = DataPlane(catalog, metrics, access_log)
     data = _Server(_uvicorn_config(data_app, options.host, options.port, options))
     admin = _Server(
         _uvicorn_config(
@@ -236,6 +238,7 @@ async def serve(options: RunnerSettings) -> None:
             await asyncio.to_thread(quarantine.executor.shutdown, wait=True,
                                     cancel_futures=True)
         engine.close()
+        access_log.close()  # every line still waiting
         log.info("stopped")
 
 

@@ -154,6 +154,9 @@ class RunnerSettings(ProcessSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="'warning' turns the per-request access log off")
     log_format: Literal["json", "text"] = Field("json", description="log line format")
+    access_log_interval: float = Field(0.2, gt=0, description="seconds between batched writes"
+                                       " of access lines (sooner when 512 wait; all are"
+                                       " written on shutdown)")
 
     @field_validator("cache_dir", mode="before")
     @classmethod

@@ -60,6 +60,19 @@ def test_access_log_lines_are_structured(manifest_dir: Path) -> None:
             for e in output] == [("req-4", "chatty", "A" * 4096, 16384 - 4096)]
 
 
+def test_batched_access_lines_are_all_written_on_shutdown(manifest_dir: Path) -> None:
+    """With batches an hour apart, the 300 lines of 300 requests wait in memory: SIGTERM
+    must write every one of them (and no line before it: they were batched)."""
+    write_function(manifest_dir, "fine", constant_wat(b"ok"))
+    with RunnerProcess(manifest_dir, extra_args=["--access-log-interval", "3600"]) as runner:
+        for i in range(300):
+            assert runner.client.get("/fine", headers={"x-request-id": f"r{i}"}).text == "ok"
+        assert not [e for e in _lines(runner) if e["logger"] == "edge_runner.access"]
+        assert runner.terminate() == 0
+        ids = [e["request_id"] for e in _lines(runner) if e["logger"] == "edge_runner.access"]
+    assert ids == [f"r{i}" for i in range(300)]
+
+
 def test_below_info_only_warnings_and_errors_are_logged(manifest_dir: Path) -> None:
     with RunnerProcess(_functions(manifest_dir), extra_args=["--log-level", "warning"]
                        ) as runner:

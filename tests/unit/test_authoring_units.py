@@ -20,6 +20,7 @@ from edge_api import settings
 from edge_api.abi import ModuleRejected, validate
 from edge_api.logs import JsonFormatter, TextFormatter
 from edge_api.models import EdgeRouteSpec
+from edge_api.routing import build_table
 from edge_api.wire import parse_configmap, route_configmap
 from edge_operator.conditions import Want
 from edge_operator.routes import missing_functions, route_url, summary
@@ -91,6 +92,23 @@ def test_cluster_source_pending_versus_missing() -> None:
     functions = {f.name: f for f in desired.state().functions}
     assert set(functions) == {"later"}
     assert "not published by the operator yet" in str(functions["later"].error)
+
+
+def test_cluster_source_serves_the_older_route_of_a_conflict() -> None:
+    """The operator writes each route's creationTimestamp; runners order routes by it."""
+    def spec(function: str) -> EdgeRouteSpec:
+        return EdgeRouteSpec.model_validate({"rules": [{"match": {"path": "/x"},
+                                                        "function": function}]})
+    desired = _Desired()
+    desired.replace_all([
+        route_configmap(name="a-new", namespace="ns", spec=spec("new"),
+                        created="2026-01-01T00:00:09Z"),
+        route_configmap(name="b-old", namespace="ns", spec=spec("old"),
+                        created="2026-01-01T00:00:01Z"),
+    ])
+    table = build_table(desired.state().routes)
+    [conflict] = table.conflicts
+    assert (conflict.kept, conflict.dropped) == ("b-old/0", "a-new/0")
 
 
 # -- standalone folders ------------------------------------------------------------------------

@@ -61,6 +61,25 @@ def test_raw_calls_return_what_public_calls_return() -> None:
     assert got == pack(guest.store, 0x1234, 0x5678) & 0xFFFFFFFFFFFFFFFF == 0x1234_0000_5678
 
 
+def test_an_export_by_name_is_the_public_export() -> None:
+    guest = Guest()
+    instance = wasmtime.Instance(guest.store, wasmtime.Module(guest.engine, GUEST), [])
+    public = instance.exports(guest.store)
+    for name in ("memory", "g", "inc", "pack", "trap"):
+        found = capi.instance_export(guest.store, instance, name.encode())
+        assert type(found) is type(public[name]), name
+    memory, public_memory = capi.instance_export(guest.store, instance, b"memory"), \
+        public["memory"]
+    assert isinstance(memory, wasmtime.Memory) and isinstance(public_memory, wasmtime.Memory)
+    assert memory.size(guest.store) == public_memory.size(guest.store) == 2
+    inc = capi.instance_export(guest.store, instance, b"inc")
+    assert isinstance(inc, wasmtime.Func) and inc(guest.store, 41) == 42
+    glob, public_glob = capi.instance_export(guest.store, instance, b"g"), public["g"]
+    assert isinstance(glob, wasmtime.Global) and isinstance(public_glob, wasmtime.Global)
+    assert glob.value(guest.store) == public_glob.value(guest.store) == 41
+    assert capi.instance_export(guest.store, instance, b"missing") is None
+
+
 def test_a_trap_in_a_raw_call_is_the_public_trap() -> None:
     guest = Guest()
     trap = guest.func("trap")

@@ -40,6 +40,17 @@ def test_a_conflict_is_reported_on_both_routes() -> None:
         assert wanted[name].message == "b/0 conflicts with a/0 on any host /same; a/0 wins"
 
 
+def test_the_older_route_wins_a_conflict_whatever_its_name() -> None:
+    older = route("z-old", "/same")
+    older["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+    newer = route("a-new", "/same")
+    newer["metadata"]["creationTimestamp"] = "2026-01-01T00:00:01Z"
+    wanted = conflict_conditions([newer, older])
+    for name in ("z-old", "a-new"):
+        assert wanted[name].message == (
+            "a-new/0 conflicts with z-old/0 on any host /same; z-old/0 wins")
+
+
 def test_disjoint_methods_do_not_conflict() -> None:
     wanted = conflict_conditions([route("a", "/m", methods=["GET"]),
                                   route("b", "/m", methods=["POST"])])

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from edge_api.models import EdgeRouteSpec
-from edge_api.routing import MethodNotAllowed, RouteMatch, RouteTable, build_table
+from edge_api.routing import MethodNotAllowed, RouteMatch, RouteTable, build_table, by_age
 
 
 def spec(*rules: dict[str, Any], hosts: list[str] | None = None) -> EdgeRouteSpec:
@@ -91,7 +91,8 @@ def test_method_not_allowed_lists_allow() -> None:
     assert table.lookup("x", "GET", "/nothing") is None
 
 
-def test_conflicts_are_reported_and_first_wins() -> None:
+def test_conflicts_are_reported_and_the_oldest_route_wins() -> None:
+    # build_table takes routes oldest first: b-route is the oldest here.
     table = build_table([
         ("b-route", spec(rule("/x", "b"))),
         ("a-route", spec(rule("/x", "a"), rule("/t/{id}", "t1", "Template"))),
@@ -100,11 +101,21 @@ def test_conflicts_are_reported_and_first_wins() -> None:
     ])
     described = sorted(c.describe() for c in table.conflicts)
     assert described == [
-        "b-route/0 conflicts with a-route/0 on any host /x; a-route/0 wins",
+        "a-route/0 conflicts with b-route/0 on any host /x; b-route/0 wins",
         "c-route/0 conflicts with a-route/1 on any host /t/{name}; a-route/1 wins",
-        "c-route/1 conflicts with a-route/0 on any host /x; a-route/0 wins",
+        "c-route/1 conflicts with b-route/0 on any host /x; b-route/0 wins",
     ]
-    assert target(table, "/x") == "a"
+    assert target(table, "/x") == "b"
+
+
+def test_by_age_orders_by_creation_then_name_not_by_name_alone() -> None:
+    routes = [("a-new", spec(rule("/x", "new")), "2026-11-30T10:00:00Z"),
+              ("z-old", spec(rule("/x", "old")), "2026-11-30T09:59:59Z"),
+              ("b-twin", spec(rule("/x", "twin")), "2026-11-30T10:00:00Z")]
+    assert [name for name, _spec in by_age(routes)] == ["z-old", "a-new", "b-twin"]
+    table = build_table(by_age(routes))
+    assert target(table, "/x") == "old"
+    assert {c.dropped for c in table.conflicts} == {"a-new/0", "b-twin/0"}
 
 
 def test_disjoint_methods_do_not_conflict() -> None:

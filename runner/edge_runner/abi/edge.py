@@ -27,6 +27,7 @@ from edge_runner.abi.base import (
 )
 from edge_runner.abi.envelope import EnvelopeError, decode_response, encode_request
 from edge_runner.errors import GuestFailure
+from edge_runner.wasm import capi
 from edge_runner.wasm.engine import UNLIMITED_FUEL, CompiledModule, WasmEngine
 from edge_runner.wasm.fastcall import GlobalReader, RawCall, StoreHandle
 from edge_runner.wasm.guest_output import GuestOutput
@@ -129,16 +130,20 @@ class EdgeInstance:
         self, compiled: CompiledModule
     ) -> tuple[wasmtime.Memory, wasmtime.Func, wasmtime.Func]:
         """Instantiate, find the exports (and the grow probe), run ``_initialize``."""
-        exports = compiled.pre.instantiate(self.store).exports(self.store)
-        memory, alloc, handle = exports["memory"], exports["edge_alloc"], exports["edge_handle"]
+        store = self.store
+        instance = compiled.pre.instantiate(store)
+        # By name: wrapping every export (instance.exports) costs a fresh instance more.
+        memory = capi.instance_export(store, instance, b"memory")
+        alloc = capi.instance_export(store, instance, b"edge_alloc")
+        handle = capi.instance_export(store, instance, b"edge_handle")
         assert isinstance(memory, wasmtime.Memory)
         assert isinstance(alloc, wasmtime.Func) and isinstance(handle, wasmtime.Func)
         if compiled.grow_probe is not None:
-            probe = exports[compiled.grow_probe]
+            probe = capi.instance_export(store, instance, compiled.grow_probe.encode())
             assert isinstance(probe, wasmtime.Global)
             self._probe = GlobalReader(self.store, probe)
         if compiled.has_initialize:
-            init = exports["_initialize"]
+            init = capi.instance_export(store, instance, b"_initialize")
             assert isinstance(init, wasmtime.Func)
             RawCall(self.store, init, 1).void()
         return memory, alloc, handle

@@ -11,7 +11,8 @@ request head and on slow clients live in :mod:`edge_runner.http.guard`.
 
 Deliberately not FastAPI: this is the hot path, and nothing here needs
 dependency injection or validation; the admin plane (:mod:`edge_runner.http.admin`)
-is FastAPI.
+is FastAPI.  The access line of each request is queued to
+:mod:`edge_runner.http.accesslog`, which writes lines in batches.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from edge_api.routing import CompiledRule, MethodNotAllowed, RouteTable
 from edge_runner.abi import HttpRequest
 from edge_runner.errors import InvocationError
 from edge_runner.http import content_type
+from edge_runner.http.accesslog import AccessLog
 from edge_runner.http.auth import AUTH_PREFIX, OPEN, Allowed, AuthTable
 from edge_runner.http.paths import PathRejected, normalize
 from edge_runner.http.problems import Problem, from_invocation_error, problem
@@ -41,7 +43,6 @@ Send = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger("edge_runner.http.dataplane")
 #: One structured line per request at INFO (``--log-level warning`` turns it off).
-access = logging.getLogger("edge_runner.access")
 #: Scope key where the matched route rule travels to the access log.
 _SCOPE_RULE = "edge_runner.rule"
 
@@ -96,9 +97,11 @@ def _host_of(value: bytes) -> str:
 class DataPlane:
     """ASGI callable for the data port."""
 
-    def __init__(self, catalog: Catalog, metrics: RunnerMetrics) -> None:
+    def __init__(self, catalog: Catalog, metrics: RunnerMetrics,
+                 access_log: AccessLog | None = None) -> None:
         self.catalog = catalog
         self.metrics = metrics
+        self.access_log = access_log or AccessLog()
         self._lookup_match = metrics.route_lookups.labels("match")
         self._lookup_miss = metrics.route_lookups.labels("not_found")
         self._lookup_405 = metrics.route_lookups.labels("method_not_allowed")
@@ -166,17 +169,14 @@ class DataPlane:
         counter.inc()
         elapsed = time.perf_counter() - started
         histogram.observe(elapsed)
-        if access.isEnabledFor(logging.INFO):
+        if self.access_log.enabled:
             rule = scope.get(_SCOPE_RULE)
-            access.info(
-                "%s %s %d", method, path, status,
-                extra={
-                    "request_id": request_id, "function": function,
-                    "route": rule.ident if rule is not None else "", "method": method,
-                    "path": path, "status": status, "duration_ms": round(elapsed * 1e3, 3),
-                    "outcome": "ok" if status < 400 else _problem_slug(body),
-                },
-            )
+            self.access_log.add(f"{method} {path} {status}", {
+                "request_id": request_id, "function": function,
+                "route": rule.ident if rule is not None else "", "method": method,
+                "path": path, "status": status, "duration_ms": round(elapsed * 1e3, 3),
+                "outcome": "ok" if status < 400 else _problem_slug(body),
+            })
 
     def _metric_children(self, function: str, status: int) -> tuple[Any, Any]:
         key = (function, status)

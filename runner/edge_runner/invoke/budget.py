@@ -3,10 +3,12 @@
 A runner pod shares one memory limit among all its functions.  Each instance
 may grow its linear memory up to its function's ``limits.memory``, so before
 the pool (:mod:`edge_runner.invoke.pool`) creates an instance it reserves that much
-here; the reservation is released when the instance is discarded.  The
-invariant is::
+here; the reservation is released when the instance is discarded.  Compiled
+modules in memory reserve their size too (:mod:`edge_runner.invoke.modules`).
+The invariant is::
 
-    baseline + sum(limits.memory of each live instance) <= fraction * limit
+    baseline + sum(compiled modules in memory)
+             + sum(limits.memory of each live instance) <= fraction * limit
 
 where ``limit`` is, first found: ``--memory-limit``; ``$EDGE_RUNNER_MEMORY_LIMIT``
 (the Helm chart sets it from the container's ``limits.memory`` through the
@@ -15,7 +17,8 @@ else v1 ``memory.limit_in_bytes``; the tightest along the hierarchy); or a
 default when there is none (a laptop); and
 ``baseline`` is the runner's own resident memory measured at start-up, after
 the engine and both servers exist.  An instance that does not fit first evicts
-idle instances (least recently used pool first); if it still does not fit the
+idle instances and compiled modules no instance uses (least recently used
+first; a module comes back from the disk cache); if it still does not fit the
 request gets 503 + ``Retry-After`` (reason ``memory_budget``) instead of the
 kernel OOM-killing the pod.  Reservations are upper bounds (untouched pages
 cost nothing), so the budget is conservative, never optimistic.
@@ -49,7 +52,8 @@ def resident_bytes() -> int:
 
 
 class Reclaimable(Protocol):
-    """A pool whose idle instances the budget may evict (see :mod:`edge_runner.invoke.pool`)."""
+    """A pool whose idle instances the budget may evict (:mod:`edge_runner.invoke.pool`),
+    or a compiled module no instance uses (:mod:`edge_runner.invoke.modules`)."""
 
     @property
     def last_used(self) -> float: ...
@@ -125,6 +129,12 @@ class MemoryBudget:
                 with self._lock:
                     self.refusals += 1
                 return False
+
+    def force(self, size: int) -> None:
+        """Count ``size`` bytes that exist whether or not they fit (a compiled module
+        that cannot be evicted): the headroom of instances shrinks instead."""
+        with self._lock:
+            self.reserved += size
 
     def release(self, size: int) -> None:
         with self._lock:

@@ -16,7 +16,6 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from edge_api.abi import ModuleRejected
 from edge_api.models import EdgeFunctionSpec, EdgeRouteSpec
 from edge_api.routing import EMPTY_TABLE, RouteTable, build_table
 from edge_runner.invoke.lanes import QuarantinePolicy
+from edge_runner.invoke.modules import ModuleSlot, ResidentModules
 from edge_runner.invoke.pool import FunctionRuntime, InlinePolicy, QueuePolicy, SharedLimits
 from edge_runner.metrics import RunnerMetrics
 from edge_runner.wasm.engine import CompiledModule, WasmEngine
@@ -89,7 +89,6 @@ class Catalog:
         metrics: RunnerMetrics,
         queue: QueuePolicy | None = None,
         inline: InlinePolicy | None = None,
-        compiled_cache_size: int = 256,
         shared: SharedLimits | None = None,
         disk_cache: DiskCache | None = None,
         instance_max_requests: int = 0,
@@ -109,8 +108,10 @@ class Catalog:
         self.synced = False
         #: Set after every apply (registration reports new digests at once).
         self.changed = asyncio.Event()
-        self._compiled: OrderedDict[tuple[str, str], CompiledModule] = OrderedDict()
-        self._cache_size = compiled_cache_size
+        self.modules = ResidentModules(
+            engine=engine, budget=(shared or SharedLimits.unbounded()).budget,
+            disk_cache=disk_cache,
+            on_event=lambda result: metrics.module_cache.labels(result).inc())
         self._lock = asyncio.Lock()
         metrics.watch_instances(self._instance_counts)
         metrics.watch_quarantine(self._quarantined)
@@ -139,7 +140,9 @@ class Catalog:
                     failures[source.name] = error
                     log.warning("function %s not loaded: %s", source.name, error,
                                 extra={"function": source.name})
-            table = build_table(desired.routes)
+            # Off the event loop: 10,000 routes take a few hundred ms to index.
+            table = await asyncio.get_running_loop().run_in_executor(
+                None, build_table, desired.routes)
             for conflict in table.conflicts:
                 log.warning("route conflict: %s", conflict.describe())
             for error in desired.errors:
@@ -163,7 +166,8 @@ class Catalog:
             return current, source.error or "no module"
         spec, wasm = source.spec, source.wasm
         digest = source.digest or hashlib.sha256(wasm).hexdigest()
-        if current is not None and current.digest == digest and current.spec == spec:
+        if current is not None and current.digest == digest and current.spec == spec \
+                and not current.compiled.lost:
             return current, None
         try:
             compiled = await self._compile(wasm, digest, spec.abi)
@@ -186,47 +190,49 @@ class Catalog:
                  len(wasm), extra={"function": source.name})
         return runtime, None
 
-    async def _compile(self, wasm: bytes, digest: str, abi: str) -> CompiledModule:
-        key = (digest, abi)
-        cached = self._compiled.get(key)
-        if cached is not None:
-            self._compiled.move_to_end(key)
+    async def _compile(self, wasm: bytes, digest: str, abi: str) -> ModuleSlot:
+        """The module's slot (held for the caller's runtime): shared with a version
+        that has it already, else from the disk cache, else compiled and stored there."""
+        slot = self.modules.get(digest, abi)
+        if slot is not None:
             self.metrics.module_cache.labels("hit").inc()
-            return cached
+            return slot
         loop = asyncio.get_running_loop()
-        compiled = await loop.run_in_executor(None, self._from_disk, digest, len(wasm), abi)
-        if compiled is not None:
+        loaded = await loop.run_in_executor(None, self._from_disk, digest, len(wasm), abi)
+        if loaded is not None:
             self.metrics.module_cache.labels("disk_hit").inc()
+            compiled, resident, on_disk = *loaded, True
         else:
             self.metrics.module_cache.labels("miss").inc()
-            compiled = await loop.run_in_executor(None, self._compile_and_store, wasm, abi)
-        self._compiled[key] = compiled
-        while len(self._compiled) > self._cache_size:
-            self._compiled.popitem(last=False)
-        return compiled
+            compiled, resident, on_disk = await loop.run_in_executor(
+                None, self._compile_and_store, wasm, abi)
+        return self.modules.add(compiled, resident_bytes=resident, on_disk=on_disk)
 
-    def _from_disk(self, digest: str, size: int, abi: str) -> CompiledModule | None:
-        """The compiled module from the disk cache, if a valid artifact is there."""
+    def _from_disk(self, digest: str, size: int, abi: str
+                   ) -> tuple[CompiledModule, int] | None:
+        """The compiled module from the disk cache and its size, if a valid artifact is there."""
         if self.disk_cache is None:
             return None
         artifact = self.disk_cache.load(digest)
         if artifact is None:
             return None
         try:
-            return self.engine.load_artifact(artifact, digest=digest, size=size, abi=abi)
+            return (self.engine.load_artifact(artifact, digest=digest, size=size, abi=abi),
+                    len(artifact))
         except wasmtime.WasmtimeError as exc:
             log.warning("module cache: artifact of sha256:%s refused (%s); recompiling",
                         digest[:12], exc)
             self.disk_cache.discard(digest)
             return None
 
-    def _compile_and_store(self, wasm: bytes, abi: str) -> CompiledModule:
+    def _compile_and_store(self, wasm: bytes, abi: str) -> tuple[CompiledModule, int, bool]:
+        """Compile; the module, its size in memory (its artifact's) and whether it is on disk."""
         start = time.perf_counter()
         compiled = self.engine.compile(wasm, abi)
         self.metrics.compile_duration.observe(time.perf_counter() - start)
-        if self.disk_cache is not None:
-            self.disk_cache.store(compiled.digest, compiled.serialize())
-        return compiled
+        artifact = compiled.serialize()
+        stored = self.disk_cache is not None and self.disk_cache.store(compiled.digest, artifact)
+        return compiled, len(artifact), stored
 
     def _update_gauges(self, snapshot: Snapshot) -> None:
         broken = len(set(snapshot.failures) - set(snapshot.functions))
@@ -260,5 +266,6 @@ class Catalog:
                 for r in snapshot.table.rules
             ],
             "conflicts": [c.describe() for c in snapshot.table.conflicts],
+            "modules": self.modules.describe(),
             "errors": list(snapshot.errors),
         }

@@ -19,7 +19,9 @@ it, and the invocation passes, in order:
 
 Every instance reserves its ``limits.memory`` in the runner's memory budget
 (:mod:`edge_runner.invoke.budget`) before it is created and releases it when it is
-dropped; an instance that does not fit is refused with 503 (``memory_budget``).
+dropped, and holds its compiled module (:mod:`edge_runner.invoke.modules`,
+which may have to reload it from the disk cache first) while it lives; an
+instance that does not fit is refused with 503 (``memory_budget``).
 With ``pool.reuse`` an instance that served a request successfully goes back
 to the idle stack (most recently used first, so the hottest stay warm) and its
 globals persist; it is dropped after ``pool.idleTimeout`` unused, when the
@@ -44,6 +46,7 @@ from edge_runner.errors import GuestFailure, GuestTimeout, Unavailable
 from edge_runner.invoke.admission import FairGate, Gate, GateFull
 from edge_runner.invoke.budget import MemoryBudget
 from edge_runner.invoke.lanes import SHARED, Conduct, Lane, QuarantinePolicy
+from edge_runner.invoke.modules import ModuleSlot
 from edge_runner.wasm.engine import CompiledModule, WasmEngine
 
 log = logging.getLogger("edge_runner.invoke.pool")
@@ -168,7 +171,7 @@ class FunctionRuntime:
         *,
         name: str,
         spec: EdgeFunctionSpec,
-        compiled: CompiledModule,
+        compiled: CompiledModule | ModuleSlot,
         engine: WasmEngine,
         executor: Executor,
         queue: QueuePolicy,
@@ -180,7 +183,9 @@ class FunctionRuntime:
     ) -> None:
         self.name = name
         self.spec = spec
-        self.compiled = compiled
+        #: The compiled module; the catalog's slots may be evicted and reloaded.
+        self.compiled = compiled if isinstance(compiled, ModuleSlot) \
+            else ModuleSlot.pinned(compiled)
         self.digest = compiled.digest
         self.engine = engine
         self.abi: AbiExecutor = executor_for(spec.abi)
@@ -436,15 +441,21 @@ class FunctionRuntime:
             self._demote(self._inline.slow_backoff, "its inline calls were slow")
 
     def _new_instance(self, request_id: str, speculation: Speculation | None) -> Instance:
-        self._reserve(self._reservation)
         started = time.perf_counter()
+        module = self.compiled.acquire()  # reloaded from the disk cache if evicted
+        try:
+            self._reserve(self._reservation)
+        except BaseException:
+            self.compiled.release()
+            raise
         try:
             instance = self.abi.instantiate(
-                self.engine, self.compiled, self.name, self.spec, speculation=speculation,
+                self.engine, module, self.name, self.spec, speculation=speculation,
                 request_id=request_id,
             )
         except BaseException:
             self._budget.release(self._reservation)  # the instance closed its own store
+            self.compiled.release()
             raise
         instance.reserved = self._reservation
         self.stats.cold_starts += 1
@@ -483,6 +494,7 @@ class FunctionRuntime:
         instance.close()
         self._budget.release(instance.reserved)
         instance.reserved = 0
+        self.compiled.release()
 
     # -- housekeeping ----------------------------------------------------------------
 
@@ -532,9 +544,12 @@ class FunctionRuntime:
 
     def close(self) -> None:
         """Drop idle instances; in-flight requests finish on theirs, which are not kept."""
+        first = not self.closed
         self.closed = True
         self._drain_idle()
         self._budget.unregister(self)
+        if first:
+            self.compiled.let_go()
 
     def describe(self) -> dict[str, object]:
         return {

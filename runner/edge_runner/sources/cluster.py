@@ -42,6 +42,7 @@ from edge_api.k8s import (
     async_client,
     status_code,
 )
+from edge_api.routing import by_age
 from edge_api.wire import FunctionConfig, RouteConfig, WireError, parse_configmap
 from edge_runner.invoke.catalog import Catalog, DesiredState, FunctionSource
 from edge_runner.sources.artifacts import Artifacts, follow_changes
@@ -118,11 +119,12 @@ class _Desired:
             if isinstance(parsed, FunctionConfig):
                 state.functions.append(self._function_source(parsed, origin))
             elif isinstance(parsed, RouteConfig):
-                state.routes.append((parsed.name, parsed.spec))
                 state.jwks.update(parsed.jwks)
                 routes.append((origin, parsed))
             elif parsed is not None:
                 state.errors.append(f"{origin}: {parsed}")
+        # Oldest first: of two conflicting rules the older route's is served.
+        state.routes.extend(by_age([(r.name, r.spec, r.created) for _origin, r in routes]))
         state.functions.extend(_pending(routes, {f.name for f in state.functions}))
         for stale in set(self._parsed) - set(self.objects):
             del self._parsed[stale]

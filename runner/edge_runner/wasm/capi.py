@@ -3,7 +3,8 @@
 wasmtime-py's public API re-reflects types and builds ``Val`` objects on every
 call; the hot paths (:mod:`edge_runner.wasm.fastcall`: calling the two exports
 of the ``edge`` ABI; :mod:`edge_runner.wasm.wasi_output`: the guest's
-``fd_write``; :mod:`edge_runner.abi.wagi`: a request body as stdin) reach the
+``fd_write``; :mod:`edge_runner.abi.wagi`: a request body as stdin; the exports
+a fresh ``edge`` instance needs, by name) reach the
 C API through wasmtime-py's private ctypes layer (``_ffi``, ``_bindings``) and
 the private handles of its objects.  Nothing else in the runner may import
 them (tests/unit/test_layout.py checks), so a wasmtime upgrade that moves one
@@ -17,7 +18,7 @@ import ctypes
 import typing
 
 import wasmtime
-from wasmtime import _bindings
+from wasmtime import _bindings, _extern
 from wasmtime import _ffi as ffi
 
 #: ``wasmtime_val_raw_t``: one untyped argument/result slot of an unchecked call.
@@ -40,6 +41,7 @@ caller_context = _bindings._wasmtime_caller_context  # noqa: SLF001
 context_get_data = _bindings._wasmtime_context_get_data  # noqa: SLF001
 caller_export_get = _bindings._wasmtime_caller_export_get  # noqa: SLF001
 trap_new = _bindings._wasmtime_trap_new  # noqa: SLF001
+instance_export_get = _bindings._wasmtime_instance_export_get  # noqa: SLF001
 #: ``wasmtime_memory_data`` returning the address as an int (our own function
 #: object: the binding's restype is a pointer type, slower to turn into an address).
 memory_address = ffi.dll["wasmtime_memory_data"]
@@ -102,6 +104,18 @@ def set_stdin_bytes(wasi: wasmtime.WasiConfig, data: bytes) -> None:
     buffer = (ctypes.c_ubyte * len(data)).from_buffer_copy(data)
     ffi.wasm_byte_vec_new(ctypes.byref(vec), len(data), buffer)
     ffi.wasi_config_set_stdin_bytes(wasi.ptr(), ctypes.byref(vec))  # takes ownership
+
+
+def instance_export(store: wasmtime.Store, instance: wasmtime.Instance, name: bytes
+                    ) -> typing.Any:
+    """The export ``name`` of ``instance``, or None: what ``instance.exports(store)[name]``
+    is, without wrapping every export of the instance first (a fresh instance per request
+    looks up four or five of them)."""
+    item = Extern()
+    if not instance_export_get(context(store), ctypes.byref(instance._instance),  # noqa: SLF001
+                               name, len(name), ctypes.byref(item)):
+        return None
+    return _extern.wrap_extern(item)
 
 
 # ---- Component model (the ``wasi-http`` ABI) ---------------------------------------------

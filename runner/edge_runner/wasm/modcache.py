@@ -3,7 +3,8 @@
 Compiling a module costs tens to hundreds of milliseconds; deserializing a
 compiled artifact costs about a millisecond.  The catalog asks this cache
 before compiling and stores what it compiled, so a restarted runner, or a
-second runner sharing the volume, starts from compiled code.
+second runner sharing the volume, starts from compiled code; and a module the
+memory budget evicted (:mod:`edge_runner.invoke.modules`) comes back from here.
 
 Files live at ``<dir>/<fingerprint>/<digest>.cwasm`` where the fingerprint
 covers everything that makes an artifact valid for this process: the wasmtime
@@ -62,8 +63,9 @@ class DiskCache:
             return None
         return payload
 
-    def store(self, digest: str, payload: bytes) -> None:
-        """Write an artifact atomically (best effort: a full disk only costs speed)."""
+    def store(self, digest: str, payload: bytes) -> bool:
+        """Write an artifact atomically; whether it was written (best effort: a full disk
+        only costs speed, and memory: a module not on disk is never evicted)."""
         path = self.path(digest)
         tmp = ""
         try:
@@ -77,6 +79,8 @@ class DiskCache:
             log.warning("module cache: cannot write %s: %s", path, exc)
             if tmp:
                 Path(tmp).unlink(missing_ok=True)
+            return False
+        return True
 
     def discard(self, digest: str) -> None:
         self.path(digest).unlink(missing_ok=True)

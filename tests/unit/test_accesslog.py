@@ -1,0 +1,81 @@
+"""The batched access log (edge_runner.http.accesslog): lines written off the request path
+are the lines the log formatters would write, none is lost on close, and a log set up
+some other way still gets every line through logging."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from edge_api.logs import JsonFormatter, TextFormatter
+from edge_runner.http.accesslog import BATCH_LINES, AccessLog
+
+FIELDS: dict[str, object] = {"request_id": "r1", "function": "f", "route": "f/0",
+                             "method": "GET", "path": "/a%20b", "status": 200,
+                             "duration_ms": 1.25, "outcome": "ok"}
+
+
+@contextlib.contextmanager
+def only_handler(formatter: logging.Formatter) -> Iterator[io.StringIO]:
+    """The root logger with one stream handler, as edge_api.logs.configure sets it up
+    (pytest's own capture handlers set aside meanwhile)."""
+    root = logging.getLogger()
+    saved, level = root.handlers[:], root.level
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    try:
+        yield stream
+    finally:
+        root.handlers[:] = saved
+        root.setLevel(level)
+
+
+@pytest.mark.parametrize("formatter", [JsonFormatter(), TextFormatter()], ids=["json", "text"])
+def test_a_batched_line_is_what_the_formatter_writes(formatter: logging.Formatter) -> None:
+    with only_handler(formatter) as stream:
+        log = AccessLog(interval=3600)
+        log.add("GET /a%20b 200", dict(FIELDS))
+        log.close()
+    [line] = stream.getvalue().splitlines()
+    record = logging.getLogger("edge_runner.access").makeRecord(
+        "edge_runner.access", logging.INFO, "x", 0, "GET /a%20b 200", (), None,
+        extra=dict(FIELDS))
+    stamp = line.split('"')[3] if line.startswith("{") else line.split(" ")[0]
+    expected = formatter.format(record)
+    expected_stamp = expected.split('"')[3] if expected.startswith("{") else expected.split()[0]
+    assert line == expected.replace(expected_stamp, stamp)
+    if line.startswith("{"):
+        assert json.loads(line)["path"] == "/a%20b"
+
+
+def test_no_line_is_lost_on_close_and_order_is_kept() -> None:
+    with only_handler(JsonFormatter()) as stream:
+        log = AccessLog(interval=3600)
+        count = 3 * BATCH_LINES + 7  # some batches leave early (full), the rest on close
+        for i in range(count):
+            log.add(f"GET /{i} 200", {**FIELDS, "request_id": str(i)})
+        log.close()
+        ids = [json.loads(line)["request_id"] for line in stream.getvalue().splitlines()]
+        assert ids == [str(i) for i in range(count)]
+        log.add("GET /late 200", {**FIELDS, "request_id": "late"})  # after close: at once
+        assert json.loads(stream.getvalue().splitlines()[-1])["request_id"] == "late"
+
+
+def test_another_logging_setup_gets_every_line_as_a_record(
+        caplog: pytest.LogCaptureFixture) -> None:
+    log = AccessLog(interval=3600)
+    with caplog.at_level(logging.INFO, logger="edge_runner.access"):
+        for i in range(5):
+            log.add(f"GET /{i} 200", {**FIELDS, "request_id": str(i)})
+        log.close()
+    records = [r for r in caplog.records if r.name == "edge_runner.access"]
+    assert [r.getMessage() for r in records] == [f"GET /{i} 200" for i in range(5)]
+    assert [r.__dict__["request_id"] for r in records] == [str(i) for i in range(5)]
