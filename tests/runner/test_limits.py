@@ -44,7 +44,7 @@ def _pool(runner: RunnerProcess, name: str) -> dict[str, object]:
 
 def _instances_reserved(runner: RunnerProcess) -> float:
     """The budget's ``reserved`` less the compiled modules it also counts (docs/metrics.md)."""
-    modules = runner.admin.get("/v1/functions").json()["modules"]["loadedBytes"]
+    modules = float(runner.admin.get("/v1/functions").json()["modules"]["loadedBytes"])
     reserved = metric_value(runner.metrics(), "edge_memory_budget_bytes", {"kind": "reserved"})
     return reserved - modules
 
