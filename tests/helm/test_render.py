@@ -687,3 +687,49 @@ def test_runner_only_and_operator_only_installs(helm: Helm) -> None:
     )
     assert result.returncode != 0 and "ingress.enabled needs runner.enabled" in result.stderr
 
+
+
+# --- private registry CA ------------------------------------------------------------------
+
+CA_DIR = "/etc/edge-runner/registry-ca"
+CONTAINERS = {RUNNER: "runner", OPERATOR: "operator"}
+
+
+def ca_parts(deployment: Manifest) -> tuple[Any, list[Any], list[Any]]:
+    """SSL_CERT_FILE of the container, its mounts of the CA volume, the CA volumes."""
+    name = CONTAINERS[deployment["metadata"]["name"]]
+    env = env_of(deployment, name).get("SSL_CERT_FILE")
+    mounts = [m for m in container(deployment, name)["volumeMounts"]
+              if m["name"] == "registry-ca"]
+    volumes = [v for v in path(deployment, "spec.template.spec.volumes")
+               if v["name"] == "registry-ca"]
+    return env, mounts, volumes
+
+
+@pytest.mark.parametrize(("source", "volume"), [
+    ({"configMap": "corp-ca"},
+     {"configMap": {"name": "corp-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}),
+    ({"secret": "corp-ca", "key": "bundle.pem"},
+     {"secret": {"secretName": "corp-ca", "items": [{"key": "bundle.pem", "path": "ca.crt"}]}}),
+])
+def test_registry_ca_is_mounted_into_both_pods_and_named_by_ssl_cert_file(
+        helm: Helm, source: dict[str, str], volume: dict[str, Any]) -> None:
+    rendered = render(helm, {"registryCA": source})
+    for name in (RUNNER, OPERATOR):
+        env, mounts, volumes = ca_parts(rendered.one("Deployment", name))
+        assert env == {"name": "SSL_CERT_FILE", "value": f"{CA_DIR}/ca.crt"}, name
+        assert mounts == [{"name": "registry-ca", "mountPath": CA_DIR, "readOnly": True}], name
+        assert volumes == [{"name": "registry-ca", **volume}], name
+    assert helm.lint({"registryCA": source}).returncode == 0
+
+
+def test_no_registry_ca_by_default(helm: Helm) -> None:
+    rendered = render(helm)
+    for name in (RUNNER, OPERATOR):
+        assert ca_parts(rendered.one("Deployment", name)) == (None, [], []), name
+
+
+def test_registry_ca_takes_a_configmap_or_a_secret_not_both(helm: Helm) -> None:
+    result = helm.template({"registryCA": {"configMap": "a", "secret": "b"}}, check=False)
+    assert result.returncode != 0
+    assert "registryCA: set configMap or secret, not both" in result.stderr

@@ -110,6 +110,8 @@ def test_unknown_keys_are_refused(helm: Helm, assignment: str, message: str) -> 
         ("ingress.hosts={https://hello.example.com}", "/ingress/hosts/0"),
         ("monitoring.serviceMonitor.interval=often", "/monitoring/serviceMonitor/interval"),
         ("runner.podAnnotations.a.b=c", "/runner/podAnnotations/a"),
+        ("registryCA.configMap=Corp_CA", "/registryCA/configMap"),
+        ("registryCA.key=ca/crt", "/registryCA/key"),
     ],
 )
 def test_bad_values_are_refused(helm: Helm, assignment: str, where: str) -> None:

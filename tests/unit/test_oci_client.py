@@ -136,6 +136,28 @@ def test_tls_is_verified(private: Registry, monkeypatch: pytest.MonkeyPatch) -> 
         tls_context.cache_clear()
 
 
+def test_ssl_cert_file_adds_to_the_system_cas(ca: LocalCA,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the chart's registryCA relies on (docs/artifacts.md, "A private CA")."""
+    from edge_api.fetch import tls_context
+
+    def subjects() -> set[str]:
+        tls_context.cache_clear()
+        return {repr(cert["subject"]) for cert in tls_context().get_ca_certs()}
+
+    try:
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        system = subjects()
+        if not system:
+            pytest.skip("no system CA bundle on this machine")
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca.ca_file))
+        both = subjects()
+        assert system < both
+        assert [s for s in both - system if "edge-test-ca" in s]
+    finally:
+        tls_context.cache_clear()
+
+
 def test_bad_artifacts_each_have_their_reason(anonymous: Registry) -> None:
     host, insecure = anonymous.host, (anonymous.host,)
     missing = failure(f"{host}/fn/plain:nope", insecure=insecure)

@@ -181,3 +181,46 @@ periodSeconds: {{ .probe.periodSeconds }}
 timeoutSeconds: {{ .probe.timeoutSeconds }}
 failureThreshold: {{ .probe.failureThreshold }}
 {{- end -}}
+
+{{/*
+The private CA bundle of registryCA, for the operator and runner containers:
+"edge-runner.registryCA.enabled" is "true" when registryCA names a ConfigMap or
+a Secret (it fails on both); ".env", ".volumeMount" and ".volume" render the
+list item each adds.
+*/}}
+{{- define "edge-runner.registryCA.dir" -}}/etc/edge-runner/registry-ca{{- end -}}
+
+{{- define "edge-runner.registryCA.enabled" -}}
+{{- $ca := .Values.registryCA -}}
+{{- if and $ca.configMap $ca.secret -}}
+{{- fail "registryCA: set configMap or secret, not both" -}}
+{{- end -}}
+{{- if or $ca.configMap $ca.secret }}true{{ end -}}
+{{- end -}}
+
+{{- define "edge-runner.registryCA.env" -}}
+# Verify registries and url sources against the system CAs plus this bundle.
+- name: SSL_CERT_FILE
+  value: {{ printf "%s/ca.crt" (include "edge-runner.registryCA.dir" .) | quote }}
+{{- end -}}
+
+{{- define "edge-runner.registryCA.volumeMount" -}}
+- name: registry-ca
+  mountPath: {{ include "edge-runner.registryCA.dir" . }}
+  readOnly: true
+{{- end -}}
+
+{{- define "edge-runner.registryCA.volume" -}}
+{{- $ca := .Values.registryCA -}}
+- name: registry-ca
+  {{- if $ca.configMap }}
+  configMap:
+    name: {{ $ca.configMap }}
+  {{- else }}
+  secret:
+    secretName: {{ $ca.secret }}
+  {{- end }}
+    items:
+      - key: {{ $ca.key }}
+        path: ca.crt
+{{- end -}}
