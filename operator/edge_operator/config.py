@@ -18,9 +18,10 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 from edge_api.fetch import parse_networks
 from edge_api.settings import BASE_CONFIG, ProcessSettings
 
-#: Seconds between re-checks of every function and route (the resync loop of
-#: :mod:`edge_operator.reconcile`): catches changes of a ``url`` source and any
-#: missed event; unchanged objects cause no writes.  Referenced ConfigMaps are
+#: Default seconds between resyncs (the loop of :mod:`edge_operator.reconcile`):
+#: re-resolves ``oci`` tags and JWKS documents, retries failures and catches any
+#: missed event; objects whose inputs did not change are skipped
+#: (:mod:`edge_operator.rest`).  Referenced ConfigMaps and the published ones are
 #: watched, so their changes need no resync.
 RESYNC_SECONDS: Final = 60.0
 
@@ -62,6 +63,9 @@ class OperatorConfig(ProcessSettings):
     rollout_interval: float = Field(2.0, gt=0, description="seconds between rollout recounts"
                                     " when no runner Lease changes (Lease events trigger a"
                                     " recount at once; this only catches expiries)")
+    resync_interval: float = Field(RESYNC_SECONDS, gt=0, description="seconds between"
+                                   " resyncs: oci tags and jwksUri documents are resolved"
+                                   " again, failures retried; unchanged objects are skipped")
     public_url: str | None = Field(
         None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$", description="base URL clients reach the"
         " runners at (e.g. https://hello.example.com); EdgeRoutes then show status.url (kubectl"

@@ -37,7 +37,8 @@ from edge_operator.functions import retry_delay
 from edge_operator.metrics import OperatorMetrics
 from edge_operator.propagation import PropagationTracker
 from edge_operator.publish import delete_configmap
-from edge_operator.reconcile import Reconciler, configmap_reference
+from edge_operator.reconcile import Reconciler
+from edge_operator.rest import configmap_reference
 
 log = logging.getLogger("edge_operator")
 registry = kopf.OperatorRegistry()
@@ -100,7 +101,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     context = _context(memo)
     context.tasks.append(asyncio.create_task(context.tracker.run(), name="propagation"))
     context.tasks.append(asyncio.create_task(
-        context.reconciler.resync(context.namespaces), name="resync"))
+        context.reconciler.resync(context.namespaces, context.config.resync_interval),
+        name="resync"))
     settings.posting.level = logging.WARNING
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -155,14 +157,28 @@ async def functions_by_configmap(body: kopf.Body, **_: Any) -> dict[tuple[str, s
 async def configmap_event(event: kopf.RawEvent, memo: kopf.Memo, **kwargs: Any) -> None:
     """A ConfigMap changed: reconcile the EdgeFunctions that read their module from it.
 
-    ConfigMaps the operator writes (labelled ``edgerunner.dev/kind``) are not watched.
+    ConfigMaps the operator writes (labelled ``edgerunner.dev/kind``) are handled by
+    :func:`published_configmap_event`.  Every resourceVersion is noted for the resync
+    (:mod:`edge_operator.rest`).
     kopf passes the index :func:`functions_by_configmap` by its name.
     """
     index: kopf.Index[tuple[str, str], str] = kwargs["functions_by_configmap"]
     metadata = event["object"]["metadata"]
     key = (metadata["namespace"], metadata["name"])
+    reconciler = _context(memo).reconciler
+    reconciler.rest.configmap_seen(key[0], key[1], None if event["type"] == "DELETED"
+                                   else metadata.get("resourceVersion"))
     if key in index:
-        await _context(memo).reconciler.functions_using(key[0], key[1], list(index[key]))
+        await reconciler.functions_using(key[0], key[1], list(index[key]))
+
+
+@kopf.on.event("", "v1", "configmaps", labels={LABEL_KIND: kopf.PRESENT}, registry=registry)
+async def published_configmap_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """A ConfigMap the operator writes was listed, changed or deleted: the reconciler
+    notes it (its resync skips what is unchanged) and repairs one someone deleted or
+    edited (:meth:`~edge_operator.reconcile.Reconciler.published_changed`)."""
+    await _context(memo).reconciler.published_changed(event["object"],
+                                                      deleted=event["type"] == "DELETED")
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL_FUNCTION, registry=registry)

@@ -12,8 +12,13 @@ reconcile starts from one of four places:
 * an EdgeFunction appeared or went: the routes that name it are reconciled
   again, so their ``Ready`` (``FunctionNotFound``) and the runners' answer
   follow;
-* :meth:`Reconciler.resync`, every ``RESYNC_SECONDS``: ``url`` sources change
-  without any event, and it is the safety net for missed events.
+* a ConfigMap the operator published was deleted or edited by someone
+  (:meth:`Reconciler.published_changed`, from the handlers' watch): repaired at once;
+* :meth:`Reconciler.resync`, every ``--resync-interval``: ``oci`` tags and JWKS
+  documents change without any event, failures are retried, and it is the
+  safety net for missed events.  Objects whose inputs did not change since
+  their last reconcile, which ended ``Ready``, are skipped
+  (:mod:`edge_operator.rest`), so a quiet namespace costs two lists.
 
 Whatever the trigger, :class:`Reconciler` reads the object afresh, runs the
 reconcile under a per-object lock (two triggers never interleave, and the later
@@ -34,7 +39,7 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -42,6 +47,7 @@ from lightkube import AsyncClient
 
 from edge_api.constants import KIND_FUNCTION, KIND_ROUTE
 from edge_api.fetch import parse_networks
+from edge_api.handoff import STATUS_FIELD, handoff_digest
 from edge_api.k8s import KUBE_ERRORS, EdgeFunctionResource, EdgeRouteResource, is_not_found
 from edge_api.models import EdgeRouteSpec
 from edge_operator import events
@@ -49,6 +55,13 @@ from edge_operator.conditions import Want
 from edge_operator.config import RESYNC_SECONDS, OperatorConfig
 from edge_operator.functions import FunctionOutcome, reconcile_function
 from edge_operator.metrics import OperatorMetrics
+from edge_operator.rest import (
+    Key,
+    RestState,
+    must_recheck_function,
+    must_recheck_route,
+    route_missing,
+)
 from edge_operator.routes import ConflictSync, reconcile_route, result, summary
 from edge_operator.status import FIELD_MANAGER, apply_status, function_status, route_status
 from edge_operator.validation import ValidationCache
@@ -60,14 +73,6 @@ _RESOURCES: Final = {KIND_FUNCTION: EdgeFunctionResource, KIND_ROUTE: EdgeRouteR
 #: thousand handlers; unbounded, they exhaust the API client's connection pool and
 #: fail (kopf retries them a minute later).  Bounded, they queue and each finishes.
 MAX_RECONCILES: Final = 16
-
-
-def configmap_reference(body: dict[str, Any]) -> str | None:
-    """The ConfigMap an EdgeFunction's ``spec.source.configMapRef`` names, if any."""
-    source = (body.get("spec") or {}).get("source") or {}
-    ref = source.get("configMapRef") if isinstance(source, dict) else None
-    name = ref.get("name") if isinstance(ref, dict) else None
-    return name if isinstance(name, str) and name else None
 
 
 def names_functions(route: dict[str, Any], function: str) -> bool:
@@ -94,6 +99,8 @@ class Reconciler:
     metrics: OperatorMetrics
     validations: ValidationCache = field(default_factory=ValidationCache)
     conflicts: ConflictSync = field(default_factory=ConflictSync)
+    #: What the last reconciles did and what the ConfigMap watch saw (resync skips).
+    rest: RestState = field(default_factory=RestState)
     #: Set after every status write of a function (the rollout tracker recounts).
     written: asyncio.Event = field(default_factory=asyncio.Event)
     _locks: weakref.WeakValueDictionary[tuple[str, str, str], asyncio.Lock] = field(
@@ -101,16 +108,33 @@ class Reconciler:
     _running: asyncio.Semaphore = field(
         default_factory=lambda: asyncio.Semaphore(MAX_RECONCILES))
 
-    @contextlib.asynccontextmanager
-    async def _exclusive(self, kind: str, namespace: str, name: str
-                         ) -> AsyncIterator[dict[str, Any] | None]:
-        """Hold the object's lock and yield the object as it is now (None if gone)."""
-        key = (kind, namespace, name)
+    def _lock(self, key: Key) -> asyncio.Lock:
         lock = self._locks.get(key)
         if lock is None:
             lock = self._locks[key] = asyncio.Lock()
-        async with lock, self._running:  # nothing inside takes another object's lock
-            yield await self._current(kind, namespace, name)
+        return lock
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self, kind: str, namespace: str, name: str, *,
+                         only_if_stale: bool = False) -> AsyncIterator[dict[str, Any] | None]:
+        """Hold the object's lock and yield the object as it is now (None if gone).
+
+        ``only_if_stale``: yield None, reading nothing, if once the lock is held the
+        object's published ConfigMap is what its last reconcile wrote (a repair that
+        an earlier reconcile made unnecessary).
+        """
+        key = (kind, namespace, name)
+        async with self._lock(key):
+            if only_if_stale and not self.rest.stale(key):
+                yield None
+                return
+            async with self._running:  # nothing inside takes another object's lock
+                body = await self._current(kind, namespace, name)
+                if body is None:
+                    self.rest.forget(key)
+                else:  # recorded again when the reconcile finishes
+                    self.rest.done.pop(key, None)
+                yield body
 
     async def _current(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
@@ -124,12 +148,14 @@ class Reconciler:
 
     # -- EdgeFunction ------------------------------------------------------------------
 
-    async def function(self, namespace: str, name: str, *, retry: int = 0
-                       ) -> FunctionOutcome | None:
+    async def function(self, namespace: str, name: str, *, retry: int = 0,
+                       only_if_stale: bool = False) -> FunctionOutcome | None:
         """Reconcile the EdgeFunction and report it; None if it does not exist."""
-        async with self._exclusive(KIND_FUNCTION, namespace, name) as body:
+        async with self._exclusive(KIND_FUNCTION, namespace, name,
+                                   only_if_stale=only_if_stale) as body:
             if body is None:
                 return None
+            inputs = self.rest.inputs(body)
             with self.metrics.duration.labels("function").time():
                 outcome = await reconcile_function(
                     body, kube=self.kube, config=self.config, metrics=self.metrics,
@@ -141,6 +167,9 @@ class Reconciler:
                     await apply_status(self.kube, KIND_FUNCTION, name=name, namespace=namespace,
                                        status=status, manager=FIELD_MANAGER,
                                        metrics=self.metrics)
+                self.rest.record((KIND_FUNCTION, namespace, name), inputs,
+                                 handoff=outcome.fields.get(STATUS_FIELD),
+                                 fields=outcome.fields, conditions=outcome.conditions)
             self.metrics.reconciles.labels("function", outcome.result).inc()
             if status is not None:
                 self.written.set()
@@ -165,26 +194,32 @@ class Reconciler:
         functions = await _live(self.kube, KIND_FUNCTION, namespace)
         return {item["metadata"]["name"] for item in functions}
 
-    async def route(self, namespace: str, name: str, *, existing: set[str] | None = None
-                    ) -> Want | None:
+    async def route(self, namespace: str, name: str, *, existing: set[str] | None = None,
+                    only_if_stale: bool = False) -> Want | None:
         """Reconcile the EdgeRoute and report it; its ``Ready``, None if it does not exist."""
-        async with self._exclusive(KIND_ROUTE, namespace, name) as body:
+        async with self._exclusive(KIND_ROUTE, namespace, name,
+                                   only_if_stale=only_if_stale) as body:
             if body is None:
                 return None
             with self.metrics.duration.labels("route").time():
                 if existing is None:
                     existing = await self._existing_functions(namespace)
+                inputs = self.rest.inputs(body, route_missing(body, existing))
                 handoff: dict[str, Any] = {}
                 ready = await reconcile_route(
                     body, kube=self.kube, metrics=self.metrics, existing=existing,
                     published=handoff, allow=parse_networks(self.config.allow_fetch_from))
                 metadata = body["metadata"]
+                fields = {**summary(body, self.config.public_url), **handoff}
                 status = route_status(body.get("status"), ready, metadata.get("generation"),
-                                      {**summary(body, self.config.public_url), **handoff})
+                                      fields)
                 if status is not None:
                     await apply_status(self.kube, KIND_ROUTE, name=name, namespace=namespace,
                                        status=status, manager=FIELD_MANAGER,
                                        metrics=self.metrics)
+                self.rest.record((KIND_ROUTE, namespace, name), inputs,
+                                 handoff=handoff.get(STATUS_FIELD), fields=fields,
+                                 conditions=[ready])
             self.metrics.reconciles.labels("route", result(ready)).inc()
             if status is not None and not ready.status:
                 log.warning("%s: %s", ready.reason, ready.message, extra={
@@ -202,10 +237,35 @@ class Reconciler:
         for name in affected:
             await self.route(namespace, name, existing=existing)
 
+    # -- published ConfigMaps ----------------------------------------------------------
+
+    async def published_changed(self, configmap: Mapping[str, Any], *, deleted: bool) -> None:
+        """The watch saw a ConfigMap the operator writes: repair it if it is not what the
+        last reconcile of its owner published (deleted, or edited by someone)."""
+        metadata = configmap.get("metadata") or {}
+        owner = next((ref for ref in metadata.get("ownerReferences") or []
+                      if ref.get("controller")), None)
+        if owner is None or owner.get("kind") not in _RESOURCES:
+            return
+        key = (str(owner["kind"]), str(metadata.get("namespace")), str(owner.get("name")))
+        differs = self.rest.published_seen(key, str(owner.get("uid")),
+                                           None if deleted else handoff_digest(configmap))
+        # A reconcile under way may have read the ConfigMap before this change.
+        if not differs and not self._lock(key).locked():
+            return
+        log.info("configmap %s %s; repairing it if needed", metadata.get("name"),
+                 "deleted" if deleted else "changed", extra={"object": f"{key[1]}/{key[2]}",
+                                                             "kind": key[0]})
+        if key[0] == KIND_FUNCTION:
+            await self.function(key[1], key[2], only_if_stale=True)
+        else:
+            await self.route(key[1], key[2], only_if_stale=True)
+
     # -- resync ------------------------------------------------------------------------
 
     async def resync(self, namespaces: list[str], interval: float = RESYNC_SECONDS) -> None:
-        """Every ``interval`` seconds, reconcile every EdgeFunction and EdgeRoute (forever)."""
+        """Every ``interval`` seconds, reconcile every EdgeFunction and EdgeRoute whose
+        inputs may have changed (forever)."""
         while True:
             await asyncio.sleep(interval)
             for namespace in namespaces:
@@ -214,11 +274,37 @@ class Reconciler:
                 except KUBE_ERRORS as exc:
                     log.warning("resync of %s failed: %s", namespace, exc)
 
+    def _quiet_function(self, body: dict[str, Any]) -> bool:
+        metadata = body["metadata"]
+        key = (KIND_FUNCTION, metadata["namespace"], metadata["name"])
+        done = self.rest.done.get(key)
+        intact = done is not None and function_status(
+            body.get("status"), done.fields, list(done.conditions),
+            metadata.get("generation")) is None
+        return self.rest.skippable(key, self.rest.inputs(body), status_intact=intact,
+                                   recheck=must_recheck_function(
+                                       body, check_secrets=self.config.check_secrets))
+
+    def _quiet_route(self, body: dict[str, Any], existing: set[str]) -> bool:
+        metadata = body["metadata"]
+        key = (KIND_ROUTE, metadata["namespace"], metadata["name"])
+        done = self.rest.done.get(key)
+        intact = done is not None and route_status(
+            body.get("status"), done.conditions[0], metadata.get("generation"),
+            done.fields) is None
+        return self.rest.skippable(key, self.rest.inputs(body, route_missing(body, existing)),
+                                   status_intact=intact, recheck=must_recheck_route(body))
+
     async def resync_namespace(self, namespace: str) -> None:
+        """Reconcile the namespace's objects that :mod:`edge_operator.rest` may not skip."""
         functions = await _live(self.kube, KIND_FUNCTION, namespace)
-        for function in functions:
-            await self.function(namespace, function["metadata"]["name"])
-        routes = await _live(self.kube, KIND_ROUTE, namespace)
         existing = {f["metadata"]["name"] for f in functions}
+        self.rest.keep_only(KIND_FUNCTION, namespace, existing)
+        for function in functions:
+            if not self._quiet_function(function):
+                await self.function(namespace, function["metadata"]["name"])
+        routes = await _live(self.kube, KIND_ROUTE, namespace)
+        self.rest.keep_only(KIND_ROUTE, namespace, {r["metadata"]["name"] for r in routes})
         for route in routes:
-            await self.route(namespace, route["metadata"]["name"], existing=existing)
+            if not self._quiet_route(route, existing):
+                await self.route(namespace, route["metadata"]["name"], existing=existing)

@@ -145,11 +145,15 @@ def _forger_kubeconfig(cluster: Cluster, namespace: str, directory: Path) -> Pat
 
 
 def test_a_configmap_forged_with_the_edit_role_is_not_served(
-        cluster: Cluster, namespace: str, runner: RunnerProcess, tmp_path: Path) -> None:
+        cluster: Cluster, namespace: str, operator: OperatorProcess, runner: RunnerProcess,
+        tmp_path: Path) -> None:
     _apply(cluster, namespace, function_yaml("victim", wat_to_wasm(constant_wat(b"genuine"))),
            _route("victim", "/victim", "victim", {"anonymous": True}))
     wait_until(lambda: runner.client.get("/victim").text == "genuine", timeout=30,
                what="genuine module served")
+    # The operator repairs a ConfigMap of its own someone edited at once (it watches
+    # them): stopped, it shows that the runner alone refuses the forgery.
+    operator.stop()
     forger = _forger_kubeconfig(cluster, namespace, tmp_path)
 
     def as_forger(*args: str, stdin: str | None = None, check: bool = True) -> Any:
@@ -191,6 +195,11 @@ def test_a_configmap_forged_with_the_edit_role_is_not_served(
     # The forgery is still in place (nobody repaired it): the runner alone refused it.
     held = get(cluster, namespace, "configmap", "edgefn-victim")
     assert held["data"]["digest"] == forged["data"]["digest"]
+    # The operator, running again, writes its ConfigMap back.
+    operator.start()
+    wait_until(lambda: get(cluster, namespace, "configmap", "edgefn-victim")["data"][
+        "digest"] == genuine["data"]["digest"], timeout=30, what="the forgery repaired")
+    assert runner.client.get("/victim").text == "genuine"
 
 
 def test_the_operator_reports_a_missing_env_secret_when_it_may_read_secrets(
