@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
+
+from edge_runner.wasm.modcache import write_atomically
 
 log = logging.getLogger("edge_runner.wasm.blobs")
 
@@ -61,15 +61,5 @@ class BlobStore:
     def store(self, digest: str, data: bytes) -> None:
         """Keep ``data`` (already verified to be ``digest``); best effort."""
         path = self._path(digest)
-        if path is None or self.directory is None:
-            return
-        tmp = ""
-        try:
-            handle, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".wasm")
-            with os.fdopen(handle, "wb") as out:
-                out.write(data)
-            os.replace(tmp, path)
-        except OSError as exc:
-            log.warning("blob store: cannot write %s: %s", path, exc)
-            if tmp:
-                Path(tmp).unlink(missing_ok=True)
+        if path is not None:
+            write_atomically(path, (data,))

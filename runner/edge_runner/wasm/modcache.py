@@ -22,6 +22,7 @@ import hashlib
 import logging
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 log = logging.getLogger("edge_runner.wasm.modcache")
@@ -33,6 +34,25 @@ _HEADER = len(MAGIC) + 32
 def fingerprint(*parts: str) -> str:
     """A short, stable name for the settings an artifact depends on."""
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+def write_atomically(path: Path, chunks: Iterable[bytes]) -> bool:
+    """Write ``chunks`` to ``path`` through a temporary file in the same directory renamed
+    into place, so readers never see a partial file; whether it was written (an OSError is
+    logged, the temporary file removed)."""
+    tmp = ""
+    try:
+        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+        with os.fdopen(handle, "wb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("cannot write %s: %s", path, exc)
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        return False
+    return True
 
 
 class DiskCache:
@@ -66,21 +86,8 @@ class DiskCache:
     def store(self, digest: str, payload: bytes) -> bool:
         """Write an artifact atomically; whether it was written (best effort: a full disk
         only costs speed, and memory: a module not on disk is never evicted)."""
-        path = self.path(digest)
-        tmp = ""
-        try:
-            handle, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".cwasm")
-            with os.fdopen(handle, "wb") as out:
-                out.write(MAGIC)
-                out.write(hashlib.sha256(payload).digest())
-                out.write(payload)
-            os.replace(tmp, path)
-        except OSError as exc:
-            log.warning("module cache: cannot write %s: %s", path, exc)
-            if tmp:
-                Path(tmp).unlink(missing_ok=True)
-            return False
-        return True
+        return write_atomically(self.path(digest),
+                                (MAGIC, hashlib.sha256(payload).digest(), payload))
 
     def discard(self, digest: str) -> None:
         self.path(digest).unlink(missing_ok=True)
