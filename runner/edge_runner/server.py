@@ -42,6 +42,7 @@ from edge_runner.host.cpusched import lower_priority, request_slice
 from edge_runner.http.accesslog import AccessLog
 from edge_runner.http.admin import Lifecycle, build_admin_app
 from edge_runner.http.dataplane import DataPlane
+from edge_runner.http.fastpath import fast_path_protocol
 from edge_runner.http.guard import HttpLimits, guarded_protocol
 from edge_runner.invoke.admission import FairGate
 from edge_runner.invoke.budget import MemoryBudget
@@ -86,6 +87,10 @@ class _Server(uvicorn.Server):
 
 
 def _uvicorn_config(app: Any, host: str, port: int, options: RunnerSettings) -> uvicorn.Config:
+    limits = HttpLimits(
+        max_head_bytes=options.max_head_bytes, max_headers=options.max_headers,
+        head_timeout=options.head_timeout, body_timeout=options.body_timeout,
+    )
     return uvicorn.Config(
         app,
         host=host,
@@ -96,10 +101,9 @@ def _uvicorn_config(app: Any, host: str, port: int, options: RunnerSettings) -> 
         server_header=False,
         proxy_headers=False,
         date_header=False,
-        http=guarded_protocol(HttpLimits(
-            max_head_bytes=options.max_head_bytes, max_headers=options.max_headers,
-            head_timeout=options.head_timeout, body_timeout=options.body_timeout,
-        )),
+        # The data plane answers most requests without an ASGI call (http/fastpath.py).
+        http=fast_path_protocol(limits, app.answer_now) if isinstance(app, DataPlane)
+        else guarded_protocol(limits),
         ws="none",
         loop="none",
         limit_concurrency=options.max_connections,

@@ -23,6 +23,7 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 from edge_api.routing import CompiledRule, MethodNotAllowed, RouteTable
@@ -34,6 +35,7 @@ from edge_runner.http.auth import AUTH_PREFIX, OPEN, Allowed, AuthTable
 from edge_runner.http.paths import PathRejected, normalize
 from edge_runner.http.problems import Problem, from_invocation_error, problem
 from edge_runner.invoke.catalog import Catalog
+from edge_runner.invoke.pool import FunctionRuntime, Preempted
 from edge_runner.metrics import RunnerMetrics
 
 Scope = MutableMapping[str, Any]
@@ -42,9 +44,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger("edge_runner.http.dataplane")
-#: One structured line per request at INFO (``--log-level warning`` turns it off).
-#: Scope key where the matched route rule travels to the access log.
-_SCOPE_RULE = "edge_runner.rule"
+#: Scope key where a request :meth:`DataPlane.answer_now` could not finish travels to
+#: the ASGI call: what :meth:`DataPlane.begin` found, and the seconds an inline attempt
+#: spent before it was preempted (None: no attempt).
+_SCOPE_PENDING = "edge_runner.pending"
 
 HOP_BY_HOP = frozenset(
     {
@@ -94,8 +97,31 @@ def _host_of(value: bytes) -> str:
     return host.rsplit(":", 1)[0] if ":" in host else host
 
 
+@dataclass(slots=True)
+class Begun:
+    """What the synchronous first half of a request found (:meth:`DataPlane.begin`)."""
+
+    method: str
+    path: str
+    request_id: str
+    started: float
+    #: The answer already decided (400, 404, 405, 401/403, 413, 503 ...), or None.
+    answer: Problem | None = None
+    function: str = ""
+    rule: CompiledRule | None = None
+    params: tuple[tuple[str, str], ...] = ()
+    runtime: FunctionRuntime | None = None
+    admitted: Allowed = OPEN
+    host: str = ""
+    connection_tokens: frozenset[bytes] = frozenset()
+    #: The request has a body to read (Content-Length over 0, or Transfer-Encoding):
+    #: HTTP/1.1's rule, used by :meth:`DataPlane.answer_now` only (the ASGI way always
+    #: reads the body, as other servers may deliver one without either header).
+    has_body: bool = False
+
+
 class DataPlane:
-    """ASGI callable for the data port."""
+    """ASGI callable for the data port, plus :meth:`answer_now` for the fast path."""
 
     def __init__(self, catalog: Catalog, metrics: RunnerMetrics,
                  access_log: AccessLog | None = None) -> None:
@@ -111,17 +137,84 @@ class DataPlane:
         self._auth = AuthTable((), {}, {})
         self._auth_counters: dict[tuple[str, str], Any] = {}
 
+    # -- the two ways in ------------------------------------------------------------
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             if scope["type"] == "lifespan":
                 await _lifespan(receive, send)
             return
-        started = time.perf_counter()
+        pending: tuple[Begun, float | None] | None = scope.pop(_SCOPE_PENDING, None)
+        if pending is None:
+            begun, preempted = self.begin(scope, time.perf_counter()), None
+        else:
+            begun, preempted = pending
+        response = begun.answer
+        if response is None:
+            try:
+                response = await self._complete(scope, receive, begun, preempted)
+            except asyncio.CancelledError:  # shutdown: the grace period ran out; try elsewhere
+                await _send(send, begun.method, begun.request_id, problem(
+                    503, "shutting-down", "Runner shutting down",
+                    "the runner stopped before the function finished", begun.request_id,
+                    headers=[(b"retry-after", b"1"), (b"connection", b"close")],
+                ))
+                raise
+            except Exception:  # a bug of ours: answer, log, keep serving
+                response = self._internal_error(begun)
+        await _send(send, begun.method, begun.request_id, response)
+        self._record(begun, response)
+
+    def answer_now(self, scope: Scope) -> Problem | None:
+        """Answer a request without a body at once, on the caller's stack, or None.
+
+        The fast path (:mod:`edge_runner.http.fastpath`): routing, auth and an inline
+        call (:meth:`~edge_runner.invoke.pool.FunctionRuntime.invoke_now`) need no
+        waiting, so most requests are answered without an ASGI task.  The response
+        comes complete (``x-request-id`` and ``content-length`` added, no body for
+        HEAD), counted and logged.  None: the request must go the ASGI way (a body to
+        read, a worker thread, a queue); what was done so far travels in the scope, so
+        nothing is routed, counted or run twice.
+        """
+        begun = self.begin(scope, time.perf_counter())
+        response = begun.answer
+        if response is None:
+            runtime = begun.runtime
+            assert runtime is not None  # begin answers when there is none
+            if begun.has_body:
+                scope[_SCOPE_PENDING] = (begun, None)
+                return None
+            try:
+                outcome = runtime.invoke_now(self._request(scope, begun, b""))
+            except InvocationError as error:
+                if self._retriable(error, begun):
+                    scope[_SCOPE_PENDING] = (begun, None)
+                    return None
+                response = self._failed(error, begun)
+            except Exception:  # a bug of ours: answer, log, keep serving
+                response = self._internal_error(begun)
+            else:
+                if outcome is None or isinstance(outcome, Preempted):
+                    scope[_SCOPE_PENDING] = (begun, None if outcome is None else outcome.spent)
+                    return None
+                response = _finish_response(outcome)
+        status, headers, body = response
+        headers.append((b"x-request-id", begun.request_id.encode()))
+        if status not in NO_BODY:
+            headers.append((b"content-length", str(len(body)).encode()))
+        self._record(begun, response)
+        return status, headers, b"" if begun.method == "HEAD" else body
+
+    # -- the first half: no waiting ---------------------------------------------------
+
+    def begin(self, scope: Scope, started: float) -> Begun:
+        """Read the head, normalize the path, route, authorize, find the function."""
         request_id = ""
         host = b""
         declared: int | None = None
         connection_tokens: set[bytes] = set()
         hosts = 0
+        chunked = False
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 if _REQUEST_ID.fullmatch(value):
@@ -131,50 +224,168 @@ class DataPlane:
                 hosts += 1
             elif name == b"content-length":
                 declared = int(value) if value.isdigit() else -1
+            elif name == b"transfer-encoding":
+                chunked = True
             elif name == b"connection":
                 connection_tokens.update(t.strip().lower() for t in value.split(b","))
         if not request_id:
             request_id = _new_request_id()
         method: str = scope["method"]
         path: str = scope["path"]
+        begun = Begun(method, path, request_id, started)
         try:
             path, raw_path = normalize(scope.get("raw_path") or path.encode())
             if hosts > 1:
                 raise PathRejected("more than one Host header")
         except PathRejected as exc:
-            await _send(send, method, request_id, problem(
-                400, "bad-request", "Bad request", str(exc), request_id))
-            self._metric_children("", 400)[0].inc()
+            begun.answer = problem(400, "bad-request", "Bad request", str(exc), request_id)
+            return begun
+        scope["path"] = begun.path = path
+        scope["raw_path"] = raw_path
+        begun.host = _host_of(host)
+        begun.has_body = chunked or bool(declared)
+        begun.connection_tokens = frozenset(connection_tokens)
+        self._route(scope, begun)
+        if begun.answer is None and declared is not None:
+            limit = begun.runtime.spec.limits.max_request_bytes  # type: ignore[union-attr]
+            if declared < 0 or declared > limit:
+                begun.answer = self._too_large(declared, limit, request_id, begun.function)
+        return begun
+
+    def _route(self, scope: Scope, begun: Begun) -> None:
+        """Route, count and authorize ``begun``; sets its answer unless it may run."""
+        method, path, request_id = begun.method, begun.path, begun.request_id
+        snapshot = self.catalog.snapshot
+        if snapshot.table is not self._table:
+            self._table = snapshot.table
+            self._rule_counters = {}
+            self._auth = AuthTable(snapshot.routes, snapshot.secrets, snapshot.jwks)
+        found = snapshot.table.lookup(begun.host, method, path)
+        if found is None:
+            self._lookup_miss.inc()
+            begun.answer = problem(404, "no-route", "No route",
+                                   f"no route matches {method} {path}", request_id)
             return
-        scope["path"], scope["raw_path"] = path, raw_path
+        if isinstance(found, MethodNotAllowed):
+            self._lookup_405.inc()
+            allow = ", ".join(found.allow).encode()
+            begun.answer = problem(405, "method-not-allowed", "Method not allowed",
+                                   f"{method} is not allowed here", request_id,
+                                   headers=[(b"allow", allow)])
+            return
+        self._lookup_match.inc()
+        rule = begun.rule = found.rule
+        function = begun.function = found.function
+        begun.params = found.params
+        rule_counter = self._rule_counters.get(rule)
+        if rule_counter is None:
+            rule_counter = self.metrics.route_requests.labels(rule.route, str(rule.index))
+            self._rule_counters[rule] = rule_counter
+        rule_counter.inc()
+        admitted = self._authorize(scope, rule, request_id)
+        if not isinstance(admitted, Allowed):
+            begun.answer = admitted
+            return
+        begun.admitted = admitted
+        runtime = snapshot.functions.get(function)
+        if runtime is None:
+            begun.answer = _unavailable(function, function in snapshot.failures, request_id)
+            return
+        begun.runtime = runtime
+
+    # -- the second half: may wait ----------------------------------------------------
+
+    async def _complete(self, scope: Scope, receive: Receive, begun: Begun,
+                        preempted: float | None) -> Problem:
+        """Read the body and invoke (on a worker thread if it must)."""
+        runtime = begun.runtime
+        assert runtime is not None
+        limit = runtime.spec.limits.max_request_bytes
         try:
-            function, (status, headers, body) = await self._handle(
-                scope, receive, method=method, path=path, host=_host_of(host), declared=declared,
-                connection_tokens=connection_tokens, request_id=request_id,
-            )
-        except asyncio.CancelledError:  # shutdown: the grace period ran out; try elsewhere
-            await _send(send, method, request_id, problem(
-                503, "shutting-down", "Runner shutting down",
-                "the runner stopped before the function finished", request_id,
-                headers=[(b"retry-after", b"1"), (b"connection", b"close")],
-            ))
-            raise
-        except Exception:  # a bug of ours: answer, log, keep serving
-            log.exception("internal error", extra={"request_id": request_id})
-            function, (status, headers, body) = "", problem(
-                500, "internal", "Internal error", "the runner failed; see its log", request_id
-            )
-        await _send(send, method, request_id, (status, headers, body))
+            body = await _read_body(receive, limit)
+        except _TooLarge:
+            return self._too_large(None, limit, begun.request_id, begun.function)
+        except _Disconnected:
+            return CLIENT_CLOSED, [], b""
+        request = self._request(scope, begun, body)
+        for attempt in (1, 2):
+            try:
+                return _finish_response(await runtime.invoke(request, preempted=preempted))
+            except InvocationError as error:
+                # Only a guest that never started, and only an idempotent method: a
+                # started guest is never re-run, whatever it did (see errors.py).
+                if attempt == 1 and self._retriable(error, begun):
+                    log.warning("retrying %s after %s before the guest started: %s",
+                                begun.function, error.reason, error.detail,
+                                extra={"function": begun.function,
+                                       "request_id": begun.request_id,
+                                       "reason": error.reason})
+                    preempted = None
+                    continue
+                return self._failed(error, begun)
+        raise AssertionError("unreachable: the loop returns")
+
+    @staticmethod
+    def _request(scope: Scope, begun: Begun, body: bytes) -> HttpRequest:
+        """The request the guest sees: hop-by-hop, auth and credential headers removed."""
+        admitted, tokens = begun.admitted, begun.connection_tokens
+        headers = [
+            (n, v) for n, v in scope["headers"]
+            if n not in HOP_BY_HOP and n not in tokens and n != b"x-request-id"
+            and not n.startswith(AUTH_PREFIX) and n not in admitted.strip
+        ]
+        headers.extend(admitted.identity)
+        headers.append((b"x-request-id", begun.request_id.encode()))
+        client = scope.get("client") or ("", 0)
+        server = scope.get("server") or ("", 0)
+        rule = begun.rule
+        assert rule is not None
+        # Guests see HEAD as GET; the body is dropped on the way out.
+        return HttpRequest(
+            method="GET" if begun.method == "HEAD" else begun.method,
+            path=begun.path, raw_path=scope.get("raw_path") or begun.path.encode(),
+            query=scope["query_string"] if admitted.query is None else admitted.query,
+            headers=headers, body=body,
+            host=begun.host or str(server[0]), scheme=scope.get("scheme", "http"),
+            client=str(client[0]), server_port=int(server[1] or 0),
+            route_path=rule.path, params=begun.params, request_id=begun.request_id,
+        )
+
+    @staticmethod
+    def _retriable(error: InvocationError, begun: Begun) -> bool:
+        return not error.guest_started and begun.method in IDEMPOTENT \
+            and error.reason in RETRIED
+
+    def _failed(self, error: InvocationError, begun: Begun) -> Problem:
+        self.metrics.invocation_errors.labels(begun.function, error.reason).inc()
+        log.warning("invocation failed: %s", error.detail,
+                    extra={"function": begun.function, "request_id": begun.request_id,
+                           "reason": error.reason})
+        return from_invocation_error(error, begun.request_id, begun.function)
+
+    @staticmethod
+    def _internal_error(begun: Begun) -> Problem:
+        log.exception("internal error", extra={"request_id": begun.request_id})
+        begun.function = ""
+        return problem(500, "internal", "Internal error", "the runner failed; see its log",
+                       begun.request_id)
+
+    # -- counting and logging ---------------------------------------------------------
+
+    def _record(self, begun: Begun, response: Problem) -> None:
+        """Count the answered request and queue its access line."""
+        status, _, body = response
+        function = begun.function
         counter, histogram = self._metric_children(function, status)
         counter.inc()
-        elapsed = time.perf_counter() - started
+        elapsed = time.perf_counter() - begun.started
         histogram.observe(elapsed)
         if self.access_log.enabled:
-            rule = scope.get(_SCOPE_RULE)
-            self.access_log.add(f"{method} {path} {status}", {
-                "request_id": request_id, "function": function,
-                "route": rule.ident if rule is not None else "", "method": method,
-                "path": path, "status": status, "duration_ms": round(elapsed * 1e3, 3),
+            rule = begun.rule
+            self.access_log.add(f"{begun.method} {begun.path} {status}", {
+                "request_id": begun.request_id, "function": function,
+                "route": rule.ident if rule is not None else "", "method": begun.method,
+                "path": begun.path, "status": status, "duration_ms": round(elapsed * 1e3, 3),
                 "outcome": "ok" if status < 400 else _problem_slug(body),
             })
 
@@ -188,101 +399,6 @@ class DataPlane:
             )
             self._children[key] = children
         return children
-
-    async def _handle(
-        self,
-        scope: Scope,
-        receive: Receive,
-        *,
-        method: str,
-        path: str,
-        host: str,
-        declared: int | None,
-        connection_tokens: set[bytes],
-        request_id: str,
-    ) -> tuple[str, Problem]:
-        """Route and invoke; returns the function name ("" if none) and the response."""
-        snapshot = self.catalog.snapshot
-        if snapshot.table is not self._table:
-            self._table = snapshot.table
-            self._rule_counters = {}
-            self._auth = AuthTable(snapshot.routes, snapshot.secrets, snapshot.jwks)
-        found = snapshot.table.lookup(host, method, path)
-        if found is None:
-            self._lookup_miss.inc()
-            return "", problem(404, "no-route", "No route", f"no route matches {method} {path}",
-                           request_id)
-        if isinstance(found, MethodNotAllowed):
-            self._lookup_405.inc()
-            allow = ", ".join(found.allow).encode()
-            return "", problem(405, "method-not-allowed", "Method not allowed",
-                           f"{method} is not allowed here", request_id,
-                           headers=[(b"allow", allow)])
-        self._lookup_match.inc()
-        scope[_SCOPE_RULE] = found.rule
-        function = found.function
-        rule = found.rule
-        rule_counter = self._rule_counters.get(rule)
-        if rule_counter is None:
-            rule_counter = self.metrics.route_requests.labels(rule.route, str(rule.index))
-            self._rule_counters[rule] = rule_counter
-        rule_counter.inc()
-        admitted = self._authorize(scope, rule, request_id)
-        if not isinstance(admitted, Allowed):
-            return function, admitted
-        runtime = snapshot.functions.get(function)
-        # Guests see HEAD as GET; the body is dropped on the way out.
-        if runtime is None:
-            return function, _unavailable(function, function in snapshot.failures, request_id)
-        limit = runtime.spec.limits.max_request_bytes
-        if declared is not None and (declared < 0 or declared > limit):
-            return function, self._too_large(declared, limit, request_id, function)
-        try:
-            body = await _read_body(receive, limit)
-        except _TooLarge:
-            return function, self._too_large(None, limit, request_id, function)
-        except _Disconnected:
-            return function, (CLIENT_CLOSED, [], b"")
-        headers = [
-            (n, v) for n, v in scope["headers"]
-            if n not in HOP_BY_HOP and n not in connection_tokens and n != b"x-request-id"
-            and not n.startswith(AUTH_PREFIX) and n not in admitted.strip
-        ]
-        headers.extend(admitted.identity)
-        headers.append((b"x-request-id", request_id.encode()))
-        client = scope.get("client") or ("", 0)
-        server = scope.get("server") or ("", 0)
-        request = HttpRequest(
-            method="GET" if method == "HEAD" else method,
-            path=path, raw_path=scope.get("raw_path") or path.encode(),
-            query=scope["query_string"] if admitted.query is None else admitted.query,
-            headers=headers, body=body,
-            host=host or str(server[0]), scheme=scope.get("scheme", "http"),
-            client=str(client[0]), server_port=int(server[1] or 0),
-            route_path=rule.path, params=found.params, request_id=request_id,
-        )
-        try:
-            for attempt in (1, 2):
-                try:
-                    return function, _finish_response(await runtime.invoke(request))
-                except InvocationError as error:
-                    # Only a guest that never started, and only an idempotent method: a
-                    # started guest is never re-run, whatever it did (see errors.py).
-                    if attempt == 1 and not error.guest_started and method in IDEMPOTENT \
-                            and error.reason in RETRIED:
-                        log.warning("retrying %s after %s before the guest started: %s",
-                                    function, error.reason, error.detail,
-                                    extra={"function": function, "request_id": request_id,
-                                           "reason": error.reason})
-                        continue
-                    raise
-        except InvocationError as error:
-            self.metrics.invocation_errors.labels(function, error.reason).inc()
-            log.warning("invocation failed: %s", error.detail,
-                        extra={"function": function, "request_id": request_id,
-                               "reason": error.reason})
-            return function, from_invocation_error(error, request_id, function)
-        raise AssertionError("unreachable: the loop returns or raises")
 
     def _authorize(self, scope: Scope, rule: CompiledRule, request_id: str) -> Allowed | Problem:
         """The rule's auth decision (http/auth.py), counted; a Problem answers a refusal."""
@@ -309,6 +425,7 @@ class DataPlane:
         got = f"{size} bytes" if size and size > 0 else "the body"
         return problem(413, "body-too-large", "Request body too large",
                        f"{got} is over maxRequestBytes ({limit})", request_id, function=function)
+
 
 def _unavailable(function: str, known: bool, request_id: str) -> Problem:
     """A matched rule whose function is not served.

@@ -115,7 +115,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
-        super().on_headers_complete()
+        self._head_done()
 
     def on_message_complete(self) -> None:
         self._in_head = True
@@ -123,6 +123,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._body_timer is not None:
             self._body_timer.cancel()
             self._body_timer = None
+        self._message_done()
+
+    def _head_done(self) -> None:
+        """A request head passed the limits: hand it on (uvicorn starts the ASGI call)."""
+        super().on_headers_complete()
+
+    def _message_done(self) -> None:
+        """The request (head and body) is complete: tell the ASGI call."""
         super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:

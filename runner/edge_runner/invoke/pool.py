@@ -163,6 +163,18 @@ class PoolStats:
     last_used: float = field(default_factory=time.monotonic)
 
 
+@dataclass(frozen=True, slots=True)
+class Preempted:
+    """An inline attempt that did not finish: re-run it on a worker thread."""
+
+    #: Wall seconds the attempt used (taken off the thread run's deadline).
+    spent: float
+
+
+#: Not run inline at all (the ABI or the function's conduct says threads).
+NOT_INLINE = Preempted(0.0)
+
+
 class FunctionRuntime:
     """One version (digest + spec) of one function, with its instances."""
 
@@ -216,44 +228,82 @@ class FunctionRuntime:
 
     # -- what the data plane calls -------------------------------------------------
 
-    async def invoke(self, request: HttpRequest) -> Response:
+    async def invoke(self, request: HttpRequest, *, preempted: float | None = None
+                     ) -> Response:
+        """Run ``request``: inline if it may and fits, else on a worker thread.
+
+        ``preempted``: seconds an inline attempt (:meth:`invoke_now`) already spent
+        before its budget stopped it; the call goes straight to a thread.
+        """
         gate = self._gate
         waited = 0.0 if gate.try_enter() else await self._wait(gate, self._queue.max_wait)
         try:
             payload = self.abi.encode(request)
-            request_id = request.request_id
-            spent = 0.0
-            inline = self._inline
-            started = time.monotonic()
-            if inline.budget and self.abi.inline and started >= self._inline_after \
-                    and not self._conduct.quarantined:
-                computed = time.thread_time()
-                try:
-                    response = self._run(payload, request_id, self._speculation, 0.0)
-                except (GuestFailure, GuestTimeout):
-                    self._demote(inline.failure_backoff, "its call failed")
-                    self._behaved(failed=True, cpu=0.0)
-                    raise
-                except BudgetExceeded as exceeded:
-                    spent = time.monotonic() - started
-                    if not exceeded.by_time:
-                        self._demote(inline.backoff, "it needs more fuel than inline calls get")
-                    elif time.thread_time() - computed >= inline.max_stall / 2:
-                        # The loop thread really computed for it (the guest, or host
-                        # calls such as the WASI clock): it may not do that again.
-                        self._demote(inline.slow_backoff, "an inline call ran its time cap")
-                    elif spent >= inline.max_stall:
-                        # The time went elsewhere: the thread waited (guest output) or
-                        # was descheduled, which is no fault of the guest.  A strike.
-                        self._slow()
-                    # Either way (or a clock that jumped ahead): re-run it on a thread.
-                else:
-                    if self._conduct.strikes:
-                        self._behaved(failed=False, cpu=0.0)
-                    return response
-            return await self._on_thread(waited, self._run, payload, request_id, None, spent)
+            if preempted is None:
+                outcome = self._attempt_inline(payload, request.request_id)
+                if not isinstance(outcome, Preempted):
+                    return outcome
+                preempted = outcome.spent
+            return await self._on_thread(
+                waited, self._run, payload, request.request_id, None, preempted
+            )
         finally:
             gate.leave()
+
+    def invoke_now(self, request: HttpRequest) -> Response | Preempted | None:
+        """Run ``request`` inline right now, without waiting for anything.
+
+        The synchronous path of the data plane (:mod:`edge_runner.http.fastpath`):
+        returns the response, or :class:`Preempted` (the inline budget stopped the
+        guest: finish with ``invoke(request, preempted=...)``), or None when the call
+        cannot run inline now (the ABI or the function's conduct says threads, or all
+        its instances are busy): then :meth:`invoke` does everything.  Raises
+        :class:`~edge_runner.errors.InvocationError` like :meth:`invoke`.
+        """
+        if not self._inline_now():
+            return None
+        gate = self._gate
+        if not gate.try_enter():
+            return None
+        try:
+            return self._attempt_inline(self.abi.encode(request), request.request_id)
+        finally:
+            gate.leave()
+
+    def _inline_now(self) -> bool:
+        return bool(self._inline.budget) and self.abi.inline \
+            and time.monotonic() >= self._inline_after and not self._conduct.quarantined
+
+    def _attempt_inline(self, payload: object, request_id: str) -> Response | Preempted:
+        """A speculative inline run (see :class:`InlinePolicy`), judged."""
+        if not self._inline_now():
+            return NOT_INLINE
+        inline = self._inline
+        started = time.monotonic()
+        computed = time.thread_time()
+        try:
+            response = self._run(payload, request_id, self._speculation, 0.0)
+        except (GuestFailure, GuestTimeout):
+            self._demote(inline.failure_backoff, "its call failed")
+            self._behaved(failed=True, cpu=0.0)
+            raise
+        except BudgetExceeded as exceeded:
+            spent = time.monotonic() - started
+            if not exceeded.by_time:
+                self._demote(inline.backoff, "it needs more fuel than inline calls get")
+            elif time.thread_time() - computed >= inline.max_stall / 2:
+                # The loop thread really computed for it (the guest, or host
+                # calls such as the WASI clock): it may not do that again.
+                self._demote(inline.slow_backoff, "an inline call ran its time cap")
+            elif spent >= inline.max_stall:
+                # The time went elsewhere: the thread waited (guest output) or
+                # was descheduled, which is no fault of the guest.  A strike.
+                self._slow()
+            # Either way (or a clock that jumped ahead): re-run it on a thread.
+            return Preempted(spent)
+        if self._conduct.strikes:
+            self._behaved(failed=False, cpu=0.0)
+        return response
 
     def _demote(self, base: float, why: str) -> None:
         now = time.monotonic()

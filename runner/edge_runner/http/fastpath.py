@@ -1,0 +1,125 @@
+"""The data port's HTTP protocol: answers most requests without an ASGI call.
+
+uvicorn runs every request as an ASGI call: an asyncio task, a receive and a
+send coroutine, message dictionaries, an event per body chunk.  For the data
+plane that machinery costs more than the guest (bench/throughput.py).  Most
+requests need none of it: a request without a body, routed to a function that
+runs inline (:meth:`~edge_runner.invoke.pool.FunctionRuntime.invoke_now`), or
+answered by the runner itself (404, 405, 401/403, 503), is decided on the
+stack that parsed it.  :class:`FastPathProtocol` (the guard's protocol,
+:mod:`edge_runner.http.guard`, with every hostile-client limit) asks
+:meth:`DataPlane.answer_now <edge_runner.http.dataplane.DataPlane.answer_now>`
+when a request head is complete, and writes the answer straight to the
+transport.  Everything else goes uvicorn's way, unchanged, continuing from what
+``answer_now`` already did: requests with a body, calls that need a worker
+thread or must queue, pipelined requests behind one in flight, a client that
+does not read its answers (the transport's write buffer is full), upgrades,
+and connections over ``limit_concurrency``.  Responses are identical either
+way (tests compare them byte for byte).
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Callable, MutableMapping
+from typing import Any, ClassVar
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE
+
+from edge_runner.http.guard import GuardedHttpToolsProtocol, HttpLimits
+from edge_runner.http.problems import Problem
+
+#: ``DataPlane.answer_now``: the complete response, or None to go the ASGI way.
+Answer = Callable[[MutableMapping[str, Any]], Problem | None]
+
+
+class FastPathProtocol(GuardedHttpToolsProtocol):
+    """The guarded protocol plus synchronous answers (see the module docstring)."""
+
+    answer: ClassVar[Answer]  # set by fast_path_protocol
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: The request being parsed was answered already: its completion is ours.
+        self._answered = False
+
+    def _head_done(self) -> None:
+        if self._may_answer():
+            response = self._answer_now()
+            if response is not None:
+                self._answered = True
+                self._write(response)
+                return
+            # The ASGI call continues from what answer_now did (scope carries it);
+            # uvicorn re-derives the path from the URL, so keep the normalized one.
+            path, raw_path = self.scope["path"], self.scope["raw_path"]
+            self._unset_keepalive_if_required()  # armed by an answer earlier in this chunk
+            super()._head_done()
+            self.scope["path"], self.scope["raw_path"] = path, raw_path
+            return
+        self._unset_keepalive_if_required()
+        super()._head_done()
+
+    def _message_done(self) -> None:
+        if self._answered:
+            self._answered = False
+            return
+        super()._message_done()
+
+    def _may_answer(self) -> bool:
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            return False  # pipelined behind a request in flight: keep the order
+        if self.pipeline or self.flow.write_paused or self.parser.should_upgrade():
+            return False
+        limit = self.limit_concurrency
+        return limit is None or (len(self.connections) < limit and len(self.tasks) < limit)
+
+    def _answer_now(self) -> Problem | None:
+        """Complete the scope as uvicorn does, then ask the data plane."""
+        parser = self.parser
+        scope = self.scope
+        scope["method"] = parser.get_method().decode("ascii")
+        version = parser.get_http_version()
+        if version != "1.1":
+            scope["http_version"] = version
+        parsed = httptools.parse_url(self.url)
+        raw_path = parsed.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        scope["path"] = self.root_path + path
+        scope["raw_path"] = self.root_path.encode("ascii") + raw_path
+        scope["query_string"] = parsed.query or b""
+        return self.answer(scope)
+
+    def _write(self, response: Problem) -> None:
+        """Write a complete response; the same bytes uvicorn would write for it.
+
+        Header names and values need no check here: guests' were checked by
+        :func:`edge_runner.abi.base.check_response`, the runner's own are constants.
+        """
+        status, headers, body = response
+        keep_alive = self.scope["http_version"] != "1.0" and self.parser.should_keep_alive()
+        head = [STATUS_LINE[status]]
+        closing = False
+        for name, value in headers:
+            if name == b"connection" and b"close" in value.lower():
+                keep_alive = False
+                closing = True
+            head += (name, b": ", value, b"\r\n")
+        if not keep_alive and not closing:
+            head.append(b"connection: close\r\n")
+        head += (b"\r\n", body)
+        transport = self.transport
+        transport.write(b"".join(head))
+        if not keep_alive:
+            transport.close()
+        self.on_response_complete()
+
+
+def fast_path_protocol(limits: HttpLimits, answer: Answer) -> type[FastPathProtocol]:
+    """A protocol class for ``uvicorn.Config(http=...)``: ``limits``, and ``answer``."""
+    return type("FastPathProtocol", (FastPathProtocol,),
+                {"limits": limits, "answer": staticmethod(answer)})
