@@ -2,18 +2,23 @@
 
 One :class:`RunnerMetrics` per runner process, on its own registry (tests make
 a fresh one each).  Labels are bounded: function names, status codes, reasons,
-route ``name/rule`` identifiers; never a path or a request id.  The data plane
-caches label children per (function, code) so the hot path does no formatting.
+route ``name/rule`` identifiers; never a path or a request id.  What every
+request counts (requests, durations, route lookups and rules) is kept by
+:class:`RequestCounts` in plain dictionaries and exported at scrape time, so
+the request path takes no lock and builds no label child.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from edge_runner.invoke.pool import PoolEvents
 
@@ -91,6 +96,87 @@ class QuarantineCollector(Collector):
         yield family
 
 
+#: The ``le`` labels of LATENCY_BUCKETS and +Inf, as prometheus_client writes them.
+_BOUNDS = (*(floatToGoString(b) for b in LATENCY_BUCKETS), "+Inf")  # type: ignore[no-untyped-call]
+#: Route lookup results, in the order of :attr:`RequestCounts.lookups`.
+LOOKUP_RESULTS = ("match", "not_found", "method_not_allowed")
+
+
+class RequestCounts(Collector):
+    """The data plane's per-request metrics, counted in plain dictionaries.
+
+    ``edge_requests_total``, ``edge_request_duration_seconds``,
+    ``edge_route_requests_total`` and ``edge_route_lookups_total``, exported at
+    scrape time with the same names, labels and buckets as ``prometheus_client``
+    metrics.  Only the event loop thread counts (one writer, no lock); a scrape
+    copies each dictionary and list first (a copy is atomic under the GIL).
+    """
+
+    def __init__(self) -> None:
+        #: (function, status) -> requests answered.
+        self.requests: dict[tuple[str, int], int] = {}
+        #: function -> one count per bucket of LATENCY_BUCKETS, one for +Inf, then the sum.
+        self.durations: dict[str, list[float]] = {}
+        #: (route, rule index) -> requests matched.
+        self.rules: dict[tuple[str, int], int] = {}
+        #: Lookups by result, in the order of LOOKUP_RESULTS.
+        self.lookups = [0, 0, 0]
+
+    def request(self, function: str, status: int, seconds: float) -> None:
+        """One answered request: its function (``""``: none), status and duration."""
+        key = (function, status)
+        requests = self.requests
+        requests[key] = requests.get(key, 0) + 1
+        counts = self.durations.get(function)
+        if counts is None:
+            counts = self.durations[function] = [0.0] * (len(LATENCY_BUCKETS) + 2)
+        counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        counts[-1] += seconds
+
+    def rule(self, route: str, index: int) -> None:
+        """A request matched rule ``index`` of EdgeRoute ``route``."""
+        key = (route, index)
+        rules = self.rules
+        rules[key] = rules.get(key, 0) + 1
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "edge_requests_total",
+            "HTTP requests answered by the data plane, by function and status code.",
+            labels=["function", "code"])
+        for (function, status), count in list(self.requests.items()):
+            requests.add_metric([function, str(status)], count)
+        yield requests
+        duration = HistogramMetricFamily(
+            "edge_request_duration_seconds",
+            "Time from request start to the last response byte, by function.",
+            labels=["function"])
+        for function, live in list(self.durations.items()):
+            counts = list(live)
+            buckets: list[tuple[str, float]] = []
+            total = 0.0
+            for bound, in_bucket in zip(_BOUNDS, counts, strict=False):
+                total += in_bucket
+                buckets.append((bound, total))
+            duration.add_metric([function], buckets, sum_value=counts[-1])
+        yield duration
+        rules = CounterMetricFamily(
+            "edge_route_requests_total",
+            "Requests matched per route rule (route name/rule index).",
+            labels=["route", "rule"])
+        for (route, index), count in list(self.rules.items()):
+            rules.add_metric([route, str(index)], count)
+        yield rules
+        lookups = CounterMetricFamily(
+            "edge_route_lookups_total",
+            "Route lookups by result (match, not_found, method_not_allowed).",
+            labels=["result"])
+        for result, count in zip(LOOKUP_RESULTS, list(self.lookups), strict=True):
+            if count:
+                lookups.add_metric([result], count)
+        yield lookups
+
+
 class RunnerMetrics:
     def pool_events(self, function: str) -> PoolEvents:
         return _PoolEvents(self, function)
@@ -106,25 +192,9 @@ class RunnerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.requests = Counter(
-            "edge_requests_total",
-            "HTTP requests answered by the data plane, by function and status code.",
-            ["function", "code"],
-            registry=r,
-        )
-        self.duration = Histogram(
-            "edge_request_duration_seconds",
-            "Time from request start to the last response byte, by function.",
-            ["function"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.route_requests = Counter(
-            "edge_route_requests_total",
-            "Requests matched per route rule (route name/rule index).",
-            ["route", "rule"],
-            registry=r,
-        )
+        #: Counted by the data plane on every request (see RequestCounts).
+        self.request_counts = RequestCounts()
+        r.register(self.request_counts)
         self.invocation_errors = Counter(
             "edge_invocation_errors_total",
             "Failed invocations by function and reason (timeout, trap, memory, fuel, ...).",
@@ -176,12 +246,6 @@ class RunnerMetrics:
             " (idleTimeout), budget (memory budget needed room), preempted (an inline"
             " call re-run on a thread).",
             ["function", "cause"],
-            registry=r,
-        )
-        self.route_lookups = Counter(
-            "edge_route_lookups_total",
-            "Route lookups by result (match, not_found, method_not_allowed).",
-            ["result"],
             registry=r,
         )
         self.functions_loaded = Gauge(

@@ -128,11 +128,8 @@ class DataPlane:
         self.catalog = catalog
         self.metrics = metrics
         self.access_log = access_log or AccessLog()
-        self._lookup_match = metrics.route_lookups.labels("match")
-        self._lookup_miss = metrics.route_lookups.labels("not_found")
-        self._lookup_405 = metrics.route_lookups.labels("method_not_allowed")
-        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
-        self._rule_counters: dict[CompiledRule, Any] = {}
+        self._counts = metrics.request_counts
+        self._lookups = self._counts.lookups
         self._table: RouteTable | None = None
         self._auth = AuthTable((), {}, {})
         self._auth_counters: dict[tuple[str, str], Any] = {}
@@ -258,30 +255,25 @@ class DataPlane:
         snapshot = self.catalog.snapshot
         if snapshot.table is not self._table:
             self._table = snapshot.table
-            self._rule_counters = {}
             self._auth = AuthTable(snapshot.routes, snapshot.secrets, snapshot.jwks)
         found = snapshot.table.lookup(begun.host, method, path)
         if found is None:
-            self._lookup_miss.inc()
+            self._lookups[1] += 1
             begun.answer = problem(404, "no-route", "No route",
                                    f"no route matches {method} {path}", request_id)
             return
         if isinstance(found, MethodNotAllowed):
-            self._lookup_405.inc()
+            self._lookups[2] += 1
             allow = ", ".join(found.allow).encode()
             begun.answer = problem(405, "method-not-allowed", "Method not allowed",
                                    f"{method} is not allowed here", request_id,
                                    headers=[(b"allow", allow)])
             return
-        self._lookup_match.inc()
+        self._lookups[0] += 1
         rule = begun.rule = found.rule
         function = begun.function = found.function
         begun.params = found.params
-        rule_counter = self._rule_counters.get(rule)
-        if rule_counter is None:
-            rule_counter = self.metrics.route_requests.labels(rule.route, str(rule.index))
-            self._rule_counters[rule] = rule_counter
-        rule_counter.inc()
+        self._counts.rule(rule.route, rule.index)
         admitted = self._authorize(scope, rule, request_id)
         if not isinstance(admitted, Allowed):
             begun.answer = admitted
@@ -375,30 +367,15 @@ class DataPlane:
     def _record(self, begun: Begun, response: Problem) -> None:
         """Count the answered request and queue its access line."""
         status, _, body = response
-        function = begun.function
-        counter, histogram = self._metric_children(function, status)
-        counter.inc()
         elapsed = time.perf_counter() - begun.started
-        histogram.observe(elapsed)
+        self._counts.request(begun.function, status, elapsed)
         if self.access_log.enabled:
             rule = begun.rule
-            self.access_log.add(f"{begun.method} {begun.path} {status}", {
-                "request_id": begun.request_id, "function": function,
-                "route": rule.ident if rule is not None else "", "method": begun.method,
-                "path": begun.path, "status": status, "duration_ms": round(elapsed * 1e3, 3),
-                "outcome": "ok" if status < 400 else _problem_slug(body),
-            })
-
-    def _metric_children(self, function: str, status: int) -> tuple[Any, Any]:
-        key = (function, status)
-        children = self._children.get(key)
-        if children is None:
-            children = (
-                self.metrics.requests.labels(function, str(status)),
-                self.metrics.duration.labels(function),
+            self.access_log.request(
+                begun.method, begun.path, status, begun.request_id, begun.function,
+                rule.ident if rule is not None else "", elapsed,
+                "ok" if status < 400 else _problem_slug(body),
             )
-            self._children[key] = children
-        return children
 
     def _authorize(self, scope: Scope, rule: CompiledRule, request_id: str) -> Allowed | Problem:
         """The rule's auth decision (http/auth.py), counted; a Problem answers a refusal."""

@@ -25,9 +25,8 @@ from collections.abc import Callable, MutableMapping
 from typing import Any, ClassVar
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
-from edge_runner.http.guard import GuardedHttpToolsProtocol, HttpLimits
+from edge_runner.http.guard import STATUS_LINES, GuardedHttpToolsProtocol, HttpLimits
 from edge_runner.http.problems import Problem
 
 #: ``DataPlane.answer_now``: the complete response, or None to go the ASGI way.
@@ -79,7 +78,7 @@ class FastPathProtocol(GuardedHttpToolsProtocol):
     def _answer_now(self) -> Problem | None:
         """Complete the scope as uvicorn does, then ask the data plane."""
         parser = self.parser
-        scope = self.scope
+        scope: MutableMapping[str, Any] = self.scope  # type: ignore[assignment]
         scope["method"] = parser.get_method().decode("ascii")
         version = parser.get_http_version()
         if version != "1.1":
@@ -92,7 +91,7 @@ class FastPathProtocol(GuardedHttpToolsProtocol):
         scope["path"] = self.root_path + path
         scope["raw_path"] = self.root_path.encode("ascii") + raw_path
         scope["query_string"] = parsed.query or b""
-        return self.answer(scope)
+        return type(self).answer(scope)
 
     def _write(self, response: Problem) -> None:
         """Write a complete response; the same bytes uvicorn would write for it.
@@ -102,7 +101,7 @@ class FastPathProtocol(GuardedHttpToolsProtocol):
         """
         status, headers, body = response
         keep_alive = self.scope["http_version"] != "1.0" and self.parser.should_keep_alive()
-        head = [STATUS_LINE[status]]
+        head = [STATUS_LINES[status]]
         closing = False
         for name, value in headers:
             if name == b"connection" and b"close" in value.lower():

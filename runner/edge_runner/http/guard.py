@@ -51,6 +51,8 @@ class HttpLimits:
     body_timeout: float
 
 
+#: uvicorn's status lines (``HTTP/1.1 200 OK\r\n``), also for the fast path's writer.
+STATUS_LINES: dict[int, bytes] = STATUS_LINE
 _SLUGS = {400: "bad-request", 408: "request-timeout", 431: "headers-too-large"}
 
 

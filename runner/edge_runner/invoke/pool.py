@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from edge_api.models import EdgeFunctionSpec
 from edge_runner.abi import AbiExecutor, HttpRequest, Instance, Response, executor_for
@@ -163,16 +164,12 @@ class PoolStats:
     last_used: float = field(default_factory=time.monotonic)
 
 
-@dataclass(frozen=True, slots=True)
-class Preempted:
-    """An inline attempt that did not finish: re-run it on a worker thread."""
-
-    #: Wall seconds the attempt used (taken off the thread run's deadline).
+class Preempted(NamedTuple):
+    """An inline attempt that did not finish (``spent`` wall seconds): re-run on a thread."""
     spent: float
 
 
-#: Not run inline at all (the ABI or the function's conduct says threads).
-NOT_INLINE = Preempted(0.0)
+NOT_INLINE = Preempted(0.0)  # not attempted inline at all
 
 
 class FunctionRuntime:
@@ -228,13 +225,9 @@ class FunctionRuntime:
 
     # -- what the data plane calls -------------------------------------------------
 
-    async def invoke(self, request: HttpRequest, *, preempted: float | None = None
-                     ) -> Response:
-        """Run ``request``: inline if it may and fits, else on a worker thread.
-
-        ``preempted``: seconds an inline attempt (:meth:`invoke_now`) already spent
-        before its budget stopped it; the call goes straight to a thread.
-        """
+    async def invoke(self, request: HttpRequest, *, preempted: float | None = None) -> Response:
+        """Run ``request`` inline if it may and fits, else on a worker thread
+        (straight there with ``preempted``: seconds an :meth:`invoke_now` spent)."""
         gate = self._gate
         waited = 0.0 if gate.try_enter() else await self._wait(gate, self._queue.max_wait)
         try:
@@ -244,33 +237,23 @@ class FunctionRuntime:
                 if not isinstance(outcome, Preempted):
                     return outcome
                 preempted = outcome.spent
-            return await self._on_thread(
-                waited, self._run, payload, request.request_id, None, preempted
-            )
+            return await self._on_thread(waited, self._run, payload, request.request_id,
+                                         None, preempted)
         finally:
             gate.leave()
 
     def invoke_now(self, request: HttpRequest) -> Response | Preempted | None:
-        """Run ``request`` inline right now, without waiting for anything.
-
-        The synchronous path of the data plane (:mod:`edge_runner.http.fastpath`):
-        returns the response, or :class:`Preempted` (the inline budget stopped the
-        guest: finish with ``invoke(request, preempted=...)``), or None when the call
-        cannot run inline now (the ABI or the function's conduct says threads, or all
-        its instances are busy): then :meth:`invoke` does everything.  Raises
-        :class:`~edge_runner.errors.InvocationError` like :meth:`invoke`.
-        """
-        if not self._inline_now():
-            return None
-        gate = self._gate
-        if not gate.try_enter():
+        """Run ``request`` inline now, without waiting (:mod:`edge_runner.http.fastpath`):
+        the response; :class:`Preempted` (finish with ``invoke(request, preempted=...)``);
+        None: not inline now, or every instance busy (:meth:`invoke` does it all)."""
+        if not self._inline_now() or not self._gate.try_enter():
             return None
         try:
             return self._attempt_inline(self.abi.encode(request), request.request_id)
         finally:
-            gate.leave()
+            self._gate.leave()
 
-    def _inline_now(self) -> bool:
+    def _inline_now(self) -> bool:  # may a call run on the event loop now?
         return bool(self._inline.budget) and self.abi.inline \
             and time.monotonic() >= self._inline_after and not self._conduct.quarantined
 
@@ -279,8 +262,7 @@ class FunctionRuntime:
         if not self._inline_now():
             return NOT_INLINE
         inline = self._inline
-        started = time.monotonic()
-        computed = time.thread_time()
+        started, computed = time.monotonic(), time.thread_time()
         try:
             response = self._run(payload, request_id, self._speculation, 0.0)
         except (GuestFailure, GuestTimeout):
@@ -460,16 +442,14 @@ class FunctionRuntime:
         self, instance: Instance, payload: object, request_id: str, speculation: Speculation
     ) -> Response:
         """A speculative call, timed (not the creation of a cold instance): see :meth:`_slow`.
-
-        A call the speculative budget preempted is judged by :meth:`invoke`.
-        """
+        A call the speculative budget preempted is judged by :meth:`_attempt_inline`."""
         started = time.monotonic()
         try:
             response = instance.invoke(payload, request_id, speculation=speculation)
         except BudgetExceeded:
-            raise  # preempted: judged by invoke
+            raise  # preempted: judged by _attempt_inline
         except BaseException:
-            # A failure is judged by invoke (failure_backoff); it never counts as the
+            # A failure is judged by _attempt_inline (failure_backoff); it never counts as the
             # fast call that forgives earlier demotions, but it may be a slow one.
             if time.monotonic() - started > self._inline.slow_call:
                 self._slow()
