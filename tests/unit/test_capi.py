@@ -55,8 +55,8 @@ def test_raw_calls_return_what_public_calls_return() -> None:
     guest = Guest()
     inc, pack = guest.func("inc"), guest.func("pack")
     for value in (0, 41, -1, 2**31 - 1):
-        assert RawCall(guest.store, inc, 1).i32_to_i32(value) == inc(guest.store, value)
-    raw = RawCall(guest.store, pack, 2)
+        assert RawCall.of(guest.store, inc, 1).i32_to_i32(value) == inc(guest.store, value)
+    raw = RawCall.of(guest.store, pack, 2)
     got = raw.i32_i32_to_i64(0x1234, 0x5678) & 0xFFFFFFFFFFFFFFFF
     assert got == pack(guest.store, 0x1234, 0x5678) & 0xFFFFFFFFFFFFFFFF == 0x1234_0000_5678
 
@@ -85,7 +85,7 @@ def test_a_trap_in_a_raw_call_is_the_public_trap() -> None:
     trap = guest.func("trap")
     with pytest.raises(wasmtime.Trap) as public:
         trap(guest.store)
-    raw = RawCall(guest.store, trap, 1)
+    raw = RawCall.of(guest.store, trap, 1)
     for _ in range(2):  # the trap out-parameter is renewed after each trap
         with pytest.raises(wasmtime.Trap) as private:
             raw.void()
@@ -97,7 +97,7 @@ def test_store_handle_sets_the_fuel_and_deadline_the_store_reports() -> None:
     guest = Guest(epochs=True)
     memory = guest.exports["memory"]
     assert isinstance(memory, wasmtime.Memory)
-    handle = StoreHandle(guest.store, memory)
+    handle = StoreHandle.of(guest.store, memory)
     handle.prepare(1, 12_345)
     assert guest.store.get_fuel() == 12_345
     left = ctypes.c_uint64()
@@ -116,7 +116,7 @@ def test_memory_address_and_size_are_the_public_ones_also_after_growth() -> None
     guest = Guest()
     memory = guest.exports["memory"]
     assert isinstance(memory, wasmtime.Memory)
-    handle = StoreHandle(guest.store, memory)
+    handle = StoreHandle.of(guest.store, memory)
     for _ in range(2):
         address, size = handle.memory()
         assert size == memory.data_len(guest.store) == memory.size(guest.store) * 65536
@@ -128,7 +128,7 @@ def test_global_reader_reads_what_the_public_global_holds() -> None:
     guest = Guest()
     glob = guest.exports["g"]
     assert isinstance(glob, wasmtime.Global)
-    reader = GlobalReader(guest.store, glob)
+    reader = GlobalReader.of(guest.store, glob)
     assert reader.i32() == glob.value(guest.store) == 7
     guest.func("inc")(guest.store, 99)
     assert reader.i32() == glob.value(guest.store) == 99

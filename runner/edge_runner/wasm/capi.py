@@ -109,13 +109,127 @@ def set_stdin_bytes(wasi: wasmtime.WasiConfig, data: bytes) -> None:
 def instance_export(store: wasmtime.Store, instance: wasmtime.Instance, name: bytes
                     ) -> typing.Any:
     """The export ``name`` of ``instance``, or None: what ``instance.exports(store)[name]``
-    is, without wrapping every export of the instance first (a fresh instance per request
-    looks up four or five of them)."""
+    is, without wrapping every export of the instance first."""
+    item = raw_export(context(store), instance._instance, name)  # noqa: SLF001
+    return None if item is None else _extern.wrap_extern(item)
+
+
+# ---- A fresh ``edge`` instance without wasmtime-py's wrappers ----------------------------
+#
+# A request with ``pool.reuse: false`` creates a store, configures WASI, instantiates
+# and looks up its exports, then deletes the store: through wasmtime-py's objects
+# that was ~80 us of Python per request (WasiConfig re-encodes argv and env each
+# time, Store interns its data in a process-wide slab, every export is wrapped in a
+# Python class) around ~25 us of C.  :class:`RawStore`, :class:`WasiRecipe`,
+# :func:`instantiate` and :func:`raw_export` make the same C calls with the Python
+# part built once (per function: the recipe) or not at all; each is compared with
+# the public API in tests/unit/test_capi.py.
+
+#: ``wasmtime_instance_t``: an instance handle (valid while its store lives).
+RawInstance = ffi.wasmtime_instance_t
+EXTERN_FUNC: int = ffi.WASMTIME_EXTERN_FUNC.value
+EXTERN_GLOBAL: int = ffi.WASMTIME_EXTERN_GLOBAL.value
+_store_new = _bindings._wasmtime_store_new  # noqa: SLF001
+_store_context = _bindings._wasmtime_store_context  # noqa: SLF001
+_store_delete = _bindings._wasmtime_store_delete  # noqa: SLF001
+_store_limiter = _bindings._wasmtime_store_limiter  # noqa: SLF001
+_set_wasi = _bindings._wasmtime_context_set_wasi  # noqa: SLF001
+_wasi_config_new = _bindings._wasi_config_new  # noqa: SLF001
+_wasi_config_delete = _bindings._wasi_config_delete  # noqa: SLF001
+_wasi_set_argv = _bindings._wasi_config_set_argv  # noqa: SLF001
+_wasi_set_env = _bindings._wasi_config_set_env  # noqa: SLF001
+_pre_instantiate = _bindings._wasmtime_instance_pre_instantiate  # noqa: SLF001
+_CharArray = ctypes.POINTER(ctypes.POINTER(ctypes.c_char))
+
+
+def _char_array(strings: list[bytes]) -> typing.Any:
+    """A ``char **`` of NUL-terminated copies of ``strings`` (kept alive by the result)."""
+    return ctypes.cast((ctypes.c_char_p * len(strings))(*strings), _CharArray)
+
+
+class WasiRecipe:
+    """A WASI configuration built once and applied to many stores.
+
+    ``wasmtime_context_set_wasi`` consumes its ``wasi_config_t``, so each store needs a
+    new one; the C setters copy the strings, so the ``char **`` arrays (what
+    :class:`wasmtime.WasiConfig` encodes again on every ``argv``/``env`` assignment)
+    are built here once.  Applies argv and env only: the rest is WASI's default
+    (no preopens, no inherited stdio, empty stdin), as for a fresh ``WasiConfig``.
+    """
+
+    __slots__ = ("_argc", "_argv", "_envc", "_names", "_values")
+
+    def __init__(self, argv: list[str], env: list[tuple[str, str]]) -> None:
+        self._argc = len(argv)
+        self._argv = _char_array([a.encode() for a in argv])
+        self._envc = len(env)
+        self._names = _char_array([name.encode() for name, _ in env])
+        self._values = _char_array([value.encode() for _, value in env])
+
+    def apply(self, store_context: typing.Any) -> None:
+        """Give the store (its ``wasmtime_context_t *``) a new WASI context."""
+        config = _wasi_config_new()
+        if not (_wasi_set_argv(config, self._argc, self._argv)
+                and _wasi_set_env(config, self._envc, self._names, self._values)):
+            _wasi_config_delete(config)
+            raise wasmtime.WasmtimeError("invalid WASI argv or env")
+        error = _set_wasi(store_context, config)  # consumes config
+        if error:
+            raise_error(error)
+
+
+class RawStore:
+    """A ``wasmtime_store_t`` owned by this object: deleted by :meth:`close` or with it.
+
+    Its store data is ``data_key``, a plain integer (not an entry of wasmtime-py's
+    process-wide slab) that :mod:`edge_runner.wasm.wasi_output` maps to the store's
+    output; ``keep`` is held for the store's life (that output).
+    """
+
+    __slots__ = ("_ptr", "context", "keep")
+
+    def __init__(self, engine: wasmtime.Engine, data_key: int, keep: object) -> None:
+        self._ptr: typing.Any = _store_new(engine.ptr(), data_key, _NO_FINALIZER)
+        self.context: typing.Any = _store_context(self._ptr)
+        self.keep = keep
+
+    def set_limits(self, *, memory_size: int, table_elements: int, instances: int,
+                   tables: int, memories: int) -> None:
+        """What :meth:`wasmtime.Store.set_limits` sets."""
+        _store_limiter(self._ptr, memory_size, table_elements, instances, tables, memories)
+
+    def close(self) -> None:
+        """Delete the store (its memories and instances); idempotent."""
+        ptr, self._ptr = self._ptr, None
+        if ptr:
+            _store_delete(ptr)
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def instantiate(pre: wasmtime.InstancePre, store_context: typing.Any) -> typing.Any:
+    """``pre.instantiate(store)`` into a :data:`RawInstance`; raises what it raises
+    (:class:`wasmtime.Trap` if a start function trapped, else WasmtimeError)."""
+    instance = RawInstance()
+    trap = TrapPointer()
+    error = _pre_instantiate(pre.ptr(), store_context, ctypes.byref(instance),
+                             ctypes.byref(trap))
+    if error:
+        raise_error(error)
+    if trap:
+        raise trap_from(trap)
+    return instance
+
+
+def raw_export(store_context: typing.Any, instance: typing.Any, name: bytes) -> typing.Any:
+    """The export ``name`` of a :data:`RawInstance` as an :data:`Extern` (``kind`` and
+    ``of.func`` / ``of.memory`` / ``of.global_``), or None."""
     item = Extern()
-    if not instance_export_get(context(store), ctypes.byref(instance._instance),  # noqa: SLF001
-                               name, len(name), ctypes.byref(item)):
+    if not instance_export_get(store_context, ctypes.byref(instance), name, len(name),
+                               ctypes.byref(item)):
         return None
-    return _extern.wrap_extern(item)
+    return item
 
 
 # ---- Component model (the ``wasi-http`` ABI) ---------------------------------------------
