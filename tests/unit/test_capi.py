@@ -194,3 +194,126 @@ def test_an_unchecked_host_function_behaves_as_a_public_one() -> None:
         results.append(run(store, 40, 2))
     assert results == [42, 42]
 
+
+
+# ---- The raw path of a fresh edge instance -------------------------------------------------
+
+WASI_PROBE = """(module
+  (import "wasi_snapshot_preview1" "args_sizes_get" (func $as (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "args_get" (func $ag (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "environ_sizes_get" (func $es (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "environ_get" (func $eg (param i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (global $g (export "g") (mut i32) (i32.const 5))
+  (func (export "probe") (result i32)
+    (drop (call $as (i32.const 0) (i32.const 4)))
+    (drop (call $ag (i32.const 16) (i32.const 1024)))
+    (drop (call $es (i32.const 8) (i32.const 12)))
+    (drop (call $eg (i32.const 512) (i32.add (i32.const 1024) (i32.load (i32.const 4)))))
+    (i32.add (i32.load (i32.const 4)) (i32.load (i32.const 12))))
+  (func (export "grow") (param i32) (result i32) (memory.grow (local.get 0))))"""
+ARGV = ["fn"]
+ENV = [("GREETING", "hello"), ("EMPTY", ""), ("UTF8", "grüß")]
+#: memory_size, table_elements, instances, tables, memories
+LIMITS = {"memory_size": 2 * 65536, "table_elements": 10, "instances": 1, "tables": 1,
+          "memories": 1}
+
+
+def linker_of(eng: wasmtime.Engine) -> wasmtime.Linker:
+    linker = wasmtime.Linker(eng)
+    linker.define_wasi()
+    return linker
+
+
+def public_run(eng: wasmtime.Engine, module: wasmtime.Module) -> list[object]:
+    """What the probe guest reports through wasmtime-py's public objects: its argv and env
+    block, then two growths of one page under LIMITS."""
+    store = wasmtime.Store(eng)
+    store.set_fuel(10**9)
+    store.set_limits(**LIMITS)
+    wasi = wasmtime.WasiConfig()
+    wasi.argv = ARGV
+    wasi.env = ENV
+    store.set_wasi(wasi)
+    exports = linker_of(eng).instantiate_pre(module).instantiate(store).exports(store)
+    probe, grow, memory = exports["probe"], exports["grow"], exports["memory"]
+    assert isinstance(probe, wasmtime.Func) and isinstance(grow, wasmtime.Func)
+    assert isinstance(memory, wasmtime.Memory)
+    size = probe(store)
+    assert isinstance(size, int)
+    block = bytes(memory.read(store, 0, 16)) + bytes(memory.read(store, 1024, 1024 + size))
+    return [block, grow(store, 1), grow(store, 1)]
+
+
+def raw_run(eng: wasmtime.Engine, module: wasmtime.Module, recipe: capi.WasiRecipe
+            ) -> list[object]:
+    """The same through RawStore, WasiRecipe, instantiate and raw_export."""
+    store = capi.RawStore(eng, 0, None)
+    store.set_limits(**LIMITS)
+    recipe.apply(store.context)
+    context = store.context
+    StoreHandle(context).prepare(10**6, 10**9)
+    instance = capi.instantiate(linker_of(eng).instantiate_pre(module), context)
+    probe, grow, memory = (capi.raw_export(context, instance, name)
+                           for name in (b"probe", b"grow", b"memory"))
+    assert probe.kind == grow.kind == capi.EXTERN_FUNC and memory.kind == capi.EXTERN_MEMORY
+    size = RawCall(context, ctypes.byref(probe.of.func), 1).i32_to_i32(0)
+    address, _ = StoreHandle(context, ctypes.byref(memory.of.memory)).memory()
+    block = ctypes.string_at(address, 16) + ctypes.string_at(address + 1024, size)
+    grower = RawCall(context, ctypes.byref(grow.of.func), 1)
+    found = [block, grower.i32_to_i32(1), grower.i32_to_i32(1)]
+    store.close()
+    store.close()  # idempotent
+    return found
+
+
+def test_a_raw_store_with_a_wasi_recipe_is_a_store_with_its_wasi_config_and_limits() -> None:
+    eng = engine()
+    module = wasmtime.Module(eng, WASI_PROBE)
+    recipe = capi.WasiRecipe(ARGV, ENV)
+    public = public_run(eng, module)
+    block = public[0]
+    assert isinstance(block, bytes)
+    assert b"fn\0GREETING=hello\0EMPTY=\0UTF8=gr\xc3\xbc\xc3\x9f\0" in block
+    assert public[1:] == [1, -1]  # the second page is over LIMITS
+    for _ in range(3):  # one recipe, many stores
+        assert raw_run(eng, module, recipe) == public
+
+
+def test_raw_instantiation_fails_as_public_instantiation_does() -> None:
+    eng = engine()
+    too_big = wasmtime.Module(eng, '(module (memory (export "memory") 3))')
+    trapping = wasmtime.Module(eng, '(module (func $s unreachable) (start $s))')
+    for module, kind in ((too_big, wasmtime.WasmtimeError), (trapping, wasmtime.Trap)):
+        public = wasmtime.Store(eng)
+        public.set_fuel(10**6)
+        public.set_limits(**LIMITS)
+        with pytest.raises(kind) as expected:
+            linker_of(eng).instantiate_pre(module).instantiate(public)
+        raw = capi.RawStore(eng, 0, None)
+        raw.set_limits(**LIMITS)
+        capi.set_fuel(raw.context, 10**6)
+        with pytest.raises(kind) as got:
+            capi.instantiate(linker_of(eng).instantiate_pre(module), raw.context)
+        assert type(got.value) is type(expected.value)
+        if isinstance(expected.value, wasmtime.Trap):
+            assert isinstance(got.value, wasmtime.Trap)
+            assert got.value.trap_code == expected.value.trap_code == wasmtime.TrapCode.UNREACHABLE
+
+
+def test_raw_exports_have_the_kinds_of_the_public_exports() -> None:
+    eng = engine()
+    module = wasmtime.Module(eng, WASI_PROBE)
+    store = wasmtime.Store(eng)
+    store.set_wasi(wasmtime.WasiConfig())
+    instance = linker_of(eng).instantiate(store, module)
+    public = instance.exports(store)
+    kinds = {wasmtime.Func: capi.EXTERN_FUNC, wasmtime.Memory: capi.EXTERN_MEMORY,
+             wasmtime.Global: capi.EXTERN_GLOBAL}
+    context = capi.context(store)
+    for name in ("probe", "grow", "memory", "g"):
+        found = capi.raw_export(context, instance._instance, name.encode())
+        assert found is not None and found.kind == kinds[type(public[name])], name
+    glob = capi.raw_export(context, instance._instance, b"g")
+    assert GlobalReader(context, ctypes.byref(glob.of.global_)).i32() == 5
+    assert capi.raw_export(context, instance._instance, b"missing") is None
