@@ -317,3 +317,24 @@ def test_raw_exports_have_the_kinds_of_the_public_exports() -> None:
     glob = capi.raw_export(context, instance._instance, b"g")
     assert GlobalReader(context, ctypes.byref(glob.of.global_)).i32() == 5
     assert capi.raw_export(context, instance._instance, b"missing") is None
+
+
+def test_errors_and_64_bit_values_pass_through_the_unconverted_calls() -> None:
+    eng = engine()
+    exiting = """(module
+      (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+      (memory (export "memory") 1)
+      (func (export "quit") (param i32) (call $exit (local.get 0))))"""
+    store = wasmtime.Store(eng)
+    store.set_fuel(10**6)
+    store.set_wasi(wasmtime.WasiConfig())
+    quit_ = linker_of(eng).instantiate(store, wasmtime.Module(eng, exiting)).exports(store)["quit"]
+    assert isinstance(quit_, wasmtime.Func)
+    with pytest.raises(wasmtime.ExitTrap) as public:
+        quit_(store, 3)
+    with pytest.raises(wasmtime.ExitTrap) as private:  # an error, not a trap, from the call
+        RawCall.of(store, quit_, 1).i32_to_i32(3)
+    assert private.value.code == public.value.code == 3
+    handle = StoreHandle(capi.context(store))
+    handle.prepare(2**40 + 1, 2**40 + 7)  # past 32 bits: passed as uint64, not int
+    assert store.get_fuel() == 2**40 + 7

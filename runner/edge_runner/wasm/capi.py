@@ -47,6 +47,41 @@ instance_export_get = _bindings._wasmtime_instance_export_get  # noqa: SLF001
 memory_address = ffi.dll["wasmtime_memory_data"]
 memory_address.restype = ctypes.c_void_p
 memory_address.argtypes = _bindings._wasmtime_memory_data.argtypes  # noqa: SLF001
+
+
+def _unconverted(name: str, restype: typing.Any) -> typing.Any:
+    """Another function object for the C function ``name``, without ``argtypes``.
+
+    ctypes then passes pointer objects (a pointer, ``byref``, an array) as they are
+    instead of checking each against a declared type: a short call costs a third.
+    Every integer argument must be a ctypes object of the C parameter's type (a bare
+    Python int would go as a C ``int``); the hot-path classes in
+    :mod:`edge_runner.wasm.fastcall` are the only callers.
+    """
+    func = ffi.dll[name]  # a new function object each time: argtypes unset
+    func.restype = restype
+    return func
+
+
+#: ``(context, func *, wasmtime_val_raw_t *, c_size_t, wasm_trap_t **) -> error address``
+fast_call_unchecked = _unconverted("wasmtime_func_call_unchecked", ctypes.c_void_p)
+#: ``(context, c_uint64) -> error address``
+fast_set_fuel = _unconverted("wasmtime_context_set_fuel", ctypes.c_void_p)
+#: ``(context, c_uint64)``
+fast_set_epoch_deadline = _unconverted("wasmtime_context_set_epoch_deadline", None)
+#: ``(context, memory *) -> size`` and ``-> address``
+fast_memory_size = _unconverted("wasmtime_memory_data_size", ctypes.c_size_t)
+fast_memory_address = _unconverted("wasmtime_memory_data", ctypes.c_void_p)
+#: ``(context, global *, wasmtime_val_t *)``
+fast_global_get = _unconverted("wasmtime_global_get", None)
+_ErrorPointer = ctypes.POINTER(ffi.wasmtime_error_t)
+
+
+def raise_error_at(address: int) -> typing.NoReturn:
+    """:func:`raise_error` for an error returned as an address (the ``fast_`` functions)."""
+    raise_error(ctypes.cast(address, _ErrorPointer))
+
+
 #: The C type of a host function called with raw values.
 UncheckedCallback = _bindings.wasmtime_func_unchecked_callback_t
 _NO_FINALIZER = ctypes.cast(0, ctypes.CFUNCTYPE(None, ctypes.c_void_p))
