@@ -61,23 +61,27 @@ def test_raw_calls_return_what_public_calls_return() -> None:
     assert got == pack(guest.store, 0x1234, 0x5678) & 0xFFFFFFFFFFFFFFFF == 0x1234_0000_5678
 
 
-def test_an_export_by_name_is_the_public_export() -> None:
+def test_a_raw_export_by_name_is_the_public_export() -> None:
     guest = Guest()
     instance = wasmtime.Instance(guest.store, wasmtime.Module(guest.engine, GUEST), [])
     public = instance.exports(guest.store)
+    context, raw = capi.context(guest.store), instance._instance
+    kinds = {wasmtime.Func: capi.EXTERN_FUNC, wasmtime.Memory: capi.EXTERN_MEMORY,
+             wasmtime.Global: capi.EXTERN_GLOBAL}
     for name in ("memory", "g", "inc", "pack", "trap"):
-        found = capi.instance_export(guest.store, instance, name.encode())
-        assert type(found) is type(public[name]), name
-    memory, public_memory = capi.instance_export(guest.store, instance, b"memory"), \
-        public["memory"]
-    assert isinstance(memory, wasmtime.Memory) and isinstance(public_memory, wasmtime.Memory)
-    assert memory.size(guest.store) == public_memory.size(guest.store) == 2
-    inc = capi.instance_export(guest.store, instance, b"inc")
-    assert isinstance(inc, wasmtime.Func) and inc(guest.store, 41) == 42
-    glob, public_glob = capi.instance_export(guest.store, instance, b"g"), public["g"]
-    assert isinstance(glob, wasmtime.Global) and isinstance(public_glob, wasmtime.Global)
-    assert glob.value(guest.store) == public_glob.value(guest.store) == 41
-    assert capi.instance_export(guest.store, instance, b"missing") is None
+        found = capi.raw_export(context, raw, name.encode())
+        assert found is not None and found.kind == kinds[type(public[name])], name
+    memory, public_memory = capi.raw_export(context, raw, b"memory"), public["memory"]
+    assert isinstance(public_memory, wasmtime.Memory)
+    assert StoreHandle(context, ctypes.byref(memory.of.memory)).size() == \
+        public_memory.data_len(guest.store) == 2 * 65536
+    inc = capi.raw_export(context, raw, b"inc")
+    assert RawCall(context, ctypes.byref(inc.of.func), 1).i32_to_i32(41) == 42
+    glob, public_glob = capi.raw_export(context, raw, b"g"), public["g"]
+    assert isinstance(public_glob, wasmtime.Global)
+    assert GlobalReader(context, ctypes.byref(glob.of.global_)).i32() == \
+        public_glob.value(guest.store) == 41
+    assert capi.raw_export(context, raw, b"missing") is None
 
 
 def test_a_trap_in_a_raw_call_is_the_public_trap() -> None:
@@ -299,24 +303,6 @@ def test_raw_instantiation_fails_as_public_instantiation_does() -> None:
         if isinstance(expected.value, wasmtime.Trap):
             assert isinstance(got.value, wasmtime.Trap)
             assert got.value.trap_code == expected.value.trap_code == wasmtime.TrapCode.UNREACHABLE
-
-
-def test_raw_exports_have_the_kinds_of_the_public_exports() -> None:
-    eng = engine()
-    module = wasmtime.Module(eng, WASI_PROBE)
-    store = wasmtime.Store(eng)
-    store.set_wasi(wasmtime.WasiConfig())
-    instance = linker_of(eng).instantiate(store, module)
-    public = instance.exports(store)
-    kinds = {wasmtime.Func: capi.EXTERN_FUNC, wasmtime.Memory: capi.EXTERN_MEMORY,
-             wasmtime.Global: capi.EXTERN_GLOBAL}
-    context = capi.context(store)
-    for name in ("probe", "grow", "memory", "g"):
-        found = capi.raw_export(context, instance._instance, name.encode())
-        assert found is not None and found.kind == kinds[type(public[name])], name
-    glob = capi.raw_export(context, instance._instance, b"g")
-    assert GlobalReader(context, ctypes.byref(glob.of.global_)).i32() == 5
-    assert capi.raw_export(context, instance._instance, b"missing") is None
 
 
 def test_errors_and_64_bit_values_pass_through_the_unconverted_calls() -> None:

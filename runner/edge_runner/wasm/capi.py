@@ -3,13 +3,13 @@
 wasmtime-py's public API re-reflects types and builds ``Val`` objects on every
 call; the hot paths (:mod:`edge_runner.wasm.fastcall`: calling the two exports
 of the ``edge`` ABI; :mod:`edge_runner.wasm.wasi_output`: the guest's
-``fd_write``; :mod:`edge_runner.abi.wagi`: a request body as stdin; the exports
-a fresh ``edge`` instance needs, by name) reach the
-C API through wasmtime-py's private ctypes layer (``_ffi``, ``_bindings``) and
-the private handles of its objects.  Nothing else in the runner may import
-them (tests/unit/test_layout.py checks), so a wasmtime upgrade that moves one
-fails here, and tests/unit/test_capi.py compares each symbol with the public
-API it stands in for.  The version is pinned in pyproject.toml.
+``fd_write``; :mod:`edge_runner.abi.wagi`: a request body as stdin; creating a
+fresh ``edge`` instance per request) reach the C API through wasmtime-py's
+private ctypes layer (``_ffi``, ``_bindings``) and the private handles of its
+objects.  Nothing else in the runner may import them (tests/unit/test_layout.py
+checks), so a wasmtime upgrade that moves one fails here, and
+tests/unit/test_capi.py compares each symbol with the public API it stands in
+for.  The version is pinned in pyproject.toml.
 """
 
 from __future__ import annotations
@@ -18,24 +18,23 @@ import ctypes
 import typing
 
 import wasmtime
-from wasmtime import _bindings, _extern
+from wasmtime import _bindings
 from wasmtime import _ffi as ffi
 
 #: ``wasmtime_val_raw_t``: one untyped argument/result slot of an unchecked call.
 ValRaw = ffi.wasmtime_val_raw
 #: ``wasmtime_val_t``: a typed value (what ``global_get`` fills).
 Val = ffi.wasmtime_val_t
-#: ``wasmtime_extern_t`` and the kind tag of a memory export.
+#: ``wasmtime_extern_t`` and the kind tags of its exports.
 Extern = ffi.wasmtime_extern_t
 EXTERN_MEMORY: int = ffi.WASMTIME_EXTERN_MEMORY.value
+EXTERN_FUNC: int = ffi.WASMTIME_EXTERN_FUNC.value
+EXTERN_GLOBAL: int = ffi.WASMTIME_EXTERN_GLOBAL.value
 #: A ``wasm_trap_t *`` out-parameter.
 TrapPointer = ctypes.POINTER(ffi.wasm_trap_t)
 
-func_call_unchecked = _bindings._wasmtime_func_call_unchecked  # noqa: SLF001
-set_epoch_deadline = _bindings._wasmtime_context_set_epoch_deadline  # noqa: SLF001
 set_fuel = _bindings._wasmtime_context_set_fuel  # noqa: SLF001
 get_fuel = _bindings._wasmtime_context_get_fuel  # noqa: SLF001
-global_get = _bindings._wasmtime_global_get  # noqa: SLF001
 memory_size = _bindings._wasmtime_memory_data_size  # noqa: SLF001
 caller_context = _bindings._wasmtime_caller_context  # noqa: SLF001
 context_get_data = _bindings._wasmtime_context_get_data  # noqa: SLF001
@@ -50,13 +49,10 @@ memory_address.argtypes = _bindings._wasmtime_memory_data.argtypes  # noqa: SLF0
 
 
 def _unconverted(name: str, restype: typing.Any) -> typing.Any:
-    """Another function object for the C function ``name``, without ``argtypes``.
-
-    ctypes then passes pointer objects (a pointer, ``byref``, an array) as they are
-    instead of checking each against a declared type: a short call costs a third.
-    Every integer argument must be a ctypes object of the C parameter's type (a bare
-    Python int would go as a C ``int``); the hot-path classes in
-    :mod:`edge_runner.wasm.fastcall` are the only callers.
+    """Another function object for the C function ``name``, without ``argtypes``: ctypes
+    passes pointer objects as they are instead of checking each (a short call costs a
+    third).  Each integer argument must be a ctypes object of the C parameter's type (a
+    bare int would go as a C ``int``); only :mod:`edge_runner.wasm.fastcall` calls them.
     """
     func = ffi.dll[name]  # a new function object each time: argtypes unset
     func.restype = restype
@@ -69,7 +65,7 @@ fast_call_unchecked = _unconverted("wasmtime_func_call_unchecked", ctypes.c_void
 fast_set_fuel = _unconverted("wasmtime_context_set_fuel", ctypes.c_void_p)
 #: ``(context, c_uint64)``
 fast_set_epoch_deadline = _unconverted("wasmtime_context_set_epoch_deadline", None)
-#: ``(context, memory *) -> size`` and ``-> address``
+#: ``(context, memory *) -> size``, ``-> address``
 fast_memory_size = _unconverted("wasmtime_memory_data_size", ctypes.c_size_t)
 fast_memory_address = _unconverted("wasmtime_memory_data", ctypes.c_void_p)
 #: ``(context, global *, wasmtime_val_t *)``
@@ -141,29 +137,12 @@ def set_stdin_bytes(wasi: wasmtime.WasiConfig, data: bytes) -> None:
     ffi.wasi_config_set_stdin_bytes(wasi.ptr(), ctypes.byref(vec))  # takes ownership
 
 
-def instance_export(store: wasmtime.Store, instance: wasmtime.Instance, name: bytes
-                    ) -> typing.Any:
-    """The export ``name`` of ``instance``, or None: what ``instance.exports(store)[name]``
-    is, without wrapping every export of the instance first."""
-    item = raw_export(context(store), instance._instance, name)  # noqa: SLF001
-    return None if item is None else _extern.wrap_extern(item)
-
-
-# ---- A fresh ``edge`` instance without wasmtime-py's wrappers ----------------------------
-#
-# A request with ``pool.reuse: false`` creates a store, configures WASI, instantiates
-# and looks up its exports, then deletes the store: through wasmtime-py's objects
-# that was ~80 us of Python per request (WasiConfig re-encodes argv and env each
-# time, Store interns its data in a process-wide slab, every export is wrapped in a
-# Python class) around ~25 us of C.  :class:`RawStore`, :class:`WasiRecipe`,
-# :func:`instantiate` and :func:`raw_export` make the same C calls with the Python
-# part built once (per function: the recipe) or not at all; each is compared with
-# the public API in tests/unit/test_capi.py.
+# ---- A fresh ``edge`` instance (one per request) without wasmtime-py's objects ------------
+# The C calls of Store, WasiConfig (argv/env encoded once: the recipe), instantiation and
+# exports, without their Python wrappers (~80 us of Python around ~25 us of C).
 
 #: ``wasmtime_instance_t``: an instance handle (valid while its store lives).
 RawInstance = ffi.wasmtime_instance_t
-EXTERN_FUNC: int = ffi.WASMTIME_EXTERN_FUNC.value
-EXTERN_GLOBAL: int = ffi.WASMTIME_EXTERN_GLOBAL.value
 _store_new = _bindings._wasmtime_store_new  # noqa: SLF001
 _store_context = _bindings._wasmtime_store_context  # noqa: SLF001
 _store_delete = _bindings._wasmtime_store_delete  # noqa: SLF001
@@ -183,13 +162,11 @@ def _char_array(strings: list[bytes]) -> typing.Any:
 
 
 class WasiRecipe:
-    """A WASI configuration built once and applied to many stores.
+    """A WASI configuration (argv and env; the rest WASI's defaults, as a new
+    ``WasiConfig``: no preopens, no inherited stdio, empty stdin) for many stores.
 
-    ``wasmtime_context_set_wasi`` consumes its ``wasi_config_t``, so each store needs a
-    new one; the C setters copy the strings, so the ``char **`` arrays (what
-    :class:`wasmtime.WasiConfig` encodes again on every ``argv``/``env`` assignment)
-    are built here once.  Applies argv and env only: the rest is WASI's default
-    (no preopens, no inherited stdio, empty stdin), as for a fresh ``WasiConfig``.
+    ``wasmtime_context_set_wasi`` consumes its ``wasi_config_t``, so each store gets a
+    new one, but the C setters copy the strings: the ``char **`` arrays are built once.
     """
 
     __slots__ = ("_argc", "_argv", "_envc", "_names", "_values")
@@ -214,12 +191,9 @@ class WasiRecipe:
 
 
 class RawStore:
-    """A ``wasmtime_store_t`` owned by this object: deleted by :meth:`close` or with it.
-
-    Its store data is ``data_key``, a plain integer (not an entry of wasmtime-py's
-    process-wide slab) that :mod:`edge_runner.wasm.wasi_output` maps to the store's
-    output; ``keep`` is held for the store's life (that output).
-    """
+    """A ``wasmtime_store_t`` deleted by :meth:`close` or with this object.  Its data is
+    ``data_key``, an integer (no slab entry) that :mod:`edge_runner.wasm.wasi_output`
+    maps to the store's output; ``keep`` is held for the store's life (that output)."""
 
     __slots__ = ("_ptr", "context", "keep")
 
