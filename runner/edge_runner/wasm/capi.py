@@ -40,7 +40,6 @@ caller_context = _bindings._wasmtime_caller_context  # noqa: SLF001
 context_get_data = _bindings._wasmtime_context_get_data  # noqa: SLF001
 caller_export_get = _bindings._wasmtime_caller_export_get  # noqa: SLF001
 trap_new = _bindings._wasmtime_trap_new  # noqa: SLF001
-instance_export_get = _bindings._wasmtime_instance_export_get  # noqa: SLF001
 #: ``wasmtime_memory_data`` returning the address as an int (our own function
 #: object: the binding's restype is a pointer type, slower to turn into an address).
 memory_address = ffi.dll["wasmtime_memory_data"]
@@ -52,7 +51,7 @@ def _unconverted(name: str, restype: typing.Any) -> typing.Any:
     """Another function object for the C function ``name``, without ``argtypes``: ctypes
     passes pointer objects as they are instead of checking each (a short call costs a
     third).  Each integer argument must be a ctypes object of the C parameter's type (a
-    bare int would go as a C ``int``); only :mod:`edge_runner.wasm.fastcall` calls them.
+    bare int would go as a C ``int``); for the hot paths only (fastcall, a fresh instance).
     """
     func = ffi.dll[name]  # a new function object each time: argtypes unset
     func.restype = restype
@@ -70,6 +69,10 @@ fast_memory_size = _unconverted("wasmtime_memory_data_size", ctypes.c_size_t)
 fast_memory_address = _unconverted("wasmtime_memory_data", ctypes.c_void_p)
 #: ``(context, global *, wasmtime_val_t *)``
 fast_global_get = _unconverted("wasmtime_global_get", None)
+#: ``(context, instance *, name, c_size_t, extern *) -> found``
+_fast_export_get = _unconverted("wasmtime_instance_export_get", ctypes.c_bool)
+#: ``(instance_pre *, context, instance *, wasm_trap_t **) -> error address``
+_fast_instantiate = _unconverted("wasmtime_instance_pre_instantiate", ctypes.c_void_p)
 _ErrorPointer = ctypes.POINTER(ffi.wasmtime_error_t)
 
 
@@ -152,7 +155,6 @@ _wasi_config_new = _bindings._wasi_config_new  # noqa: SLF001
 _wasi_config_delete = _bindings._wasi_config_delete  # noqa: SLF001
 _wasi_set_argv = _bindings._wasi_config_set_argv  # noqa: SLF001
 _wasi_set_env = _bindings._wasi_config_set_env  # noqa: SLF001
-_pre_instantiate = _bindings._wasmtime_instance_pre_instantiate  # noqa: SLF001
 _CharArray = ctypes.POINTER(ctypes.POINTER(ctypes.c_char))
 
 
@@ -218,25 +220,23 @@ class RawStore:
 
 
 def instantiate(pre: wasmtime.InstancePre, store_context: typing.Any) -> typing.Any:
-    """``pre.instantiate(store)`` into a :data:`RawInstance`; raises what it raises
-    (:class:`wasmtime.Trap` if a start function trapped, else WasmtimeError)."""
+    """``pre.instantiate(store)`` as a :data:`RawInstance`, raising what that raises."""
     instance = RawInstance()
     trap = TrapPointer()
-    error = _pre_instantiate(pre.ptr(), store_context, ctypes.byref(instance),
-                             ctypes.byref(trap))
+    error = _fast_instantiate(pre.ptr(), store_context, ctypes.byref(instance),
+                              ctypes.byref(trap))
     if error:
-        raise_error(error)
+        raise_error_at(error)
     if trap:
         raise trap_from(trap)
     return instance
 
 
 def raw_export(store_context: typing.Any, instance: typing.Any, name: bytes) -> typing.Any:
-    """The export ``name`` of a :data:`RawInstance` as an :data:`Extern` (``kind`` and
-    ``of.func`` / ``of.memory`` / ``of.global_``), or None."""
+    """The export ``name`` of a :data:`RawInstance` as an :data:`Extern`, or None."""
     item = Extern()
-    if not instance_export_get(store_context, ctypes.byref(instance), name, len(name),
-                               ctypes.byref(item)):
+    if not _fast_export_get(store_context, ctypes.byref(instance), name,
+                            ctypes.c_size_t(len(name)), ctypes.byref(item)):
         return None
     return item
 
