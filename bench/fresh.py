@@ -10,10 +10,12 @@ In process, with the runner's own engine and executor and a real function
 * hot     - a call on a hot instance plus ``memory_bytes()`` (what the pool does with
   a reused instance per request)
 
-``--base REV`` runs the same rounds on the runner at git revision REV (extracted
-with ``git archive``) in a second process, alternating rounds between the two,
-so a loaded machine slows both alike; the medians of the rounds are printed side
-by side.  Not a test: ``python bench/fresh.py --base main [--rounds 15 --n 2000]``.
+Times are the CPU time of the measuring thread (``thread_time``), so other
+processes on a busy machine add little noise.  ``--base REV`` runs the same
+rounds on the runner at git revision REV (extracted with ``git archive``) in a
+second process, alternating rounds between the two; the medians of the rounds
+are printed side by side.
+Not a test: ``python bench/fresh.py --base main [--function hello-world] [--rounds 15]``.
 """
 
 from __future__ import annotations
