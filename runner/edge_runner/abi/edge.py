@@ -13,7 +13,10 @@ reached through :mod:`edge_runner.wasm.capi`'s raw handles (no wasmtime-py
 objects), with the WASI argv/env built once per function
 (:func:`~edge_runner.abi.base.wasi_recipe`).  Each instance is still a new
 store instantiated from the module and initialized by its own ``_initialize``:
-nothing is shared between requests but the compiled code.
+nothing is shared between requests but the compiled code.  (Restoring a snapshot
+of an initialized instance instead, as Wizer does, was left out: the Rust
+functions have no ``_initialize``, and a snapshot would hand every request what
+one initialization read from the clock or the random source.)
 """
 
 from __future__ import annotations

@@ -85,8 +85,8 @@ _u64 = ctypes.c_uint64
 class StoreHandle:
     """Per-call store settings and memory access without wrapper overhead.
 
-    ``memory`` may be set after construction (the store is prepared before the
-    instance, whose memory it is, exists); the memory methods need it.
+    ``memory_ref`` may be set after construction (a store is prepared before the
+    instance whose memory it is exists); the memory methods need it.
     """
 
     __slots__ = ("_context", "memory_ref")
