@@ -10,13 +10,15 @@ they are reused and on which thread they run is the pool's business
 (:mod:`edge_runner.invoke.pool`); what the guest sees and how its answer is
 checked is the executor's.
 
-Shared by the executors: the sandbox (:func:`make_wasi`), the response checks
+Shared by the executors: the sandbox (:func:`make_wasi`, or :func:`wasi_recipe`
+built once per function), the response checks
 (:func:`check_response`) and the speculative budget of a call on the event loop
 (:class:`Speculation`, :class:`BudgetExceeded`).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Protocol
@@ -25,6 +27,7 @@ import wasmtime
 
 from edge_api.models import EdgeFunctionSpec
 from edge_runner.errors import GuestFailure
+from edge_runner.wasm import capi
 from edge_runner.wasm.engine import CompiledModule, WasmEngine
 
 #: ``(status, headers, body)``; header names lower-case bytes.
@@ -147,6 +150,17 @@ def make_wasi(spec: EdgeFunctionSpec, argv0: str) -> wasmtime.WasiConfig:
     wasi.argv = [argv0]
     wasi.env = [(e.name, e.value) for e in spec.env]
     return wasi
+
+
+def wasi_recipe(spec: EdgeFunctionSpec, argv0: str) -> capi.WasiRecipe:
+    """:func:`make_wasi`'s sandbox as a :class:`~edge_runner.wasm.capi.WasiRecipe`, built
+    once per ``argv0`` and env (an edge instance per request applies it to its store)."""
+    return _recipe(argv0, tuple((e.name, e.value) for e in spec.env))
+
+
+@functools.lru_cache(maxsize=1024)
+def _recipe(argv0: str, env: tuple[tuple[str, str], ...]) -> capi.WasiRecipe:
+    return capi.WasiRecipe([argv0], list(env))
 
 
 #: Response headers a guest may return; more is a malformed response (the host

@@ -6,6 +6,17 @@ per instance, used by one thread at a time), its memory and the two exports,
 reached through :class:`~edge_runner.wasm.fastcall.RawCall`.  The pool
 (:mod:`edge_runner.invoke.pool`) creates, reuses and discards instances, and
 may run a call speculatively on the event loop under a small budget.
+
+With ``pool.reuse: false`` every request creates and deletes an instance, so
+creation is on the hot path: the store, its WASI context and the exports are
+reached through :mod:`edge_runner.wasm.capi`'s raw handles (no wasmtime-py
+objects), with the WASI argv/env built once per function
+(:func:`~edge_runner.abi.base.wasi_recipe`).  Each instance is still a new
+store instantiated from the module and initialized by its own ``_initialize``:
+nothing is shared between requests but the compiled code.  (Restoring a snapshot
+of an initialized instance instead, as Wizer does, was left out: the Rust
+functions have no ``_initialize``, and a snapshot would hand every request what
+one initialization read from the clock or the random source.)
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ from edge_runner.abi.base import (
     Response,
     Speculation,
     check_response,
-    make_wasi,
+    wasi_recipe,
 )
 from edge_runner.abi.envelope import EnvelopeError, decode_response, encode_request
 from edge_runner.errors import GuestFailure
@@ -64,12 +75,13 @@ class EdgeInstance:
         "_handle",
         "_handle_store",
         "_max_response",
+        "_memory_base",
         "_memory_limit",
+        "_memory_size",
         "_probe",
         "_ticks",
         "_timeout",
         "idle_since",
-        "memory",
         "name",
         "output",
         "reserved",
@@ -99,14 +111,18 @@ class EdgeInstance:
         fuel, ticks = self._fuel, self._ticks
         if speculation is not None:
             fuel, ticks = min(fuel, speculation.fuel), min(ticks, speculation.ticks)
-        self.store = engine.new_store(
-            memory=limits.memory, wasi=make_wasi(spec, name),
+        self.store = engine.new_raw_store(
+            memory=limits.memory, wasi=wasi_recipe(spec, name),
             output=Streams(self.output, self.output),
         )
-        self.store.set_epoch_deadline(ticks + engine.lag())
-        self.store.set_fuel(fuel)
+        context = self.store.context
+        self._handle_store = StoreHandle(context)
+        self._handle_store.prepare(ticks + engine.lag(), fuel)
+        #: Linear memory size and address last read (-1: not yet); see :meth:`_memory`.
+        self._memory_size = -1
+        self._memory_base = 0
         try:
-            memory, alloc, handle = self._start(compiled)
+            self._start(compiled, context)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
             preempted = _preempted(exc, speculation, self._fuel, self._ticks)
             if preempted is not None:
@@ -121,32 +137,31 @@ class EdgeInstance:
             raise error from exc
         finally:
             self.output.flush()
-        self.memory = memory
-        self._handle_store = StoreHandle(self.store, memory)
-        self._alloc = RawCall(self.store, alloc, 1)
-        self._handle = RawCall(self.store, handle, 2)
 
-    def _start(
-        self, compiled: CompiledModule
-    ) -> tuple[wasmtime.Memory, wasmtime.Func, wasmtime.Func]:
-        """Instantiate, find the exports (and the grow probe), run ``_initialize``."""
-        store = self.store
-        instance = compiled.pre.instantiate(store)
-        # By name: wrapping every export (instance.exports) costs a fresh instance more.
-        memory = capi.instance_export(store, instance, b"memory")
-        alloc = capi.instance_export(store, instance, b"edge_alloc")
-        handle = capi.instance_export(store, instance, b"edge_handle")
-        assert isinstance(memory, wasmtime.Memory)
-        assert isinstance(alloc, wasmtime.Func) and isinstance(handle, wasmtime.Func)
+    def _start(self, compiled: CompiledModule, context: object) -> None:
+        """Instantiate, find the exports (and the grow probe), run ``_initialize``.
+
+        The exports' kinds and signatures were checked at load
+        (:func:`edge_api.abi.check_module`); the asserts guard that invariant.
+        """
+        instance = capi.instantiate(compiled.pre, context)
+        memory = capi.raw_export(context, instance, b"memory")
+        alloc = capi.raw_export(context, instance, b"edge_alloc")
+        handle = capi.raw_export(context, instance, b"edge_handle")
+        assert memory is not None and memory.kind == capi.EXTERN_MEMORY
+        assert alloc is not None and alloc.kind == capi.EXTERN_FUNC
+        assert handle is not None and handle.kind == capi.EXTERN_FUNC
+        self._handle_store.memory_ref = ctypes.byref(memory.of.memory)
+        self._alloc = RawCall(context, ctypes.byref(alloc.of.func), 1)
+        self._handle = RawCall(context, ctypes.byref(handle.of.func), 2)
         if compiled.grow_probe is not None:
-            probe = capi.instance_export(store, instance, compiled.grow_probe.encode())
-            assert isinstance(probe, wasmtime.Global)
-            self._probe = GlobalReader(self.store, probe)
+            probe = capi.raw_export(context, instance, compiled.grow_probe.encode())
+            assert probe is not None and probe.kind == capi.EXTERN_GLOBAL
+            self._probe = GlobalReader(context, ctypes.byref(probe.of.global_))
         if compiled.has_initialize:
-            init = capi.instance_export(store, instance, b"_initialize")
-            assert isinstance(init, wasmtime.Func)
-            RawCall(self.store, init, 1).void()
-        return memory, alloc, handle
+            init = capi.raw_export(context, instance, b"_initialize")
+            assert init is not None and init.kind == capi.EXTERN_FUNC
+            RawCall(context, ctypes.byref(init.of.func), 1).void()
 
     def close(self) -> None:
         """Free the store and its memory now (a failed instance sits in reference
@@ -159,8 +174,20 @@ class EdgeInstance:
         return self._probe is not None and self._probe.i32() != 0
 
     def memory_bytes(self) -> int:
-        """Linear memory this instance holds now."""
-        return self._handle_store.memory()[1]
+        """Linear memory this instance holds now (read at the end of its last call:
+        only guest code grows it)."""
+        if self._memory_size < 0:
+            return self._handle_store.size()
+        return self._memory_size
+
+    def _memory(self) -> tuple[int, int]:
+        """Address and size of the linear memory now, reading the address only when the
+        size changed (only a growth moves it)."""
+        size = self._handle_store.size()
+        if size != self._memory_size:
+            self._memory_base = self._handle_store.address()
+            self._memory_size = size
+        return self._memory_base, size
 
     def invoke(
         self, payload: object, request_id: str, *, speculation: Speculation | None = None,
@@ -188,7 +215,7 @@ class EdgeInstance:
         try:
             size = len(envelope)
             ptr = self._alloc.i32_to_i32(size) & 0xFFFFFFFF
-            base, length = handle.memory()
+            base, length = self._memory()
             if ptr == 0 or ptr + size > length:
                 if self._refused():
                     raise memory_failure(self._memory_limit)
@@ -219,7 +246,7 @@ class EdgeInstance:
                 "response_too_large",
                 f"response of {size} bytes is over maxResponseBytes ({self._max_response})",
             )
-        base, length = self._handle_store.memory()
+        base, length = self._memory()
         if ptr + size > length:
             raise GuestFailure(
                 "bad_response", f"response envelope {ptr:#x}+{size} is outside guest memory"

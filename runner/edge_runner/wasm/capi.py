@@ -3,13 +3,13 @@
 wasmtime-py's public API re-reflects types and builds ``Val`` objects on every
 call; the hot paths (:mod:`edge_runner.wasm.fastcall`: calling the two exports
 of the ``edge`` ABI; :mod:`edge_runner.wasm.wasi_output`: the guest's
-``fd_write``; :mod:`edge_runner.abi.wagi`: a request body as stdin; the exports
-a fresh ``edge`` instance needs, by name) reach the
-C API through wasmtime-py's private ctypes layer (``_ffi``, ``_bindings``) and
-the private handles of its objects.  Nothing else in the runner may import
-them (tests/unit/test_layout.py checks), so a wasmtime upgrade that moves one
-fails here, and tests/unit/test_capi.py compares each symbol with the public
-API it stands in for.  The version is pinned in pyproject.toml.
+``fd_write``; :mod:`edge_runner.abi.wagi`: a request body as stdin; creating a
+fresh ``edge`` instance per request) reach the C API through wasmtime-py's
+private ctypes layer (``_ffi``, ``_bindings``) and the private handles of its
+objects.  Nothing else in the runner may import them (tests/unit/test_layout.py
+checks), so a wasmtime upgrade that moves one fails here, and
+tests/unit/test_capi.py compares each symbol with the public API it stands in
+for.  The version is pinned in pyproject.toml.
 """
 
 from __future__ import annotations
@@ -18,35 +18,69 @@ import ctypes
 import typing
 
 import wasmtime
-from wasmtime import _bindings, _extern
+from wasmtime import _bindings
 from wasmtime import _ffi as ffi
 
 #: ``wasmtime_val_raw_t``: one untyped argument/result slot of an unchecked call.
 ValRaw = ffi.wasmtime_val_raw
 #: ``wasmtime_val_t``: a typed value (what ``global_get`` fills).
 Val = ffi.wasmtime_val_t
-#: ``wasmtime_extern_t`` and the kind tag of a memory export.
+#: ``wasmtime_extern_t`` and the kind tags of its exports.
 Extern = ffi.wasmtime_extern_t
 EXTERN_MEMORY: int = ffi.WASMTIME_EXTERN_MEMORY.value
+EXTERN_FUNC: int = ffi.WASMTIME_EXTERN_FUNC.value
+EXTERN_GLOBAL: int = ffi.WASMTIME_EXTERN_GLOBAL.value
 #: A ``wasm_trap_t *`` out-parameter.
 TrapPointer = ctypes.POINTER(ffi.wasm_trap_t)
 
-func_call_unchecked = _bindings._wasmtime_func_call_unchecked  # noqa: SLF001
-set_epoch_deadline = _bindings._wasmtime_context_set_epoch_deadline  # noqa: SLF001
 set_fuel = _bindings._wasmtime_context_set_fuel  # noqa: SLF001
 get_fuel = _bindings._wasmtime_context_get_fuel  # noqa: SLF001
-global_get = _bindings._wasmtime_global_get  # noqa: SLF001
 memory_size = _bindings._wasmtime_memory_data_size  # noqa: SLF001
 caller_context = _bindings._wasmtime_caller_context  # noqa: SLF001
 context_get_data = _bindings._wasmtime_context_get_data  # noqa: SLF001
 caller_export_get = _bindings._wasmtime_caller_export_get  # noqa: SLF001
 trap_new = _bindings._wasmtime_trap_new  # noqa: SLF001
-instance_export_get = _bindings._wasmtime_instance_export_get  # noqa: SLF001
 #: ``wasmtime_memory_data`` returning the address as an int (our own function
 #: object: the binding's restype is a pointer type, slower to turn into an address).
 memory_address = ffi.dll["wasmtime_memory_data"]
 memory_address.restype = ctypes.c_void_p
 memory_address.argtypes = _bindings._wasmtime_memory_data.argtypes  # noqa: SLF001
+
+
+def _unconverted(name: str, restype: typing.Any) -> typing.Any:
+    """Another function object for the C function ``name``, without ``argtypes``: ctypes
+    passes pointer objects as they are instead of checking each (a short call costs a
+    third).  Each integer argument must be a ctypes object of the C parameter's type (a
+    bare int would go as a C ``int``); for the hot paths only (fastcall, a fresh instance).
+    """
+    func = ffi.dll[name]  # a new function object each time: argtypes unset
+    func.restype = restype
+    return func
+
+
+#: ``(context, func *, wasmtime_val_raw_t *, c_size_t, wasm_trap_t **) -> error address``
+fast_call_unchecked = _unconverted("wasmtime_func_call_unchecked", ctypes.c_void_p)
+#: ``(context, c_uint64) -> error address``
+fast_set_fuel = _unconverted("wasmtime_context_set_fuel", ctypes.c_void_p)
+#: ``(context, c_uint64)``
+fast_set_epoch_deadline = _unconverted("wasmtime_context_set_epoch_deadline", None)
+#: ``(context, memory *) -> size``, ``-> address``
+fast_memory_size = _unconverted("wasmtime_memory_data_size", ctypes.c_size_t)
+fast_memory_address = _unconverted("wasmtime_memory_data", ctypes.c_void_p)
+#: ``(context, global *, wasmtime_val_t *)``
+fast_global_get = _unconverted("wasmtime_global_get", None)
+#: ``(context, instance *, name, c_size_t, extern *) -> found``
+_fast_export_get = _unconverted("wasmtime_instance_export_get", ctypes.c_bool)
+#: ``(instance_pre *, context, instance *, wasm_trap_t **) -> error address``
+_fast_instantiate = _unconverted("wasmtime_instance_pre_instantiate", ctypes.c_void_p)
+_ErrorPointer = ctypes.POINTER(ffi.wasmtime_error_t)
+
+
+def raise_error_at(address: int) -> typing.NoReturn:
+    """:func:`raise_error` for an error returned as an address (the ``fast_`` functions)."""
+    raise_error(ctypes.cast(address, _ErrorPointer))
+
+
 #: The C type of a host function called with raw values.
 UncheckedCallback = _bindings.wasmtime_func_unchecked_callback_t
 _NO_FINALIZER = ctypes.cast(0, ctypes.CFUNCTYPE(None, ctypes.c_void_p))
@@ -106,16 +140,105 @@ def set_stdin_bytes(wasi: wasmtime.WasiConfig, data: bytes) -> None:
     ffi.wasi_config_set_stdin_bytes(wasi.ptr(), ctypes.byref(vec))  # takes ownership
 
 
-def instance_export(store: wasmtime.Store, instance: wasmtime.Instance, name: bytes
-                    ) -> typing.Any:
-    """The export ``name`` of ``instance``, or None: what ``instance.exports(store)[name]``
-    is, without wrapping every export of the instance first (a fresh instance per request
-    looks up four or five of them)."""
+# ---- A fresh ``edge`` instance (one per request) without wasmtime-py's objects ------------
+# The C calls of Store, WasiConfig (argv/env encoded once: the recipe), instantiation and
+# exports, without their Python wrappers (~80 us of Python around ~25 us of C).
+
+#: ``wasmtime_instance_t``: an instance handle (valid while its store lives).
+RawInstance = ffi.wasmtime_instance_t
+_store_new = _bindings._wasmtime_store_new  # noqa: SLF001
+_store_context = _bindings._wasmtime_store_context  # noqa: SLF001
+_store_delete = _bindings._wasmtime_store_delete  # noqa: SLF001
+_store_limiter = _bindings._wasmtime_store_limiter  # noqa: SLF001
+_set_wasi = _bindings._wasmtime_context_set_wasi  # noqa: SLF001
+_wasi_config_new = _bindings._wasi_config_new  # noqa: SLF001
+_wasi_config_delete = _bindings._wasi_config_delete  # noqa: SLF001
+_wasi_set_argv = _bindings._wasi_config_set_argv  # noqa: SLF001
+_wasi_set_env = _bindings._wasi_config_set_env  # noqa: SLF001
+_CharArray = ctypes.POINTER(ctypes.POINTER(ctypes.c_char))
+
+
+def _char_array(strings: list[bytes]) -> typing.Any:
+    """A ``char **`` of NUL-terminated copies of ``strings`` (kept alive by the result)."""
+    return ctypes.cast((ctypes.c_char_p * len(strings))(*strings), _CharArray)
+
+
+class WasiRecipe:
+    """A WASI configuration (argv and env; the rest WASI's defaults, as a new
+    ``WasiConfig``: no preopens, no inherited stdio, empty stdin) for many stores.
+
+    ``wasmtime_context_set_wasi`` consumes its ``wasi_config_t``, so each store gets a
+    new one, but the C setters copy the strings: the ``char **`` arrays are built once.
+    """
+
+    __slots__ = ("_argc", "_argv", "_envc", "_names", "_values")
+
+    def __init__(self, argv: list[str], env: list[tuple[str, str]]) -> None:
+        self._argc = len(argv)
+        self._argv = _char_array([a.encode() for a in argv])
+        self._envc = len(env)
+        self._names = _char_array([name.encode() for name, _ in env])
+        self._values = _char_array([value.encode() for _, value in env])
+
+    def apply(self, store_context: typing.Any) -> None:
+        """Give the store (its ``wasmtime_context_t *``) a new WASI context."""
+        config = _wasi_config_new()
+        if not (_wasi_set_argv(config, self._argc, self._argv)
+                and _wasi_set_env(config, self._envc, self._names, self._values)):
+            _wasi_config_delete(config)
+            raise wasmtime.WasmtimeError("invalid WASI argv or env")
+        error = _set_wasi(store_context, config)  # consumes config
+        if error:
+            raise_error(error)
+
+
+class RawStore:
+    """A ``wasmtime_store_t`` deleted by :meth:`close` or with this object.  Its data is
+    ``data_key``, an integer (no slab entry) that :mod:`edge_runner.wasm.wasi_output`
+    maps to the store's output; ``keep`` is held for the store's life (that output)."""
+
+    __slots__ = ("_ptr", "context", "keep")
+
+    def __init__(self, engine: wasmtime.Engine, data_key: int, keep: object) -> None:
+        self._ptr: typing.Any = _store_new(engine.ptr(), data_key, _NO_FINALIZER)
+        self.context: typing.Any = _store_context(self._ptr)
+        self.keep = keep
+
+    def set_limits(self, *, memory_size: int, table_elements: int, instances: int,
+                   tables: int, memories: int) -> None:
+        """What :meth:`wasmtime.Store.set_limits` sets."""
+        _store_limiter(self._ptr, memory_size, table_elements, instances, tables, memories)
+
+    def close(self) -> None:
+        """Delete the store (its memories and instances); idempotent."""
+        ptr, self._ptr = self._ptr, None
+        if ptr:
+            _store_delete(ptr)
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def instantiate(pre: wasmtime.InstancePre, store_context: typing.Any) -> typing.Any:
+    """``pre.instantiate(store)`` as a :data:`RawInstance`, raising what that raises."""
+    instance = RawInstance()
+    trap = TrapPointer()
+    error = _fast_instantiate(pre.ptr(), store_context, ctypes.byref(instance),
+                              ctypes.byref(trap))
+    if error:
+        raise_error_at(error)
+    if trap:
+        raise trap_from(trap)
+    return instance
+
+
+def raw_export(store_context: typing.Any, instance: typing.Any, name: bytes) -> typing.Any:
+    """The export ``name`` of a :data:`RawInstance` as an :data:`Extern`, or None."""
     item = Extern()
-    if not instance_export_get(context(store), ctypes.byref(instance._instance),  # noqa: SLF001
-                               name, len(name), ctypes.byref(item)):
+    if not _fast_export_get(store_context, ctypes.byref(instance), name,
+                            ctypes.c_size_t(len(name)), ctypes.byref(item)):
         return None
-    return _extern.wrap_extern(item)
+    return item
 
 
 # ---- Component model (the ``wasi-http`` ABI) ---------------------------------------------

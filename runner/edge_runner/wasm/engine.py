@@ -35,7 +35,7 @@ from edge_api.abi import (
     compile_component,
     is_component,
 )
-from edge_runner.wasm import growprobe, wasi_output
+from edge_runner.wasm import capi, growprobe, wasi_output
 from edge_runner.wasm.modcache import fingerprint
 
 log = logging.getLogger("edge_runner.wasm.engine")
@@ -226,4 +226,19 @@ class WasmEngine:
         )
         store.set_wasi(wasi)
         store.set_fuel(UNLIMITED_FUEL)
+        return store
+
+    def new_raw_store(
+        self, *, memory: int, wasi: capi.WasiRecipe, output: wasi_output.Streams
+    ) -> capi.RawStore:
+        """:meth:`new_store` as a :class:`~edge_runner.wasm.capi.RawStore` (the same
+        limits, sandbox and output routing, without wasmtime-py's Store object: what a
+        fresh ``edge`` instance per request uses).  No fuel yet: set it before running
+        anything."""
+        store = capi.RawStore(self.engine, wasi_output.register(output), output)
+        store.set_limits(
+            memory_size=memory, table_elements=MAX_TABLE_ELEMENTS, instances=1, tables=4,
+            memories=1,
+        )
+        wasi.apply(store.context)
         return store

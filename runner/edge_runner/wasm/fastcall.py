@@ -8,6 +8,10 @@ preallocated ``wasmtime_val_raw_t`` array per (store, export) and calls
 ``wasmtime_func_call_unchecked``, which is safe exactly because the signature
 was verified at load (:func:`edge_api.abi.check_module`).
 
+Each class takes the store's ``wasmtime_context_t *`` and a reference to the raw
+export (what :func:`edge_runner.wasm.capi.raw_export` finds, no wasmtime-py
+object needed); ``of`` builds one from wasmtime-py's public objects instead.
+
 The C API is reached through :mod:`edge_runner.wasm.capi`, the one module that
 touches wasmtime-py's private layer; a unit test compares RawCall with
 ``Func.__call__``.
@@ -22,31 +26,36 @@ from wasmtime import Func, Store
 
 from edge_runner.wasm import capi
 
-_call_unchecked = capi.func_call_unchecked
+_call_unchecked = capi.fast_call_unchecked
 
 
 class RawCall:
     """Calls one export of one store; not thread-safe (neither is a store)."""
 
-    __slots__ = ("_context", "_func", "_size", "_trap", "_values")
+    __slots__ = ("_context", "_func", "_size", "_trap", "_trap_ref", "_values")
 
-    def __init__(self, store: Store, func: Func, slots: int) -> None:
-        self._context = capi.context(store)
-        self._func = capi.func_ref(func)
-        self._size = slots
+    def __init__(self, context: object, func: object, slots: int) -> None:
+        self._context = context
+        self._func = func
+        self._size = ctypes.c_size_t(slots)
         self._values = (capi.ValRaw * slots)()
         self._trap = capi.TrapPointer()
+        self._trap_ref = ctypes.byref(self._trap)
+
+    @classmethod
+    def of(cls, store: Store, func: Func, slots: int) -> RawCall:
+        return cls(capi.context(store), capi.func_ref(func), slots)
 
     def _invoke(self) -> None:
-        trap = self._trap
-        error = _call_unchecked(
-            self._context, self._func, self._values, self._size, ctypes.byref(trap)
-        )
+        error = _call_unchecked(self._context, self._func, self._values, self._size,
+                                self._trap_ref)
         if error:
-            capi.raise_error(error)
+            capi.raise_error_at(error)
+        trap = self._trap
         if trap:
-            raised = capi.trap_from(trap)
+            raised = capi.trap_from(trap)  # owns the wasm_trap_t now: use a new out-param
             self._trap = capi.TrapPointer()
+            self._trap_ref = ctypes.byref(self._trap)
             raise raised
 
     def i32_to_i32(self, a: int) -> int:
@@ -66,36 +75,54 @@ class RawCall:
         self._invoke()
 
 
-_set_deadline = capi.set_epoch_deadline
-_set_fuel = capi.set_fuel
-memory_address = capi.memory_address
-memory_size = capi.memory_size
+_set_deadline = capi.fast_set_epoch_deadline
+_set_fuel = capi.fast_set_fuel
+_memory_address = capi.fast_memory_address
+_memory_size = capi.fast_memory_size
+_u64 = ctypes.c_uint64
 
 
 class StoreHandle:
-    """Per-call store settings and memory access without wrapper overhead."""
+    """Per-call store settings and memory access without wrapper overhead.
 
-    __slots__ = ("_context", "_memory")
+    ``memory_ref`` may be set after construction (a store is prepared before the
+    instance whose memory it is exists); the memory methods need it.
+    """
 
-    def __init__(self, store: Store, memory: wasmtime.Memory) -> None:
-        self._context = capi.context(store)
-        self._memory = capi.memory_ref(memory)
+    __slots__ = ("_context", "memory_ref")
+
+    def __init__(self, context: object, memory: object = None) -> None:
+        self._context = context
+        self.memory_ref = memory
+
+    @classmethod
+    def of(cls, store: Store, memory: wasmtime.Memory) -> StoreHandle:
+        return cls(capi.context(store), capi.memory_ref(memory))
 
     def prepare(self, ticks: int, fuel: int) -> None:
         """Set the epoch deadline (ticks from now) and the fuel of the next call."""
-        _set_deadline(self._context, ticks)
-        error = _set_fuel(self._context, fuel)
+        _set_deadline(self._context, _u64(ticks))
+        error = _set_fuel(self._context, _u64(fuel))
         if error:
-            capi.raise_error(error)
+            capi.raise_error_at(error)
 
     def memory(self) -> tuple[int, int]:
         """Address and length of the linear memory right now (it moves on growth)."""
-        return memory_address(self._context, self._memory) or 0, memory_size(
-            self._context, self._memory
-        )
+        return _memory_address(self._context, self.memory_ref) or 0, int(_memory_size(
+            self._context, self.memory_ref
+        ))
+
+    def size(self) -> int:
+        """Length of the linear memory right now."""
+        return int(_memory_size(self._context, self.memory_ref))
+
+    def address(self) -> int:
+        """Address of the linear memory right now: it can only change when it grows, so
+        while :meth:`size` is unchanged an address read before is still right."""
+        return _memory_address(self._context, self.memory_ref) or 0
 
 
-_global_get = capi.global_get
+_global_get = capi.fast_global_get
 
 
 class GlobalReader:
@@ -103,11 +130,15 @@ class GlobalReader:
 
     __slots__ = ("_context", "_global", "_value", "_value_ref")
 
-    def __init__(self, store: Store, glob: wasmtime.Global) -> None:
-        self._context = capi.context(store)
-        self._global = capi.global_ref(glob)
+    def __init__(self, context: object, glob: object) -> None:
+        self._context = context
+        self._global = glob
         self._value = capi.Val()
         self._value_ref = ctypes.byref(self._value)
+
+    @classmethod
+    def of(cls, store: Store, glob: wasmtime.Global) -> GlobalReader:
+        return cls(capi.context(store), capi.global_ref(glob))
 
     def i32(self) -> int:
         _global_get(self._context, self._global, self._value_ref)

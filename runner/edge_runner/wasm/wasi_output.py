@@ -20,12 +20,15 @@ like one that computes a lot.
 
 Only fds 1 and 2 exist (EBADF for the rest, as before: no preopens); bad
 pointers give EFAULT and more than ``MAX_IOVECS`` iovecs EINVAL, as a kernel
-would.  The store finds its :class:`Streams` through the store's data.
+would.  The store finds its :class:`Streams` through the store's data: a
+wasmtime-py store's data is the Streams itself (:func:`attach`), a
+:class:`~edge_runner.wasm.capi.RawStore`'s an integer from :func:`register`.
 """
 
 from __future__ import annotations
 
 import ctypes
+import itertools
 import logging
 import struct
 import typing
@@ -74,12 +77,25 @@ class Streams:
 _BY_STORE: weakref.WeakValueDictionary[int, Streams] = weakref.WeakValueDictionary()
 
 
+#: Keys :func:`register` hands out: far above wasmtime-py's slab ids (small integers, the
+#: data of a wasmtime-py store), never reused.
+_raw_keys = itertools.count(1 << 48)
+
+
 def attach(store: wasmtime.Store) -> None:
     """Route ``store``'s guest output to the :class:`Streams` given as its data."""
     streams = store.data()
     if not isinstance(streams, Streams):
         raise TypeError("the store's data must be its Streams")
     _BY_STORE[capi.store_data_key(store)] = streams
+
+
+def register(streams: Streams) -> int:
+    """A new store data key for a :class:`~edge_runner.wasm.capi.RawStore` whose output
+    goes to ``streams`` (valid while ``streams`` lives: the store must hold it)."""
+    key = next(_raw_keys)
+    _BY_STORE[key] = streams
+    return key
 
 
 _caller_context = capi.caller_context
