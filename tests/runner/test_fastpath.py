@@ -49,7 +49,7 @@ def _exchange(runner: RunnerProcess, data: bytes, responses: int) -> list[bytes]
                 length = int(head.split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0]) \
                     if b"content-length: " in head and not head.startswith(b"http/1.1 204") \
                     else 0
-                if b"head /" in data[:5].lower():
+                if data.startswith(b"HEAD "):
                     length = 0
                 end = head_end + 4 + length
                 if len(raw) >= end:
