@@ -61,6 +61,15 @@ def test_request_layout(  # noqa: PLR0917
     assert decode_request(buf) == (method, path, query, params, headers, body)
 
 
+@pytest.mark.parametrize("size", [4095, 4096, 4097, 70_000])
+def test_long_fields_around_the_length_table(size: int) -> None:
+    """Lengths under 4096 come from a table, longer ones are packed: both the same layout."""
+    field = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    pairs = [(field, b"v"), (b"n", field)]
+    buf = encode_request(field, field, field, pairs, pairs, field)
+    assert _reference_walk(buf) == [1, field, field, field, pairs, pairs, field]
+
+
 @given(status=st.integers(100, 599), headers=pairs, body=st.binary())
 def test_response_layout(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
     handmade = struct.pack("<II", status, len(headers))

@@ -90,11 +90,25 @@ def _new_request_id() -> str:
     return f"{random.getrandbits(96):024x}"
 
 
+#: Host header values seen lately and their host names: a runner serves few hosts.
+_HOSTS: dict[bytes, str] = {}
+_HOSTS_MAX = 1024
+
+
 def _host_of(value: bytes) -> str:
+    """The lower-case host name of a Host header value (port removed)."""
+    host = _HOSTS.get(value)
+    if host is not None:
+        return host
     host = value.decode("latin-1").lower()
     if host.startswith("["):
-        return host.split("]", 1)[0] + "]"
-    return host.rsplit(":", 1)[0] if ":" in host else host
+        host = host.split("]", 1)[0] + "]"
+    elif ":" in host:
+        host = host.rsplit(":", 1)[0]
+    if len(_HOSTS) >= _HOSTS_MAX:
+        _HOSTS.clear()
+    _HOSTS[value] = host
+    return host
 
 
 @dataclass(slots=True)
@@ -132,6 +146,7 @@ class DataPlane:
         self._lookups = self._counts.lookups
         self._table: RouteTable | None = None
         self._auth = AuthTable((), {}, {})
+        self._protected = False  # any rule with auth?
         self._auth_counters: dict[tuple[str, str], Any] = {}
 
     # -- the two ways in ------------------------------------------------------------
@@ -256,6 +271,7 @@ class DataPlane:
         if snapshot.table is not self._table:
             self._table = snapshot.table
             self._auth = AuthTable(snapshot.routes, snapshot.secrets, snapshot.jwks)
+            self._protected = bool(self._auth)
         found = snapshot.table.lookup(begun.host, method, path)
         if found is None:
             self._lookups[1] += 1
@@ -379,7 +395,7 @@ class DataPlane:
 
     def _authorize(self, scope: Scope, rule: CompiledRule, request_id: str) -> Allowed | Problem:
         """The rule's auth decision (http/auth.py), counted; a Problem answers a refusal."""
-        policy = self._auth.policy(rule.route, rule.index) if self._auth else None
+        policy = self._auth.policy(rule.route, rule.index) if self._protected else None
         if policy is None:
             return OPEN
         decision = policy.decide(scope["headers"], scope["query_string"], time.time())

@@ -249,7 +249,7 @@ class FunctionRuntime:
         if not self._inline_now() or not self._gate.try_enter():
             return None
         try:
-            return self._attempt_inline(self.abi.encode(request), request.request_id)
+            return self._attempt_inline(self.abi.encode(request), request.request_id, True)
         finally:
             self._gate.leave()
 
@@ -257,9 +257,11 @@ class FunctionRuntime:
         return bool(self._inline.budget) and self.abi.inline \
             and time.monotonic() >= self._inline_after and not self._conduct.quarantined
 
-    def _attempt_inline(self, payload: object, request_id: str) -> Response | Preempted:
-        """A speculative inline run (see :class:`InlinePolicy`), judged."""
-        if not self._inline_now():
+    def _attempt_inline(self, payload: object, request_id: str, checked: bool = False
+                        ) -> Response | Preempted:
+        """A speculative inline run (see :class:`InlinePolicy`), judged; ``checked``: the
+        caller made sure it may run inline now."""
+        if not checked and not self._inline_now():
             return NOT_INLINE
         inline = self._inline
         started, computed = time.monotonic(), time.thread_time()
