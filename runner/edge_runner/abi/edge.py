@@ -22,7 +22,6 @@ one initialization read from the clock or the random source.)
 from __future__ import annotations
 
 import ctypes
-import typing
 
 import wasmtime
 
@@ -201,7 +200,7 @@ class EdgeInstance:
         ``spent`` is wall time a speculative attempt already used, taken off the
         deadline.
         """
-        envelope = typing.cast(bytes, payload)  # from EdgeExecutor.encode
+        envelope: bytes = payload  # type: ignore[assignment]  # from EdgeExecutor.encode
         handle = self._handle_store
         self.output.request_id = request_id
         fuel = self._fuel

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from typing import NoReturn
 
 VERSION = 1
 
@@ -88,15 +89,31 @@ def decode_response(buf: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     if count * 8 > len(buf) - 8:
         raise EnvelopeError(f"response header count {count} does not fit the envelope")
     offset = 8
+    end = len(buf)
     headers: list[tuple[bytes, bytes]] = []
     for _ in range(count):
-        name, offset = _read_string(buf, offset, "a header name")
-        value, offset = _read_string(buf, offset, "a header value")
-        headers.append((name.lower(), value))
+        if offset + 4 <= end:  # the common case, read here; _read_string explains a failure
+            (size,) = _unpack_u32(buf, offset)
+            stop = offset + 4 + size
+            if stop + 4 <= end:
+                (value_size,) = _unpack_u32(buf, stop)
+                value_stop = stop + 4 + value_size
+                if value_stop <= end:
+                    headers.append((buf[offset + 4:stop].lower(), buf[stop + 4:value_stop]))
+                    offset = value_stop
+                    continue
+        _refuse_header(buf, offset)
     body, offset = _read_string(buf, offset, "the body")
-    if offset != len(buf):
-        raise EnvelopeError(f"response envelope has {len(buf) - offset} trailing bytes")
+    if offset != end:
+        raise EnvelopeError(f"response envelope has {end - offset} trailing bytes")
     return status, headers, body
+
+
+def _refuse_header(buf: bytes, offset: int) -> NoReturn:
+    """Raise the error naming the part of the header at ``offset`` that does not fit."""
+    _, offset = _read_string(buf, offset, "a header name")
+    _read_string(buf, offset, "a header value")
+    raise AssertionError("unreachable: called for a header that does not fit")
 
 
 def encode_response(status: int, headers: Pairs, body: bytes) -> bytes:

@@ -442,10 +442,16 @@ def _unavailable(function: str, known: bool, request_id: str) -> Problem:
 def _finish_response(result: tuple[int, list[tuple[bytes, bytes]], bytes]) -> Problem:
     """Complete a guest's response (already checked by its executor, see abi.base)."""
     status, guest_headers, body = result
-    headers = [(n, v) for n, v in guest_headers if n not in HOP_BY_HOP and n != b"x-request-id"]
+    headers = []
+    typed = False
+    for header in guest_headers:
+        name = header[0]
+        if name not in HOP_BY_HOP and name != b"x-request-id":
+            typed = typed or name == b"content-type"
+            headers.append(header)
     if status in NO_BODY:
         body = b""
-    elif not any(n == b"content-type" for n, _ in headers):
+    elif not typed:
         headers.append((b"content-type", content_type.detect(body)))
     return status, headers, body
 
