@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+import yaml
 
 from support.guests import echo_wat, write_function
 from support.inprocess import fuel_wat
@@ -32,6 +33,11 @@ def runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunnerProcess]:
     # ~2,000 loop iterations per request byte: several million fuel, far over the
     # inline budget (1,000,000), so every call is preempted and re-run on a thread.
     write_function(folder, "heavy", fuel_wat(per_byte=2000))
+    (folder / "get-only.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "edgerunner.dev/v1alpha1", "kind": "EdgeRoute",
+        "metadata": {"name": "get-only"},
+        "spec": {"rules": [{"match": {"path": "/get-only", "methods": ["GET"]},
+                            "function": "echo"}]}}))
     with RunnerProcess(folder) as process:
         yield process
 
@@ -119,7 +125,7 @@ def test_a_guest_over_the_inline_budget_answers_from_a_thread(runner: RunnerProc
 
 def test_runner_decided_errors_on_the_fast_path(runner: RunnerProcess) -> None:
     answers = _exchange(runner, _get("/nowhere", "n1")
-                        + b"DELETE /echo HTTP/1.1\r\nHost: fast.test\r\n\r\n", 2)
+                        + b"DELETE /get-only HTTP/1.1\r\nHost: fast.test\r\n\r\n", 2)
     assert answers[0].startswith(b"HTTP/1.1 404 ")
     assert b"content-type: application/problem+json\r\n" in answers[0]
     assert answers[1].startswith(b"HTTP/1.1 405 ")

@@ -135,6 +135,31 @@ def test_slowloris_head_is_408_within_the_timeout_while_others_are_served(
     assert HEAD_TIMEOUT - EARLY <= closed_after[0] < HEAD_TIMEOUT + MARGIN, closed_after
 
 
+@pytest.mark.parametrize("together", [False, True], ids=["after", "pipelined"])
+def test_a_stalled_head_after_a_served_request_is_408_within_the_timeout(
+    runner: RunnerProcess, together: bool,
+) -> None:
+    """On a keep-alive connection the next head's timer runs from its first byte: sent
+    after the first answer, or in the same write as the first request (pipelined)."""
+    first = b"GET /healthy HTTP/1.1\r\nhost: x\r\n\r\n"
+    partial = b"GET /healthy HTTP/1.1\r\nhost: x\r\nx-stalled: "
+    with _connect(runner) as sock:
+        if together:
+            started = time.monotonic()
+            sock.sendall(first + partial)
+            head, body = _read_response(sock)
+        else:
+            sock.sendall(first)
+            head, body = _read_response(sock)
+            started = time.monotonic()
+            sock.sendall(partial)
+        received = _read_all(sock)
+        elapsed = time.monotonic() - started
+    assert (_status(head), body) == (200, b"fine")
+    assert _status(received) == 408
+    assert HEAD_TIMEOUT - EARLY <= elapsed < HEAD_TIMEOUT + MARGIN, elapsed
+
+
 def test_idle_connection_without_a_request_is_closed(runner: RunnerProcess) -> None:
     with _connect(runner) as sock:
         started = time.monotonic()

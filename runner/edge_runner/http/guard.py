@@ -69,6 +69,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._in_head = True
         self._head_bytes = 0
+        #: A request line has begun and its head is not complete yet.
+        self._head_open = False
         self._body_pending = False
         self._refusal: tuple[int, str] | None = None
         self._head_timer: asyncio.TimerHandle | None = None
@@ -85,22 +87,34 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        # The head timer of a request on a keep-alive connection runs from its first
+        # byte, but is only armed if its head is still incomplete once this chunk is
+        # parsed: most heads arrive whole, and need no timer at all.
+        arrived = 0.0
         if self._in_head:
             self._head_bytes += len(data)
             if self._head_timer is None:  # first bytes of the next request on keep-alive
-                self._head_timer = self.loop.call_later(
-                    self.limits.head_timeout, self._head_expired
-                )
+                arrived = self.loop.time()
         super().data_received(data)
         if self._in_head:
             if self._head_bytes > self.limits.max_head_bytes:
                 self._reply_and_close(
                     431, f"the request head is over {self.limits.max_head_bytes} bytes"
                 )
+            elif (self._head_open or self._head_bytes) and self._head_timer is None \
+                    and not self.transport.is_closing():
+                self._head_timer = self.loop.call_at(
+                    (arrived or self.loop.time()) + self.limits.head_timeout,
+                    self._head_expired,
+                )
         elif self._body_pending and self._body_timer is None:
             self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_expired)
 
     # -- parser callbacks ------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._head_open = True
+        super().on_message_begin()
 
     def on_headers_complete(self) -> None:
         limits = self.limits
@@ -112,6 +126,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._refusal = (431, f"the request head is over {limits.max_head_bytes} bytes")
             raise _Refused
         self._in_head = False
+        self._head_open = False
         self._head_bytes = 0
         self._body_pending = True
         if self._head_timer is not None:
@@ -145,7 +160,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _head_expired(self) -> None:
         self._head_timer = None
-        if self._head_bytes:
+        if self._head_bytes or self._head_open:
             self._reply_and_close(
                 408, f"the request head did not arrive within {self.limits.head_timeout}s"
             )
