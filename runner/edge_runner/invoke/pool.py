@@ -206,8 +206,7 @@ class FunctionRuntime:
         self._max_requests = max_requests
         self._inline = inline
         self._inline_after = 0.0
-        self._slow_streak = 0
-        self._repeat_demotions = 0
+        self._slow_streak = self._repeat_demotions = 0
         self._speculation = Speculation(
             fuel=inline.budget, ticks=engine.deadline_ticks(inline.max_stall)
         )
@@ -259,8 +258,7 @@ class FunctionRuntime:
 
     def _attempt_inline(self, payload: object, request_id: str, checked: bool = False
                         ) -> Response | Preempted:
-        """A speculative inline run (see :class:`InlinePolicy`), judged; ``checked``: the
-        caller made sure it may run inline now."""
+        """A speculative inline run (:class:`InlinePolicy`), judged (``checked``: may run)."""
         if not checked and not self._inline_now():
             return NOT_INLINE
         inline = self._inline
