@@ -6,7 +6,10 @@ three times: hot instances with the access log on (the default), the same with
 (``pool.reuse: false``, access log on); then ``bench/baseline_app.py`` under the
 same uvicorn settings.  Drives each with wrk (Debian's) on loopback and prints
 req/s, p50 and p99 side by side with the ratio to the bare app and the access
-log's share of throughput.  Not a test: run it with ``make bench``.
+log's share of throughput, and the server's CPU time per request (user +
+system, all threads, from /proc): on a machine shared with other work the
+req/s move with the load, CPU per request much less.  Not a test: run it with
+``make bench``.
 
     python bench/throughput.py [--duration 10] [--connections 16]
 """
@@ -53,6 +56,20 @@ def wrk(url: str, duration: int, connections: int, headers: tuple[str, ...] = ()
     return {"rps": rps, "p50": p50, "p99": p99, "errors": float(errors.group(1)) if errors else 0}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(pid: int, url: str, duration: int, connections: int) -> dict[str, float]:
+    """wrk's figures plus the server's CPU microseconds per request."""
+    before = cpu_seconds(pid)
+    result = wrk(url, duration, connections)
+    result["cpu_us"] = (cpu_seconds(pid) - before) / (result["rps"] * duration) * 1e6
+    return result
+
+
 def run_baseline(port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "baseline_app:app", "--host", "127.0.0.1",
@@ -89,7 +106,9 @@ def main() -> int:
             with RunnerProcess(folder, extra_args=[*options, *args.runner_args]) as runner:
                 assert runner.client.get("/constant").text == "ok"
                 wrk(f"{runner.url}/constant", 2, args.connections)  # warm-up
-                results[name] = wrk(f"{runner.url}/constant", args.duration, args.connections)
+                assert runner.process is not None
+                results[name] = measured(runner.process.pid, f"{runner.url}/constant",
+                                         args.duration, args.connections)
         port = free_port()
         baseline = run_baseline(port)
         try:
@@ -98,18 +117,19 @@ def main() -> int:
             wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/").status_code == 200,
                        what="baseline app")
             wrk(f"http://127.0.0.1:{port}/", 2, args.connections)
-            results["bare ASGI"] = wrk(f"http://127.0.0.1:{port}/", args.duration,
-                                       args.connections)
+            results["bare ASGI"] = measured(baseline.pid, f"http://127.0.0.1:{port}/",
+                                            args.duration, args.connections)
         finally:
             baseline.terminate()
             baseline.wait()
     print(f"wrk -t1 -c{args.connections} -d{args.duration}s on loopback, {os.cpu_count()} cores")
     base = results["bare ASGI"]
     print(f"{'server':<20}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}"
-          f"{'vs bare':>9}")
+          f"{'vs bare':>9}{'CPU us/req':>12}{'vs bare':>9}")
     for name, r in results.items():
         print(f"{name:<20}{r['rps']:>10.0f}{r['p50'] * 1e3:>10.2f}{r['p99'] * 1e3:>10.2f}"
-              f"{r['errors']:>10.0f}{r['rps'] / base['rps']:>9.2f}")
+              f"{r['errors']:>10.0f}{r['rps'] / base['rps']:>9.2f}{r['cpu_us']:>12.1f}"
+              f"{base['cpu_us'] / r['cpu_us']:>9.2f}")
     on, off = results["runner hot"], results["runner hot, no log"]
     print(f"access log cost (hot, default --access-log-interval): "
           f"{1 - on['rps'] / off['rps']:.0%} of throughput")
