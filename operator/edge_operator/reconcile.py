@@ -25,7 +25,8 @@ reconcile under a per-object lock (two triggers never interleave, and the later
 one sees the earlier one's status) and at most :data:`MAX_RECONCILES` at once,
 applies the status fields its writer owns (:mod:`edge_operator.status`), posts
 a Warning event when that status changes to a failure
-(:mod:`edge_operator.events`) and wakes the rollout tracker.
+(:mod:`edge_operator.events`); the rollout tracker sees the new status through
+the watch (:mod:`edge_operator.propagation`).
 
 No kopf timer or daemon is involved on purpose: kopf puts a finalizer on every
 object that has one, which blocks deleting the objects (and their CRDs) once
@@ -75,13 +76,14 @@ _RESOURCES: Final = {KIND_FUNCTION: EdgeFunctionResource, KIND_ROUTE: EdgeRouteR
 MAX_RECONCILES: Final = 16
 
 
-def names_functions(route: dict[str, Any], function: str) -> bool:
-    """True if ``route`` (an EdgeRoute as a dict) sends requests to ``function``."""
+def named_functions(route: Mapping[str, Any]) -> list[str]:
+    """The functions ``route`` (an EdgeRoute as a dict) sends requests to ([] for a spec
+    the models refuse)."""
     try:
         spec = EdgeRouteSpec.model_validate(route.get("spec") or {})
     except ValueError:
-        return False
-    return function in spec.function_names()
+        return []
+    return spec.function_names()
 
 
 async def _live(kube: AsyncClient, kind: str, namespace: str) -> list[dict[str, Any]]:
@@ -101,8 +103,6 @@ class Reconciler:
     conflicts: ConflictSync = field(default_factory=ConflictSync)
     #: What the last reconciles did and what the ConfigMap watch saw (resync skips).
     rest: RestState = field(default_factory=RestState)
-    #: Set after every status write of a function (the rollout tracker recounts).
-    written: asyncio.Event = field(default_factory=asyncio.Event)
     _locks: weakref.WeakValueDictionary[tuple[str, str, str], asyncio.Lock] = field(
         default_factory=weakref.WeakValueDictionary)
     _running: asyncio.Semaphore = field(
@@ -171,13 +171,11 @@ class Reconciler:
                                  handoff=outcome.fields.get(STATUS_FIELD),
                                  fields=outcome.fields, conditions=outcome.conditions)
             self.metrics.reconciles.labels("function", outcome.result).inc()
-            if status is not None:
-                self.written.set()
-                if outcome.warning is not None:
-                    reason, message = outcome.warning
-                    log.warning("%s: %s", reason, message, extra={
-                        "object": f"{namespace}/{name}", "kind": KIND_FUNCTION})
-                    await events.post(self.kube, body, reason, message, kind=KIND_FUNCTION)
+            if status is not None and outcome.warning is not None:
+                reason, message = outcome.warning
+                log.warning("%s: %s", reason, message, extra={
+                    "object": f"{namespace}/{name}", "kind": KIND_FUNCTION})
+                await events.post(self.kube, body, reason, message, kind=KIND_FUNCTION)
             return outcome
 
     async def functions_using(self, namespace: str, configmap: str,
@@ -227,14 +225,11 @@ class Reconciler:
                 await events.post(self.kube, body, ready.reason, ready.message, kind=KIND_ROUTE)
             return ready
 
-    async def routes_to(self, namespace: str, function: str) -> None:
-        """An EdgeFunction appeared or went: reconcile the routes that name it."""
-        routes = await _live(self.kube, KIND_ROUTE, namespace)
-        affected = [r["metadata"]["name"] for r in routes if names_functions(r, function)]
-        if not affected:
-            return
-        existing = await self._existing_functions(namespace)
-        for name in affected:
+    async def routes_to(self, namespace: str, routes: Iterable[str],
+                        existing: set[str]) -> None:
+        """An EdgeFunction appeared or went: reconcile ``routes``, those that name it
+        (from the handlers' index), with ``existing``, the namespace's functions."""
+        for name in sorted(set(routes)):
             await self.route(namespace, name, existing=existing)
 
     # -- published ConfigMaps ----------------------------------------------------------

@@ -6,10 +6,12 @@ EdgeFunctions and EdgeRoutes whose ``status.handoff`` confirms them
 (:mod:`edge_runner.sources.handoff`: a ConfigMap the operator did not publish is
 never served), adds the Secrets they name (:mod:`edge_runner.sources.cluster_secrets`),
 applies them to the catalog (which marks the runner ready after this first full sync),
-then follows a watch from that list's resourceVersion, re-applying after each
-burst of events.  A function a route names that has no ConfigMap yet is
-reported as not loaded (503, retry) unless the route's ConfigMap says the
-operator found no such EdgeFunction (then requests get a final 500).  Every
+then follows a watch from that list's resourceVersion, re-applying at once
+after a change, and at most once per ``DEBOUNCE_SECONDS`` during a burst
+(owner events that leave ``status.handoff`` as it was are not applied).  A
+function a route names that has no ConfigMap yet is reported as not loaded
+(503, retry) unless the route's ConfigMap says the operator found no such
+EdgeFunction (then requests get a final 500).  Every
 ``resync`` seconds it lists again.  When the API server is unreachable it keeps
 serving the last good configuration and retries with capped backoff; a 410
 Gone restarts from a fresh list.  Parsed ConfigMaps are cached by
@@ -23,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -55,7 +58,8 @@ log = logging.getLogger("edge_runner.sources.cluster")
 
 #: Seconds between full re-lists (a safety net under the watch).
 RESYNC_SECONDS = 300.0
-#: Seconds to wait after an event for more before applying (coalesces bursts).
+#: Shortest time from the end of one apply to the next: events meanwhile are applied
+#: together (a burst costs one apply per this much, a lone change is applied at once).
 DEBOUNCE_SECONDS = 0.05
 MAX_BACKOFF_SECONDS = 10.0
 #: Longest single watch request (the server ends it; the client opens the next).
@@ -281,19 +285,30 @@ async def _pump(client: AsyncClient, kind: str, resource: Any, namespace: str, s
 async def _consume(queue: _Events, desired: _Desired, catalog: Catalog, deadline: float,
                    secrets: ClusterSecrets) -> None:
     """Apply events until ``deadline``, the end of the watch or a 410 Gone; re-read the
-    Secrets in use every REFRESH_SECONDS and apply when they changed."""
+    Secrets in use every REFRESH_SECONDS and apply when they changed.
+
+    An event is applied as soon as the events already queued are taken in, unless
+    the last apply ended less than DEBOUNCE_SECONDS ago: a lone change is not
+    delayed, and a burst costs one apply per DEBOUNCE_SECONDS, not one per event.
+    EdgeFunction and EdgeRoute events whose ``status.handoff`` did not change (the
+    operator's rollout counts, kopf's annotations) change nothing served and are
+    not applied.
+    """
     pending = False
+    applied = -math.inf  # when the last apply ended
     while True:
-        left = deadline - time.monotonic()
+        now = time.monotonic()
+        left = deadline - now
         if left <= 0:
             break
+        wait = max(0.0, applied + DEBOUNCE_SECONDS - now) if pending else REFRESH_SECONDS
         try:
-            item = await asyncio.wait_for(
-                queue.get(), min(DEBOUNCE_SECONDS, left) if pending else min(REFRESH_SECONDS, left))
-        except TimeoutError:
+            item = queue.get_nowait() if wait <= 0 else \
+                await asyncio.wait_for(queue.get(), min(wait, left))
+        except (TimeoutError, asyncio.QueueEmpty):
             if pending:
                 await _apply(catalog, desired, secrets)
-                pending = False
+                applied, pending = time.monotonic(), False
             elif await secrets.refresh():
                 await _apply(catalog, desired, secrets)
             continue
@@ -309,8 +324,8 @@ async def _consume(queue: _Events, desired: _Desired, catalog: Catalog, deadline
             continue
         if kind == "ConfigMap":
             desired.apply_event(event, obj)
+            pending = True
         elif desired.handoff is not None:
-            desired.handoff.owner_event(kind, event, obj)
-        pending = True
+            pending = desired.handoff.owner_event(kind, event, obj) or pending
     if pending:
         await _apply(catalog, desired, secrets)

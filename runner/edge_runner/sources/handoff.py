@@ -52,13 +52,17 @@ class Handoff:
         for item in items:
             self.owner_event(kind, "ADDED", item)
 
-    def owner_event(self, kind: str, event: str, obj: dict[str, Any]) -> None:
+    def owner_event(self, kind: str, event: str, obj: dict[str, Any]) -> bool:
+        """Note the owner's ``status.handoff``; True if it changed (anything else an
+        owner's event says, its other status fields, annotations, changes nothing here)."""
         key = (KIND_LABELS[kind], obj["metadata"]["name"])
         digest = (obj.get("status") or {}).get(STATUS_FIELD)
+        before = self.owners.get(key)
         if event == "DELETED" or not isinstance(digest, str):
             self.owners.pop(key, None)
-        else:
-            self.owners[key] = digest
+            return before is not None
+        self.owners[key] = digest
+        return before != digest
 
     def begin(self) -> None:
         self.rejected = 0
