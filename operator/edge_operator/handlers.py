@@ -45,7 +45,7 @@ from edge_operator.functions import retry_delay
 from edge_operator.metrics import OperatorMetrics
 from edge_operator.propagation import PropagationTracker
 from edge_operator.publish import delete_configmap
-from edge_operator.reconcile import Reconciler, named_functions
+from edge_operator.reconcile import Existing, Reconciler, named_functions
 from edge_operator.rest import configmap_reference
 
 log = logging.getLogger("edge_operator")
@@ -195,10 +195,10 @@ async def function_names(body: kopf.Body, **_: Any) -> dict[str, str]:
     return {} if metadata.get("deletionTimestamp") else {metadata["namespace"]: metadata["name"]}
 
 
-def _existing(kwargs: dict[str, Any], namespace: str) -> set[str]:
-    """The namespace's EdgeFunctions, from the index :func:`function_names`."""
+def _existing(kwargs: dict[str, Any], namespace: str) -> Existing:
+    """The namespace's EdgeFunctions, from the index :func:`function_names` when called."""
     index: kopf.Index[str, str] = kwargs["function_names"]
-    return set(index[namespace]) if namespace in index else set()
+    return lambda: set(index[namespace]) if namespace in index else set()
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL_FUNCTION, registry=registry)

@@ -40,7 +40,7 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -74,6 +74,8 @@ _RESOURCES: Final = {KIND_FUNCTION: EdgeFunctionResource, KIND_ROUTE: EdgeRouteR
 #: thousand handlers; unbounded, they exhaust the API client's connection pool and
 #: fail (kopf retries them a minute later).  Bounded, they queue and each finishes.
 MAX_RECONCILES: Final = 16
+#: The namespace's EdgeFunctions, as known when called.
+Existing = Callable[[], set[str]]
 
 
 def named_functions(route: Mapping[str, Any]) -> list[str]:
@@ -192,20 +194,25 @@ class Reconciler:
         functions = await _live(self.kube, KIND_FUNCTION, namespace)
         return {item["metadata"]["name"] for item in functions}
 
-    async def route(self, namespace: str, name: str, *, existing: set[str] | None = None,
+    async def route(self, namespace: str, name: str, *, existing: Existing | None = None,
                     only_if_stale: bool = False) -> Want | None:
-        """Reconcile the EdgeRoute and report it; its ``Ready``, None if it does not exist."""
+        """Reconcile the EdgeRoute and report it; its ``Ready``, None if it does not exist.
+
+        ``existing`` gives the namespace's EdgeFunctions (None: they are listed); it is
+        called once the route's lock is held, so a reconcile that waited for another
+        sees the functions as they are then, not as they were when it was asked for.
+        """
         async with self._exclusive(KIND_ROUTE, namespace, name,
                                    only_if_stale=only_if_stale) as body:
             if body is None:
                 return None
             with self.metrics.duration.labels("route").time():
-                if existing is None:
-                    existing = await self._existing_functions(namespace)
-                inputs = self.rest.inputs(body, route_missing(body, existing))
+                functions = existing() if existing is not None \
+                    else await self._existing_functions(namespace)
+                inputs = self.rest.inputs(body, route_missing(body, functions))
                 handoff: dict[str, Any] = {}
                 ready = await reconcile_route(
-                    body, kube=self.kube, metrics=self.metrics, existing=existing,
+                    body, kube=self.kube, metrics=self.metrics, existing=functions,
                     published=handoff, allow=parse_networks(self.config.allow_fetch_from))
                 metadata = body["metadata"]
                 fields = {**summary(body, self.config.public_url), **handoff}
@@ -226,7 +233,7 @@ class Reconciler:
             return ready
 
     async def routes_to(self, namespace: str, routes: Iterable[str],
-                        existing: set[str]) -> None:
+                        existing: Existing) -> None:
         """An EdgeFunction appeared or went: reconcile ``routes``, those that name it
         (from the handlers' index), with ``existing``, the namespace's functions."""
         for name in sorted(set(routes)):
@@ -302,4 +309,5 @@ class Reconciler:
         self.rest.keep_only(KIND_ROUTE, namespace, {r["metadata"]["name"] for r in routes})
         for route in routes:
             if not self._quiet_route(route, existing):
-                await self.route(namespace, route["metadata"]["name"], existing=existing)
+                await self.route(namespace, route["metadata"]["name"],
+                                 existing=lambda: existing)
