@@ -14,12 +14,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from support.audit import Audit
 from support.guests import constant_wat
 from support.identities import ChartIdentities
 from support.k8s import Cluster
@@ -48,38 +48,6 @@ def source_configmap(module: bytes) -> str:
 def function(name: str, source: dict[str, Any]) -> str:
     return json.dumps({"apiVersion": "edgerunner.dev/v1alpha1", "kind": "EdgeFunction",
                        "metadata": {"name": name}, "spec": {"source": source}})
-
-
-class Audit:
-    """The operator's requests in the audit log, from the point it was made on."""
-
-    def __init__(self, cluster: Cluster, user: str, namespace: str) -> None:
-        assert cluster.audit_log is not None, "needs the harness's API server (audit log)"
-        self.path: Path = cluster.audit_log
-        self.user, self.namespace = user, namespace
-        self.offset = self.path.stat().st_size
-
-    def requests(self) -> list[tuple[str, str, str]]:
-        """(verb, resource, name) of each request since then."""
-        found = []
-        with self.path.open("rb") as lines:
-            lines.seek(self.offset)
-            for line in lines:
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue  # a line being written
-                ref = event.get("objectRef") or {}
-                if event.get("user", {}).get("username") == self.user \
-                        and ref.get("namespace") == self.namespace:
-                    found.append((event.get("verb", ""), ref.get("resource", ""),
-                                  ref.get("name", "")))
-        return found
-
-    def resyncs(self) -> int:
-        """Lists of EdgeRoutes: one per resync (nothing else lists them while no route
-        changes)."""
-        return Counter((v, r) for v, r, _ in self.requests())[("list", "edgeroutes")]
 
 
 def ready(cluster: Cluster, namespace: str, kind: str, name: str) -> bool:
