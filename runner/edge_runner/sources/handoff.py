@@ -75,16 +75,21 @@ class Handoff:
             self._digests[name] = cached
         return cached[1]
 
+    def confirms(self, name: str, obj: dict[str, Any], parsed: Parsed) -> bool:
+        """True if ConfigMap ``name`` is what its owner's ``status.handoff`` says."""
+        label = (obj["metadata"].get("labels") or {}).get(LABEL_KIND, "")
+        # The name too: a genuine ConfigMap's content copied under another name is a replay.
+        return self.owners.get((label, parsed.name)) == self._digest(name, obj) \
+            and name == _configmap_name(label, parsed.name)
+
     def check(self, name: str, obj: dict[str, Any], parsed: Parsed) -> tuple[Parsed | None,
                                                                              str | None]:
         """What to serve for ConfigMap ``name`` (None: nothing) and an error to report."""
-        label = (obj["metadata"].get("labels") or {}).get(LABEL_KIND, "")
-        digest = self._digest(name, obj)
-        expected = self.owners.get((label, parsed.name))
-        # The name too: a genuine ConfigMap's content copied under another name is a replay.
-        if expected == digest and name == _configmap_name(label, parsed.name):
+        if self.confirms(name, obj, parsed):
             self._trusted[name] = parsed
             return parsed, None
+        label = (obj["metadata"].get("labels") or {}).get(LABEL_KIND, "")
+        digest = self._digest(name, obj)
         self.rejected += 1
         owner = "EdgeFunction" if label == LABEL_KIND_FUNCTION else "EdgeRoute"
         error = (f"configmap/{name}: its content does not match status.handoff of {owner}"
