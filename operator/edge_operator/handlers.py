@@ -13,8 +13,8 @@ reads for a bulk apply): the EdgeFunctions of each namespace
 each function (:func:`routes_by_function`).  kopf fills every index before any
 handler runs; a route reconciled just before its function's watch event is
 reconciled again by that event's handler, so the order of the two does not
-matter.  Every EdgeFunction event also feeds the rollout tracker.
-the periodic resync is the reconciler's own loop, not a kopf timer, because kopf
+matter.  Every EdgeFunction event also feeds the rollout tracker.  The periodic
+resync is the reconciler's own loop, not a kopf timer, because kopf
 puts a finalizer on every object of a resource that has a timer or daemon, and
 a finalizer left by an uninstalled operator blocks deleting the objects and
 the CRDs.  None of these handlers needs one.  Shared clients live in kopf's

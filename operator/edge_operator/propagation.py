@@ -38,7 +38,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from lightkube import AsyncClient
@@ -124,6 +124,8 @@ class _Namespace:
     runners: object = None
     #: When the EdgeFunctions were last listed (monotonic; -inf: never).
     listed: float = -math.inf
+    #: Functions the watch reported since the last list began.
+    reported: set[str] = field(default_factory=set)
 
 
 class PropagationTracker:
@@ -147,6 +149,7 @@ class PropagationTracker:
         if state is None:
             return
         name = str(metadata.get("name"))
+        state.reported.add(name)
         if event == "DELETED" or metadata.get("deletionTimestamp"):
             changed = state.functions.pop(name, None) is not None
         else:
@@ -207,6 +210,7 @@ class PropagationTracker:
         await bounded(writes)
 
     async def _list(self, namespace: str, state: _Namespace) -> None:
+        state.reported = set()
         listed = {}
         async for item in self.kube.list(EdgeFunctionResource, namespace=namespace):
             function = dict(item)
@@ -214,6 +218,11 @@ class PropagationTracker:
             if not metadata.get("deletionTimestamp"):
                 listed[metadata["name"]] = (metadata.get("generation"),
                                             dict(function.get("status") or {}))
+        for name in state.reported:  # the watch's report is at least as new as the list
+            if name in state.functions:
+                listed[name] = state.functions[name]
+            else:
+                listed.pop(name, None)
         state.dirty |= set(state.functions) - set(listed)
         state.functions = listed
 
