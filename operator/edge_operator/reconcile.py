@@ -299,15 +299,20 @@ class Reconciler:
 
     async def resync_namespace(self, namespace: str) -> None:
         """Reconcile the namespace's objects that :mod:`edge_operator.rest` may not skip."""
+        listed = self.rest.records
         functions = await _live(self.kube, KIND_FUNCTION, namespace)
         existing = {f["metadata"]["name"] for f in functions}
         self.rest.keep_only(KIND_FUNCTION, namespace, existing)
         for function in functions:
-            if not self._quiet_function(function):
-                await self.function(namespace, function["metadata"]["name"])
+            name = function["metadata"]["name"]
+            if not self.rest.recorded_after((KIND_FUNCTION, namespace, name), listed) \
+                    and not self._quiet_function(function):
+                await self.function(namespace, name)
+        listed = self.rest.records
         routes = await _live(self.kube, KIND_ROUTE, namespace)
         self.rest.keep_only(KIND_ROUTE, namespace, {r["metadata"]["name"] for r in routes})
         for route in routes:
-            if not self._quiet_route(route, existing):
-                await self.route(namespace, route["metadata"]["name"],
-                                 existing=lambda: existing)
+            name = route["metadata"]["name"]
+            if not self.rest.recorded_after((KIND_ROUTE, namespace, name), listed) \
+                    and not self._quiet_route(route, existing):
+                await self.route(namespace, name, existing=lambda: existing)

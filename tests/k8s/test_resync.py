@@ -75,6 +75,10 @@ def test_the_resync_skips_what_did_not_change(cluster: Cluster, namespace: str,
                                for n in ("quiet", "ref", "tagged"))
                    and ready(cluster, namespace, "er", "quiet"),
                    timeout=60, what="every object Ready")
+        # ... and counted by the rollout tracker (no runner: Propagated=False NoRunners).
+        wait_until(lambda: all(condition(get(cluster, namespace, "ef", n), "Propagated")
+                               for n in ("quiet", "ref", "tagged")),
+                   timeout=30, what="every function's rollout counted")
         published = get(cluster, namespace, "configmap", "edgefn-quiet")
 
         # At rest: resyncs run, the quiet objects are not read or written, the tag is.
