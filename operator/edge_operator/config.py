@@ -61,8 +61,9 @@ class OperatorConfig(ProcessSettings):
         default_factory=list, description="registries (host[:port], comma-separated) spoken"
         " to over plain HTTP; every other registry over verified TLS")
     rollout_interval: float = Field(2.0, gt=0, description="seconds between rollout recounts"
-                                    " when no runner Lease changes (Lease events trigger a"
-                                    " recount at once; this only catches expiries)")
+                                    " when no runner Lease changes (Lease and EdgeFunction"
+                                    " events trigger a recount at once, at most twice a"
+                                    " second; this only catches expiries)")
     resync_interval: float = Field(RESYNC_SECONDS, gt=0, description="seconds between"
                                    " resyncs: oci tags and jwksUri documents are resolved"
                                    " again, failures retried; unchanged objects are skipped")

@@ -5,8 +5,16 @@ does it (reads the object afresh, reconciles under a per-object lock, applies
 the status fields its writer owns, posts events) and kopf only carries its
 progress annotations.  A transient failure is retried by kopf after the delay
 the reconcile chose (``kopf.TemporaryError``).  Referenced ConfigMaps are
-watched (:func:`configmap_event`, with the index :func:`functions_by_configmap`);
-the periodic resync is the reconciler's own loop, not a kopf timer, because kopf
+watched (:func:`configmap_event`, with the index :func:`functions_by_configmap`).
+Two more kopf indexes, kept up to date by the watches, spare the handlers a list
+of the namespace per event (with 1,000 objects, one list each is O(N²) API
+reads for a bulk apply): the EdgeFunctions of each namespace
+(:func:`function_names`, a route's missing functions) and the routes that name
+each function (:func:`routes_by_function`).  kopf fills every index before any
+handler runs; a route reconciled just before its function's watch event is
+reconciled again by that event's handler, so the order of the two does not
+matter.  Every EdgeFunction event also feeds the rollout tracker.  The periodic
+resync is the reconciler's own loop, not a kopf timer, because kopf
 puts a finalizer on every object of a resource that has a timer or daemon, and
 a finalizer left by an uninstalled operator blocks deleting the objects and
 the CRDs.  None of these handlers needs one.  Shared clients live in kopf's
@@ -37,7 +45,7 @@ from edge_operator.functions import retry_delay
 from edge_operator.metrics import OperatorMetrics
 from edge_operator.propagation import PropagationTracker
 from edge_operator.publish import delete_configmap
-from edge_operator.reconcile import Reconciler
+from edge_operator.reconcile import Existing, Reconciler, named_functions
 from edge_operator.rest import configmap_reference
 
 log = logging.getLogger("edge_operator")
@@ -57,8 +65,7 @@ class Context:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.reconciler = Reconciler(kube=self.kube, config=self.config, metrics=self.metrics,
-                                     written=self.tracker.written)
+        self.reconciler = Reconciler(kube=self.kube, config=self.config, metrics=self.metrics)
 
 
 def _context(memo: Any) -> Context:
@@ -181,19 +188,38 @@ async def published_configmap_event(event: kopf.RawEvent, memo: kopf.Memo, **_: 
                                                       deleted=event["type"] == "DELETED")
 
 
+@kopf.index(GROUP, VERSION, PLURAL_FUNCTION, registry=registry)
+async def function_names(body: kopf.Body, **_: Any) -> dict[str, str]:
+    """namespace -> the EdgeFunctions there that are not being deleted."""
+    metadata = body["metadata"]
+    return {} if metadata.get("deletionTimestamp") else {metadata["namespace"]: metadata["name"]}
+
+
+def _existing(kwargs: dict[str, Any], namespace: str) -> Existing:
+    """The namespace's EdgeFunctions, from the index :func:`function_names` when called."""
+    index: kopf.Index[str, str] = kwargs["function_names"]
+    return lambda: set(index[namespace]) if namespace in index else set()
+
+
 @kopf.on.event(GROUP, VERSION, PLURAL_FUNCTION, registry=registry)
-async def function_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    """A function appeared or went: its routes' readiness follows.  On deletion, remove
-    its ConfigMap now (owner references make the garbage collector do it too)."""
+async def function_event(event: kopf.RawEvent, memo: kopf.Memo, **kwargs: Any) -> None:
+    """Every change goes to the rollout tracker.  A function appeared or went: the
+    routes that name it (index :func:`routes_by_function`) are reconciled again, so
+    their readiness follows; on deletion, its ConfigMap is removed now (owner
+    references make the garbage collector do it too)."""
+    context = _context(memo)
+    context.tracker.function_event(str(event["type"]), event["object"])
     if event["type"] not in ("ADDED", "DELETED"):
         return
-    context = _context(memo)
     metadata = event["object"]["metadata"]
+    namespace, name = metadata["namespace"], metadata["name"]
     if event["type"] == "DELETED":
-        await delete_configmap(context.kube, metadata["namespace"],
-                               function_configmap_name(metadata["name"]), metadata["uid"],
-                               context.metrics)
-    await context.reconciler.routes_to(metadata["namespace"], metadata["name"])
+        await delete_configmap(context.kube, namespace, function_configmap_name(name),
+                               metadata["uid"], context.metrics)
+    index: kopf.Index[tuple[str, str], str] = kwargs["routes_by_function"]
+    routes = list(index[namespace, name]) if (namespace, name) in index else []
+    if routes:
+        await context.reconciler.routes_to(namespace, routes, _existing(kwargs, namespace))
 
 
 # -- EdgeRoute ---------------------------------------------------------------------------
@@ -203,15 +229,26 @@ async def function_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> Non
 @kopf.on.create(GROUP, VERSION, PLURAL_ROUTE, registry=registry)
 @kopf.on.update(GROUP, VERSION, PLURAL_ROUTE, field="spec", registry=registry)
 async def route_changed(body: kopf.Body, memo: kopf.Memo, retry: int = 0,
-                        **_: Any) -> None:
+                        **kwargs: Any) -> None:
     context = _context(memo)
     metadata = body["metadata"]
     reconciler = context.reconciler
-    ready = await reconciler.route(metadata["namespace"], metadata["name"])
+    ready = await reconciler.route(metadata["namespace"], metadata["name"],
+                                   existing=_existing(kwargs, metadata["namespace"]))
     await reconciler.conflicts.sync(metadata["namespace"], kube=context.kube,
                                     metrics=context.metrics)
     if ready is not None and ready.reason == "ConfigMapNotOwned":
         raise kopf.TemporaryError(ready.message, delay=retry_delay(retry))
+
+
+@kopf.index(GROUP, VERSION, PLURAL_ROUTE, registry=registry)
+async def routes_by_function(body: kopf.Body, **_: Any) -> dict[tuple[str, str], str]:
+    """(namespace, function) -> the EdgeRoutes (not being deleted) that name it."""
+    metadata = body["metadata"]
+    if metadata.get("deletionTimestamp"):
+        return {}
+    return {(metadata["namespace"], function): metadata["name"]
+            for function in named_functions(dict(body))}
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL_ROUTE, registry=registry)

@@ -1,30 +1,45 @@
 """Rollout tracking: how many live runners serve each function's current digest.
 
-A loop per operator (started by :mod:`edge_operator.handlers` at startup) lists
-runner Leases of each watched namespace whenever a Lease changes (kopf event
-handler wakes it) and at least every ``interval`` seconds, and the
-EdgeFunctions only when the answer can have changed: the live runners or what
-they serve changed, the reconciler wrote a function's status (:attr:`written`),
-or :data:`FULL_RECOUNT_SECONDS` passed (so a quiet namespace of 1,000 functions
-is not listed every few seconds, only leases are);
-:func:`aggregate` (pure) computes ``readyRunners``/``totalRunners`` and the
-``Propagated`` condition.  The tracker is the only writer of those fields and
-applies them by server-side apply under its own field manager
-(``edge-operator-rollout``, see :mod:`edge_operator.status`), so it never
-touches ``Ready`` or ``ModuleValid``; only functions whose rollout status
-differs are written.  Leases expired for longer than ``cleanup_after`` lease
+A loop per operator (started by :mod:`edge_operator.handlers` at startup)
+recounts when a runner Lease changes (the kopf Lease handler sets
+:attr:`PropagationTracker.wake`), when an EdgeFunction changes (the kopf
+EdgeFunction event handler calls :meth:`PropagationTracker.function_event`)
+and at least every ``interval`` seconds (expiries).  It keeps the namespace's
+EdgeFunctions as the watch reports them, so a recount reads only the Leases:
+when the live runners or what they serve changed, every function is
+recounted; otherwise only the functions that changed since the last pass.
+The EdgeFunctions are listed again every :data:`FULL_RECOUNT_SECONDS` (a
+safety net under the watch).  :func:`aggregate` (pure) computes
+``readyRunners``/``totalRunners`` and the ``Propagated`` condition.
+
+Writes are coalesced and bounded: passes run at most once per
+:data:`MIN_PASS_SECONDS` (changes meanwhile are folded into the next pass, so
+a function is written at most once per pass, with its latest counts), a pass
+writes only functions whose rollout status differs from what the object
+shows, a few at once (:func:`edge_operator.status.bounded`), and functions never reconciled yet
+(no ``observedGeneration``) are left to their first reconcile: after a bulk
+apply of 1,000 functions the tracker does not write 1,000 ``NotPublished``
+statuses that the reconciles make stale at once.  The first pass after a quiet
+spell runs at once, so a lone change is counted without waiting.
+
+The tracker is the only writer of those fields and applies them by
+server-side apply under its own field manager (``edge-operator-rollout``, see
+:mod:`edge_operator.status`), so it never touches ``Ready`` or
+``ModuleValid``.  Leases expired for longer than ``cleanup_after`` lease
 durations are deleted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
 import math
 import time
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
 
 from lightkube import AsyncClient
 from lightkube.resources.coordination_v1 import Lease
@@ -34,9 +49,22 @@ from edge_api.k8s import KUBE_ERRORS, EdgeFunctionResource, is_not_found
 from edge_api.runners import LABEL_KIND_RUNNER, RunnerRecord, parse_lease
 from edge_operator.conditions import Want, find
 from edge_operator.metrics import OperatorMetrics
-from edge_operator.status import ROLLOUT_MANAGER, apply_status, rollout_status
+from edge_operator.status import (
+    ROLLOUT_MANAGER,
+    Status,
+    apply_status,
+    bounded,
+    rollout_status,
+)
 
 log = logging.getLogger("edge_operator.propagation")
+
+#: Seconds after which the EdgeFunctions are listed and recounted even if nothing
+#: said they changed.
+FULL_RECOUNT_SECONDS: Final = 60.0
+#: Shortest time between the starts of two passes: what changes meanwhile is counted
+#: (and written) once, by the next pass.
+MIN_PASS_SECONDS: Final = 0.5
 
 
 @dataclass(frozen=True)
@@ -69,44 +97,85 @@ def aggregate(name: str, digest: str | None, runners: list[RunnerRecord]) -> Rol
     return Rollout(ready, total, want)
 
 
-#: Seconds after which the functions are recounted even if nothing said they changed.
-FULL_RECOUNT_SECONDS = 60.0
+def published_digest(status: Mapping[str, Any]) -> str | None:
+    """The digest runners should serve: the status digest while ``Ready`` is True."""
+    ready = find(status.get("conditions"), "Ready")
+    return status.get("digest") if ready and ready.get("status") == "True" else None
+
+
+def after_apply(status: Mapping[str, Any], applied: Status) -> dict[str, Any]:
+    """``status`` as the API server holds it once ``applied`` (one writer's fields and
+    conditions) was applied: other writers' conditions are kept."""
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    conditions.update({c["type"]: c for c in applied["conditions"]})
+    return {**status, **applied,
+            "conditions": sorted(conditions.values(), key=lambda c: str(c.get("type")))}
+
+
+@dataclass
+class _Namespace:
+    """What the tracker knows of one namespace."""
+
+    #: name -> (generation, status) of each EdgeFunction, as the watch last reported it.
+    functions: dict[str, tuple[int | None, dict[str, Any]]]
+    #: Functions that changed since the last pass.
+    dirty: set[str]
+    #: The live runners and what they serve, as of the last pass.
+    runners: object = None
+    #: When the EdgeFunctions were last listed (monotonic; -inf: never).
+    listed: float = -math.inf
+    #: Functions the watch reported since the last list began.
+    reported: set[str] = field(default_factory=set)
 
 
 class PropagationTracker:
     def __init__(self, *, kube: AsyncClient, namespaces: list[str], metrics: OperatorMetrics,
-                 interval: float = 5.0, cleanup_after: float = 3.0) -> None:
+                 interval: float = 5.0, cleanup_after: float = 3.0,
+                 min_pass: float = MIN_PASS_SECONDS) -> None:
         self.kube = kube
         self.namespaces = namespaces
         self.metrics = metrics
         self.interval = interval
         self.cleanup_after = cleanup_after
+        self.min_pass = min(min_pass, interval)
         self.wake = asyncio.Event()
-        #: Set by the reconciler after it wrote a function's status.
-        self.written = asyncio.Event()
-        self._exported: dict[str, set[str]] = {}
-        self._runners: dict[str, object] = {}
-        self._recounted: dict[str, float] = {}
+        self._state = {namespace: _Namespace({}, set()) for namespace in namespaces}
+
+    def function_event(self, event: str, body: Mapping[str, Any]) -> None:
+        """The watch reported an EdgeFunction (ADDED, MODIFIED, DELETED): recount it at
+        the next pass if its generation or status changed."""
+        metadata = body.get("metadata") or {}
+        state = self._state.get(str(metadata.get("namespace")))
+        if state is None:
+            return
+        name = str(metadata.get("name"))
+        state.reported.add(name)
+        if event == "DELETED" or metadata.get("deletionTimestamp"):
+            changed = state.functions.pop(name, None) is not None
+        else:
+            seen = (metadata.get("generation"), dict(body.get("status") or {}))
+            changed = state.functions.get(name) != seen
+            state.functions[name] = seen
+        if changed:
+            state.dirty.add(name)
+            self.wake.set()
 
     async def run(self) -> None:
         while True:
             self.wake.clear()
-            written = self.written.is_set()
-            self.written.clear()
+            started = time.monotonic()
             for namespace in self.namespaces:
                 try:
-                    await self.sync(namespace, force=written)
+                    await self.sync(namespace)
                 except KUBE_ERRORS as exc:
                     log.warning("rollout tracking in %s failed: %s", namespace, exc)
-            waits = [asyncio.ensure_future(event.wait()) for event in (self.wake, self.written)]
-            try:
-                await asyncio.wait(waits, timeout=self.interval,
-                                   return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for waiting in waits:
-                    waiting.cancel()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), self.interval)
+            # Coalesce: what changes while this sleeps is counted by one pass.
+            await asyncio.sleep(max(0.0, started + self.min_pass - time.monotonic()))
 
-    async def sync(self, namespace: str, *, force: bool = True) -> None:
+    async def sync(self, namespace: str) -> None:
+        state = self._state.setdefault(namespace, _Namespace({}, set()))
         now = datetime.datetime.now(datetime.UTC)
         leases = [lease.to_dict() async for lease in self.kube.list(
             Lease, namespace=namespace, labels={LABEL_KIND: LABEL_KIND_RUNNER})]
@@ -120,20 +189,67 @@ class PropagationTracker:
         self.metrics.live_runners.labels(namespace).set(len(live))
         runners = sorted((r.runner_id, sorted(r.digests.items())) for r in live)
         clock = time.monotonic()
-        if not force and self._runners.get(namespace) == runners \
-                and clock - self._recounted.get(namespace, -math.inf) < FULL_RECOUNT_SECONDS:
-            return  # no runner came, went or changed what it serves; no status was written
-        self._runners[namespace], self._recounted[namespace] = runners, clock
-        functions = [dict(f) async for f in self.kube.list(EdgeFunctionResource,
-                                                           namespace=namespace)]
-        seen = set()
-        for function in functions:
-            seen.add(function["metadata"]["name"])
-            await self._update(namespace, function, live)
-        for name in self._exported.get(namespace, set()) - seen:
-            for state in ("ready", "total"):
-                self.metrics.function_runners.remove(namespace, name, state)
-        self._exported[namespace] = seen
+        every = clock - state.listed >= FULL_RECOUNT_SECONDS
+        if every:
+            await self._list(namespace, state)
+            state.listed = clock
+        every = every or state.runners != runners
+        state.runners = runners
+        names, state.dirty = (set(state.functions) | state.dirty if every else state.dirty), set()
+        writes = []
+        for name in sorted(names):
+            seen = state.functions.get(name)
+            if seen is None:  # gone
+                for label in ("ready", "total"):
+                    with contextlib.suppress(KeyError):
+                        self.metrics.function_runners.remove(namespace, name, label)
+                continue
+            wanted = self._count(namespace, name, seen, live)
+            if wanted is not None:
+                writes.append(self._write(namespace, name, state, wanted))
+        await bounded(writes)
+
+    async def _list(self, namespace: str, state: _Namespace) -> None:
+        state.reported = set()
+        listed = {}
+        async for item in self.kube.list(EdgeFunctionResource, namespace=namespace):
+            function = dict(item)
+            metadata = function["metadata"]
+            if not metadata.get("deletionTimestamp"):
+                listed[metadata["name"]] = (metadata.get("generation"),
+                                            dict(function.get("status") or {}))
+        for name in state.reported:  # the watch's report is at least as new as the list
+            if name in state.functions:
+                listed[name] = state.functions[name]
+            else:
+                listed.pop(name, None)
+        state.dirty |= set(state.functions) - set(listed)
+        state.functions = listed
+
+    def _count(self, namespace: str, name: str, seen: tuple[int | None, dict[str, Any]],
+               live: list[RunnerRecord]) -> Status | None:
+        """The rollout status to apply to the function (None: nothing to write)."""
+        generation, status = seen
+        rollout = aggregate(name, published_digest(status), live)
+        self.metrics.function_runners.labels(namespace, name, "ready").set(rollout.ready)
+        self.metrics.function_runners.labels(namespace, name, "total").set(rollout.total)
+        if status.get("observedGeneration") is None:
+            return None  # not reconciled yet: its first reconcile comes first
+        return rollout_status(status, rollout.fields(), rollout.condition, generation)
+
+    async def _write(self, namespace: str, name: str, state: _Namespace,
+                     wanted: Status) -> None:
+        try:
+            await apply_status(self.kube, KIND_FUNCTION, name=name, namespace=namespace,
+                               status=wanted, manager=ROLLOUT_MANAGER, metrics=self.metrics)
+        except KUBE_ERRORS as exc:
+            log.warning("rollout status of %s not written: %s", name, exc,
+                        extra={"object": f"{namespace}/{name}", "kind": KIND_FUNCTION})
+            state.dirty.add(name)  # tried again by the next pass
+            return
+        seen = state.functions.get(name)
+        if seen is not None:  # until the watch reports the write: no second write
+            state.functions[name] = (seen[0], after_apply(seen[1], wanted))
 
     async def _delete_lease(self, namespace: str, record: RunnerRecord) -> None:
         log.info("runner %s expired; removing its lease", record.runner_id)
@@ -144,25 +260,3 @@ class PropagationTracker:
                 raise
             return
         self.metrics.writes.labels("lease", "delete").inc()
-
-    async def _update(self, namespace: str, function: dict[str, Any],
-                      live: list[RunnerRecord]) -> None:
-        metadata, status = function["metadata"], function.get("status") or {}
-        rollout = aggregate(metadata["name"], published_digest(status), live)
-        self.metrics.function_runners.labels(namespace, metadata["name"], "ready").set(
-            rollout.ready)
-        self.metrics.function_runners.labels(namespace, metadata["name"], "total").set(
-            rollout.total)
-        wanted = rollout_status(status, rollout.fields(), rollout.condition,
-                                metadata.get("generation"))
-        if wanted is None:
-            return
-        await apply_status(self.kube, KIND_FUNCTION, name=metadata["name"],
-                           namespace=namespace, status=wanted, manager=ROLLOUT_MANAGER,
-                           metrics=self.metrics)
-
-
-def published_digest(status: dict[str, Any]) -> str | None:
-    """The digest runners should serve: the status digest while ``Ready`` is True."""
-    ready = find(status.get("conditions"), "Ready")
-    return status.get("digest") if ready and ready.get("status") == "True" else None

@@ -25,7 +25,8 @@ reconcile under a per-object lock (two triggers never interleave, and the later
 one sees the earlier one's status) and at most :data:`MAX_RECONCILES` at once,
 applies the status fields its writer owns (:mod:`edge_operator.status`), posts
 a Warning event when that status changes to a failure
-(:mod:`edge_operator.events`) and wakes the rollout tracker.
+(:mod:`edge_operator.events`); the rollout tracker sees the new status through
+the watch (:mod:`edge_operator.propagation`).
 
 No kopf timer or daemon is involved on purpose: kopf puts a finalizer on every
 object that has one, which blocks deleting the objects (and their CRDs) once
@@ -39,7 +40,7 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -73,15 +74,18 @@ _RESOURCES: Final = {KIND_FUNCTION: EdgeFunctionResource, KIND_ROUTE: EdgeRouteR
 #: thousand handlers; unbounded, they exhaust the API client's connection pool and
 #: fail (kopf retries them a minute later).  Bounded, they queue and each finishes.
 MAX_RECONCILES: Final = 16
+#: The namespace's EdgeFunctions, as known when called.
+Existing = Callable[[], set[str]]
 
 
-def names_functions(route: dict[str, Any], function: str) -> bool:
-    """True if ``route`` (an EdgeRoute as a dict) sends requests to ``function``."""
+def named_functions(route: Mapping[str, Any]) -> list[str]:
+    """The functions ``route`` (an EdgeRoute as a dict) sends requests to ([] for a spec
+    the models refuse)."""
     try:
         spec = EdgeRouteSpec.model_validate(route.get("spec") or {})
     except ValueError:
-        return False
-    return function in spec.function_names()
+        return []
+    return spec.function_names()
 
 
 async def _live(kube: AsyncClient, kind: str, namespace: str) -> list[dict[str, Any]]:
@@ -101,8 +105,6 @@ class Reconciler:
     conflicts: ConflictSync = field(default_factory=ConflictSync)
     #: What the last reconciles did and what the ConfigMap watch saw (resync skips).
     rest: RestState = field(default_factory=RestState)
-    #: Set after every status write of a function (the rollout tracker recounts).
-    written: asyncio.Event = field(default_factory=asyncio.Event)
     _locks: weakref.WeakValueDictionary[tuple[str, str, str], asyncio.Lock] = field(
         default_factory=weakref.WeakValueDictionary)
     _running: asyncio.Semaphore = field(
@@ -171,13 +173,11 @@ class Reconciler:
                                  handoff=outcome.fields.get(STATUS_FIELD),
                                  fields=outcome.fields, conditions=outcome.conditions)
             self.metrics.reconciles.labels("function", outcome.result).inc()
-            if status is not None:
-                self.written.set()
-                if outcome.warning is not None:
-                    reason, message = outcome.warning
-                    log.warning("%s: %s", reason, message, extra={
-                        "object": f"{namespace}/{name}", "kind": KIND_FUNCTION})
-                    await events.post(self.kube, body, reason, message, kind=KIND_FUNCTION)
+            if status is not None and outcome.warning is not None:
+                reason, message = outcome.warning
+                log.warning("%s: %s", reason, message, extra={
+                    "object": f"{namespace}/{name}", "kind": KIND_FUNCTION})
+                await events.post(self.kube, body, reason, message, kind=KIND_FUNCTION)
             return outcome
 
     async def functions_using(self, namespace: str, configmap: str,
@@ -194,20 +194,25 @@ class Reconciler:
         functions = await _live(self.kube, KIND_FUNCTION, namespace)
         return {item["metadata"]["name"] for item in functions}
 
-    async def route(self, namespace: str, name: str, *, existing: set[str] | None = None,
+    async def route(self, namespace: str, name: str, *, existing: Existing | None = None,
                     only_if_stale: bool = False) -> Want | None:
-        """Reconcile the EdgeRoute and report it; its ``Ready``, None if it does not exist."""
+        """Reconcile the EdgeRoute and report it; its ``Ready``, None if it does not exist.
+
+        ``existing`` gives the namespace's EdgeFunctions (None: they are listed); it is
+        called once the route's lock is held, so a reconcile that waited for another
+        sees the functions as they are then, not as they were when it was asked for.
+        """
         async with self._exclusive(KIND_ROUTE, namespace, name,
                                    only_if_stale=only_if_stale) as body:
             if body is None:
                 return None
             with self.metrics.duration.labels("route").time():
-                if existing is None:
-                    existing = await self._existing_functions(namespace)
-                inputs = self.rest.inputs(body, route_missing(body, existing))
+                functions = existing() if existing is not None \
+                    else await self._existing_functions(namespace)
+                inputs = self.rest.inputs(body, route_missing(body, functions))
                 handoff: dict[str, Any] = {}
                 ready = await reconcile_route(
-                    body, kube=self.kube, metrics=self.metrics, existing=existing,
+                    body, kube=self.kube, metrics=self.metrics, existing=functions,
                     published=handoff, allow=parse_networks(self.config.allow_fetch_from))
                 metadata = body["metadata"]
                 fields = {**summary(body, self.config.public_url), **handoff}
@@ -227,14 +232,11 @@ class Reconciler:
                 await events.post(self.kube, body, ready.reason, ready.message, kind=KIND_ROUTE)
             return ready
 
-    async def routes_to(self, namespace: str, function: str) -> None:
-        """An EdgeFunction appeared or went: reconcile the routes that name it."""
-        routes = await _live(self.kube, KIND_ROUTE, namespace)
-        affected = [r["metadata"]["name"] for r in routes if names_functions(r, function)]
-        if not affected:
-            return
-        existing = await self._existing_functions(namespace)
-        for name in affected:
+    async def routes_to(self, namespace: str, routes: Iterable[str],
+                        existing: Existing) -> None:
+        """An EdgeFunction appeared or went: reconcile ``routes``, those that name it
+        (from the handlers' index), with ``existing``, the namespace's functions."""
+        for name in sorted(set(routes)):
             await self.route(namespace, name, existing=existing)
 
     # -- published ConfigMaps ----------------------------------------------------------
@@ -297,14 +299,20 @@ class Reconciler:
 
     async def resync_namespace(self, namespace: str) -> None:
         """Reconcile the namespace's objects that :mod:`edge_operator.rest` may not skip."""
+        listed = self.rest.records
         functions = await _live(self.kube, KIND_FUNCTION, namespace)
         existing = {f["metadata"]["name"] for f in functions}
         self.rest.keep_only(KIND_FUNCTION, namespace, existing)
         for function in functions:
-            if not self._quiet_function(function):
-                await self.function(namespace, function["metadata"]["name"])
+            name = function["metadata"]["name"]
+            if not self.rest.recorded_after((KIND_FUNCTION, namespace, name), listed) \
+                    and not self._quiet_function(function):
+                await self.function(namespace, name)
+        listed = self.rest.records
         routes = await _live(self.kube, KIND_ROUTE, namespace)
         self.rest.keep_only(KIND_ROUTE, namespace, {r["metadata"]["name"] for r in routes})
         for route in routes:
-            if not self._quiet_route(route, existing):
-                await self.route(namespace, route["metadata"]["name"], existing=existing)
+            name = route["metadata"]["name"]
+            if not self.rest.recorded_after((KIND_ROUTE, namespace, name), listed) \
+                    and not self._quiet_route(route, existing):
+                await self.route(namespace, name, existing=lambda: existing)

@@ -25,6 +25,12 @@ API requests a minute.  Not skipped, ever:
   :mod:`edge_operator.handlers`), or was seen different from what the record
   says: a published ConfigMap deleted or edited by someone is also repaired at
   once by the event handler (:meth:`RestState.published_seen`).
+
+Skipped whatever the list says: an object reconciled after the resync listed
+it (:meth:`RestState.recorded_after`), since that reconcile read it afresh and
+the list is older.  A resync that starts during a bulk apply of 1,000 objects
+would otherwise go through its list, one object at a time, reconciling again
+what kopf's handlers reconciled since it listed, for minutes.
 """
 
 from __future__ import annotations
@@ -67,6 +73,8 @@ class Done:
     handoff: str | None
     fields: Mapping[str, Any]
     conditions: tuple[Want, ...]
+    #: :attr:`RestState.records` when it was made (orders it against a resync's list).
+    number: int = 0
 
     @property
     def ready(self) -> bool:
@@ -139,6 +147,8 @@ class RestState:
     published: dict[str, str | None] = field(default_factory=dict)
     #: resourceVersion of each ConfigMap not written by the operator.
     configmaps: dict[tuple[str, str], str | None] = field(default_factory=dict)
+    #: How many reconciles were recorded so far.
+    records: int = 0
 
     def inputs(self, body: Mapping[str, Any], missing: tuple[str, ...] = ()) -> Inputs:
         """The inputs of ``body`` (an EdgeFunction or EdgeRoute) as known now."""
@@ -151,7 +161,14 @@ class RestState:
 
     def record(self, key: Key, inputs: Inputs, *, handoff: str | None,
                fields: Mapping[str, Any], conditions: list[Want]) -> None:
-        self.done[key] = Done(inputs, handoff, dict(fields), tuple(conditions))
+        self.records += 1
+        self.done[key] = Done(inputs, handoff, dict(fields), tuple(conditions), self.records)
+
+    def recorded_after(self, key: Key, number: int) -> bool:
+        """True if the object's last reconcile finished after :attr:`records` was
+        ``number``: it started from a newer state than a list taken then."""
+        done = self.done.get(key)
+        return done is not None and done.number > number
 
     def forget(self, key: Key) -> None:
         done = self.done.pop(key, None)

@@ -12,8 +12,9 @@ its creationTimestamp travels in the ConfigMap so runners agree): after any
 route changes or goes, :class:`ConflictSync` lists the namespace's routes, recomputes every
 ``Conflict`` condition with the same route table the runners use
 (:func:`conflict_conditions`, pure, over :mod:`edge_api.routing`) and applies
-those that changed, as the only writer of ``Conflict`` (field manager
-``edge-operator-conflicts``, see :mod:`edge_operator.status`).  Syncs of one
+those that changed, a few at once (:func:`edge_operator.status.bounded`), as the
+only writer of ``Conflict`` (field manager ``edge-operator-conflicts``, see
+:mod:`edge_operator.status`).  Syncs of one
 namespace run one at a time, and a request made while one runs is served by
 the next, which lists afresh: the last sync always sees the last change.
 """
@@ -42,7 +43,13 @@ from edge_operator.conditions import Want
 from edge_operator.jwks import describe, jwks_for
 from edge_operator.metrics import OperatorMetrics
 from edge_operator.publish import NotOwned, apply_configmap
-from edge_operator.status import CONFLICT_MANAGER, apply_status, conflict_status
+from edge_operator.status import (
+    CONFLICT_MANAGER,
+    Status,
+    apply_status,
+    bounded,
+    conflict_status,
+)
 
 log = logging.getLogger("edge_operator.routes")
 
@@ -183,16 +190,25 @@ class ConflictSync:
                     metrics: OperatorMetrics) -> None:
         routes = [dict(r) async for r in kube.list(EdgeRouteResource, namespace=namespace)]
         routes = [r for r in routes if not r["metadata"].get("deletionTimestamp")]
-        wanted = conflict_conditions(routes)
+        # Off the event loop: with 1,000 routes this takes a few hundred ms of CPU, which
+        # would hold up the reconciles of a function and route applied together.
+        wanted = await asyncio.to_thread(conflict_conditions, routes)
+        writes = []
         for route in routes:
             metadata = route["metadata"]
             # A spec the models refuse is in no table: no conflict (its Ready says why).
             want = wanted.get(metadata["name"], NO_CONFLICT)
             status = conflict_status(route.get("status"), want, metadata.get("generation"))
-            if status is None:
-                continue
-            written = await apply_status(kube, KIND_ROUTE, name=metadata["name"],
-                                         namespace=namespace, status=status,
-                                         manager=CONFLICT_MANAGER, metrics=metrics)
-            if written and want.status:
-                await events.post(kube, route, "RulesConflict", want.message, kind=KIND_ROUTE)
+            if status is not None:
+                writes.append(self._write(route, status, want, kube=kube, metrics=metrics))
+        await bounded(writes)
+
+    @staticmethod
+    async def _write(route: dict[str, Any], status: Status, want: Want, *, kube: AsyncClient,
+                     metrics: OperatorMetrics) -> None:
+        metadata = route["metadata"]
+        written = await apply_status(kube, KIND_ROUTE, name=metadata["name"],
+                                     namespace=metadata["namespace"], status=status,
+                                     manager=CONFLICT_MANAGER, metrics=metrics)
+        if written and want.status:
+            await events.post(kube, route, "RulesConflict", want.message, kind=KIND_ROUTE)

@@ -38,7 +38,8 @@ would send, so an unchanged object causes no write at all.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from lightkube import ApiError, AsyncClient
@@ -65,6 +66,11 @@ ROLLOUT_CONDITIONS: Final = ("Propagated",)
 ROUTE_FIELDS: Final = ("paths", "functions", "url", "handoff")
 ROUTE_CONDITIONS: Final = ("Ready",)
 CONFLICT_CONDITIONS: Final = ("Conflict",)
+
+#: Status writes of one batch (a rollout pass, a conflict sync) under way at once:
+#: 1,000 routes' first ``Conflict`` take seconds, not minutes of one write at a time,
+#: and the API client's connection pool is not exhausted.
+WRITERS: Final = 8
 
 Status = dict[str, Any]
 
@@ -154,3 +160,18 @@ async def apply_status(client: AsyncClient, kind: str, *, name: str, namespace: 
         raise
     metrics.writes.labels(_METRIC_LABELS[kind], "patch").inc()
     return True
+
+
+async def bounded(writes: Iterable[Awaitable[None]], limit: int = WRITERS) -> None:
+    """Await ``writes``, at most ``limit`` at once; the first failure is raised once
+    all have finished."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one(write: Awaitable[None]) -> None:
+        async with gate:
+            await write
+
+    results = await asyncio.gather(*(one(write) for write in writes), return_exceptions=True)
+    for outcome in results:
+        if isinstance(outcome, BaseException):
+            raise outcome

@@ -131,6 +131,9 @@ def test_reconcile_is_idempotent_across_operator_restart(
                                                                           "steady"))
     wait_until(lambda: runner.client.get("/s").text == "s", timeout=30, what="served")
     wait_until(lambda: condition(get(cluster, namespace, "er", "steady"), "Ready"), timeout=30)
+    # Settled: the rollout tracker has counted the runner (its passes are coalesced).
+    wait_until(lambda: condition(get(cluster, namespace, "ef", "steady"),
+                                 "Propagated").get("status") == "True", timeout=30)
 
     def versions() -> dict[str, str]:
         return {kind: get(cluster, namespace, kind, name)["metadata"]["resourceVersion"]

@@ -14,12 +14,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from support.audit import Audit
 from support.guests import constant_wat
 from support.identities import ChartIdentities
 from support.k8s import Cluster
@@ -50,38 +50,6 @@ def function(name: str, source: dict[str, Any]) -> str:
                        "metadata": {"name": name}, "spec": {"source": source}})
 
 
-class Audit:
-    """The operator's requests in the audit log, from the point it was made on."""
-
-    def __init__(self, cluster: Cluster, user: str, namespace: str) -> None:
-        assert cluster.audit_log is not None, "needs the harness's API server (audit log)"
-        self.path: Path = cluster.audit_log
-        self.user, self.namespace = user, namespace
-        self.offset = self.path.stat().st_size
-
-    def requests(self) -> list[tuple[str, str, str]]:
-        """(verb, resource, name) of each request since then."""
-        found = []
-        with self.path.open("rb") as lines:
-            lines.seek(self.offset)
-            for line in lines:
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue  # a line being written
-                ref = event.get("objectRef") or {}
-                if event.get("user", {}).get("username") == self.user \
-                        and ref.get("namespace") == self.namespace:
-                    found.append((event.get("verb", ""), ref.get("resource", ""),
-                                  ref.get("name", "")))
-        return found
-
-    def resyncs(self) -> int:
-        """Lists of EdgeRoutes: one per resync (nothing else lists them while no route
-        changes)."""
-        return Counter((v, r) for v, r, _ in self.requests())[("list", "edgeroutes")]
-
-
 def ready(cluster: Cluster, namespace: str, kind: str, name: str) -> bool:
     return condition(get(cluster, namespace, kind, name), "Ready").get("status") == "True"
 
@@ -107,6 +75,10 @@ def test_the_resync_skips_what_did_not_change(cluster: Cluster, namespace: str,
                                for n in ("quiet", "ref", "tagged"))
                    and ready(cluster, namespace, "er", "quiet"),
                    timeout=60, what="every object Ready")
+        # ... and counted by the rollout tracker (no runner: Propagated=False NoRunners).
+        wait_until(lambda: all(condition(get(cluster, namespace, "ef", n), "Propagated")
+                               for n in ("quiet", "ref", "tagged")),
+                   timeout=30, what="every function's rollout counted")
         published = get(cluster, namespace, "configmap", "edgefn-quiet")
 
         # At rest: resyncs run, the quiet objects are not read or written, the tag is.

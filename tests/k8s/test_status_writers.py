@@ -66,10 +66,13 @@ def test_routes_applied_together_all_become_ready(
     manifests += "---\n" + function_yaml("target", wat_to_wasm(constant_wat(b"t")))
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=manifests)
 
+    # Ready=True, not just present: a route reconciled before the function was created
+    # is Ready=False (FunctionNotFound) until the function's event reconciles it again.
     def settled() -> list[dict[str, Any]] | None:
         routes = items(cluster, namespace, "edgeroutes")
         done = len(routes) == ROUTES and all(
-            _conditions(r).keys() >= {"Ready", "Conflict"} for r in routes)
+            _conditions(r).get("Ready") == "True" and "Conflict" in _conditions(r)
+            for r in routes)
         return routes if done else None
 
     try:
@@ -77,8 +80,9 @@ def test_routes_applied_together_all_become_ready(
     except TimeoutError:
         missing = {r["metadata"]["name"]: _conditions(r)
                    for r in items(cluster, namespace, "edgeroutes")
-                   if "Ready" not in _conditions(r)}
-        pytest.fail(f"routes without Ready: {missing}\n{operator.log()[-3000:]}")
+                   if _conditions(r).get("Ready") != "True" or "Conflict" not in _conditions(r)}
+        pytest.fail(f"routes not Ready or without Conflict: {missing}\n"
+                    f"{operator.log()[-3000:]}")
     for route in routes:
         name = route["metadata"]["name"]
         index = int(name.rsplit("-", 1)[1])

@@ -130,3 +130,14 @@ def test_referenced_configmaps_seen_by_the_watch() -> None:
     state.configmap_seen("ns", "cm", None)
     assert state.inputs(body).referenced == UNSEEN
     assert state.inputs(function({"inline": "AGFzbQEAAAA="})).referenced is None
+
+
+def test_a_reconcile_recorded_after_a_list_is_newer_than_it() -> None:
+    state = RestState()
+    state.record(KEY, INPUTS, handoff="sha256:h1", fields={}, conditions=[READY])
+    listed = state.records
+    assert not state.recorded_after(KEY, listed)  # reconciled before the list
+    other = ("EdgeFunction", "ns", "b")
+    state.record(other, INPUTS, handoff="sha256:h2", fields={}, conditions=[READY])
+    assert state.recorded_after(other, listed) and not state.recorded_after(KEY, listed)
+    assert not state.recorded_after(("EdgeFunction", "ns", "never"), listed)

@@ -15,8 +15,14 @@ from edge_api.k8s import async_client
 from edge_api.runners import RunnerRecord, lease, lease_name, parse_lease
 from edge_operator.conditions import Want, owned
 from edge_operator.metrics import OperatorMetrics
-from edge_operator.propagation import aggregate, published_digest
+from edge_operator.propagation import (
+    PropagationTracker,
+    after_apply,
+    aggregate,
+    published_digest,
+)
 from edge_operator.routes import NO_CONFLICT, conflict_conditions, reconcile_route
+from edge_operator.status import rollout_status
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 DIGEST = "sha256:" + "ab" * 32
@@ -119,3 +125,49 @@ def test_lease_round_trip_keeps_the_acquire_time() -> None:
     assert record.alive(NOW + datetime.timedelta(seconds=14))
     assert not record.alive(NOW + datetime.timedelta(seconds=15))
     assert parse_lease({"metadata": {}}) is None
+
+
+def test_after_apply_is_what_the_next_rollout_pass_compares_against() -> None:
+    """The tracker's own view after a write: a second pass before the watch reports the
+    write wants nothing more, and the reconcile's conditions are kept."""
+    ready = {"type": "Ready", "status": "True", "reason": "Published", "message": ""}
+    current = {"digest": DIGEST, "observedGeneration": 1, "conditions": [ready]}
+    rollout = aggregate("fn", published_digest(current), [runner("a", DIGEST)])
+    wanted = rollout_status(current, rollout.fields(), rollout.condition, 1)
+    assert wanted is not None
+    seen = after_apply(current, wanted)
+    assert [c["type"] for c in seen["conditions"]] == ["Propagated", "Ready"]
+    assert seen["runners"] == "1/1" and seen["digest"] == DIGEST
+    assert rollout_status(seen, rollout.fields(), rollout.condition, 1) is None
+
+
+def test_the_tracker_recounts_a_function_only_when_its_status_or_generation_changed() -> None:
+    config = KubeConfig.from_one(cluster=Cluster(server="http://127.0.0.1:9"), user=User()).get()
+    assert config is not None
+
+    async def run() -> None:
+        client = async_client(config, field_manager="test")
+        try:
+            tracker = PropagationTracker(kube=client, namespaces=["ns"],
+                                         metrics=OperatorMetrics())
+            body: dict[str, Any] = {"metadata": {"name": "fn", "namespace": "ns",
+                                                 "generation": 1}, "status": {}}
+            state = tracker._state["ns"]
+            tracker.function_event("ADDED", body)
+            assert state.dirty == {"fn"} and tracker.wake.is_set()
+            state.dirty.clear()
+            tracker.wake.clear()
+            annotated = {**body, "metadata": {**body["metadata"], "annotations": {"a": "b"}}}
+            tracker.function_event("MODIFIED", annotated)  # kopf's annotations: nothing
+            assert state.dirty == set() and not tracker.wake.is_set()
+            tracker.function_event("MODIFIED", {**body, "status": {"digest": DIGEST}})
+            assert state.dirty == {"fn"}
+            tracker.function_event("ADDED", {**body, "metadata": {**body["metadata"],
+                                                                  "namespace": "other"}})
+            assert "other" not in tracker._state  # not a namespace it tracks
+            tracker.function_event("DELETED", body)
+            assert "fn" not in state.functions and "fn" in state.dirty
+        finally:
+            await client.close()
+
+    asyncio.run(run())

@@ -52,13 +52,17 @@ class Handoff:
         for item in items:
             self.owner_event(kind, "ADDED", item)
 
-    def owner_event(self, kind: str, event: str, obj: dict[str, Any]) -> None:
+    def owner_event(self, kind: str, event: str, obj: dict[str, Any]) -> bool:
+        """Note the owner's ``status.handoff``; True if it changed (anything else an
+        owner's event says, its other status fields, annotations, changes nothing here)."""
         key = (KIND_LABELS[kind], obj["metadata"]["name"])
         digest = (obj.get("status") or {}).get(STATUS_FIELD)
+        before = self.owners.get(key)
         if event == "DELETED" or not isinstance(digest, str):
             self.owners.pop(key, None)
-        else:
-            self.owners[key] = digest
+            return before is not None
+        self.owners[key] = digest
+        return before != digest
 
     def begin(self) -> None:
         self.rejected = 0
@@ -71,16 +75,21 @@ class Handoff:
             self._digests[name] = cached
         return cached[1]
 
+    def confirms(self, name: str, obj: dict[str, Any], parsed: Parsed) -> bool:
+        """True if ConfigMap ``name`` is what its owner's ``status.handoff`` says."""
+        label = (obj["metadata"].get("labels") or {}).get(LABEL_KIND, "")
+        # The name too: a genuine ConfigMap's content copied under another name is a replay.
+        return self.owners.get((label, parsed.name)) == self._digest(name, obj) \
+            and name == _configmap_name(label, parsed.name)
+
     def check(self, name: str, obj: dict[str, Any], parsed: Parsed) -> tuple[Parsed | None,
                                                                              str | None]:
         """What to serve for ConfigMap ``name`` (None: nothing) and an error to report."""
-        label = (obj["metadata"].get("labels") or {}).get(LABEL_KIND, "")
-        digest = self._digest(name, obj)
-        expected = self.owners.get((label, parsed.name))
-        # The name too: a genuine ConfigMap's content copied under another name is a replay.
-        if expected == digest and name == _configmap_name(label, parsed.name):
+        if self.confirms(name, obj, parsed):
             self._trusted[name] = parsed
             return parsed, None
+        label = (obj["metadata"].get("labels") or {}).get(LABEL_KIND, "")
+        digest = self._digest(name, obj)
         self.rejected += 1
         owner = "EdgeFunction" if label == LABEL_KIND_FUNCTION else "EdgeRoute"
         error = (f"configmap/{name}: its content does not match status.handoff of {owner}"
