@@ -4,10 +4,11 @@ A runner pod shares one memory limit among all its functions.  Each instance
 may grow its linear memory up to its function's ``limits.memory``, so before
 the pool (:mod:`edge_runner.invoke.pool`) creates an instance it reserves that much
 here; the reservation is released when the instance is discarded.  Compiled
-modules in memory reserve their size too (:mod:`edge_runner.invoke.modules`).
-The invariant is::
+modules in memory reserve their size too (:mod:`edge_runner.invoke.modules`),
+and so does each served function's bookkeeping (``FUNCTION_BYTES`` of
+:mod:`edge_runner.invoke.catalog`).  The invariant is::
 
-    baseline + sum(compiled modules in memory)
+    baseline + sum(compiled modules in memory) + functions * FUNCTION_BYTES
              + sum(limits.memory of each live instance) <= fraction * limit
 
 where ``limit`` is, first found: ``--memory-limit``; ``$EDGE_RUNNER_MEMORY_LIMIT``
