@@ -50,7 +50,7 @@ def _instances_reserved(runner: RunnerProcess) -> float:
     modules = float(described["modules"]["loadedBytes"])
     served = sum(f["state"] == "ready" for f in described["functions"])
     reserved = metric_value(runner.metrics(), "edge_memory_budget_bytes", {"kind": "reserved"})
-    return reserved - modules - served * FUNCTION_BYTES
+    return reserved - modules - float(served * FUNCTION_BYTES)
 
 
 @pytest.mark.slow
