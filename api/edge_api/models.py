@@ -136,12 +136,38 @@ class Pool(_Model):
     idle_timeout: Seconds = 300.0
 
 
+#: Equal limits and pools of different specs, one object each (see :func:`_shared`).
+_SHARED: dict[tuple[object, ...], Limits | Pool] = {}
+#: Distinct values kept at most; past that the table starts afresh (specs keep theirs).
+_SHARED_MAX = 4096
+
+
+def _shared(value: Limits | Pool) -> Limits | Pool:
+    """The one object for equal ``limits`` (or ``pool``) values: a runner with 10,000
+    functions mostly of the same few shapes keeps a few of each, not 10,000 (about
+    500 bytes each).  They are frozen, so sharing is invisible; the fields set
+    explicitly are part of the key, so dumps with ``exclude_unset`` do not change."""
+    key = (type(value), *value.__dict__.values(), *sorted(value.model_fields_set))
+    found = _SHARED.get(key)
+    if found is not None:
+        return found
+    if len(_SHARED) >= _SHARED_MAX:
+        _SHARED.clear()
+    _SHARED[key] = value
+    return value
+
+
 class EdgeFunctionSpec(_Model):
     source: Source
     abi: Literal["edge", "wagi", "wasi-http"] = "edge"
     limits: Limits = Limits()
     env: list[EnvVar] = []
     pool: Pool = Pool()
+
+    @field_validator("limits", "pool")
+    @classmethod
+    def _share(cls, value: Limits | Pool) -> Limits | Pool:
+        return _shared(value)
 
     @field_validator("env")
     @classmethod

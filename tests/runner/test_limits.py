@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from edge_runner.invoke.catalog import FUNCTION_BYTES
 from support import guests
 from support.guests import write_function
 from support.runner import RunnerProcess, metric_value, wait_until
@@ -43,10 +44,13 @@ def _pool(runner: RunnerProcess, name: str) -> dict[str, object]:
 
 
 def _instances_reserved(runner: RunnerProcess) -> float:
-    """The budget's ``reserved`` less the compiled modules it also counts (docs/metrics.md)."""
-    modules = float(runner.admin.get("/v1/functions").json()["modules"]["loadedBytes"])
+    """The budget's ``reserved`` less what it also counts (docs/metrics.md): the compiled
+    modules, and the bookkeeping of each function served."""
+    described = runner.admin.get("/v1/functions").json()
+    modules = float(described["modules"]["loadedBytes"])
+    served = sum(f["state"] == "ready" for f in described["functions"])
     reserved = metric_value(runner.metrics(), "edge_memory_budget_bytes", {"kind": "reserved"})
-    return reserved - modules
+    return reserved - modules - float(served * FUNCTION_BYTES)
 
 
 @pytest.mark.slow

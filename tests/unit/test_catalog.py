@@ -17,7 +17,7 @@ from typing import cast
 from edge_api.routing import RouteMatch, RouteTable
 from edge_runner.invoke.admission import Gate
 from edge_runner.invoke.budget import MemoryBudget
-from edge_runner.invoke.catalog import Catalog, DesiredState, FunctionSource
+from edge_runner.invoke.catalog import FUNCTION_BYTES, Catalog, DesiredState, FunctionSource
 from edge_runner.invoke.pool import FunctionRuntime, SharedLimits
 from edge_runner.wasm.engine import WasmEngine
 from support import guests
@@ -218,9 +218,11 @@ def test_a_removed_function_is_closed_and_leaves_the_budget(
     assert gone.closed and gone.describe()["idle"] == 0
     assert not kept.closed
     assert gone not in budget._pools and kept in budget._pools
-    # What stays reserved: the compiled module both shared, which "counter" still uses.
+    # What stays reserved: the compiled module both shared, which "counter" still uses,
+    # and the bookkeeping of the one function left.
     assert kept.compiled is gone.compiled and kept.compiled.loaded
-    assert budget.reserved == kept.compiled.resident_bytes > 0
+    assert budget.reserved == kept.compiled.resident_bytes + FUNCTION_BYTES
+    assert kept.compiled.resident_bytes > 0
 
 
 def test_the_route_table_is_rebuilt_and_the_old_snapshot_left_alone(

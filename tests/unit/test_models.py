@@ -161,3 +161,25 @@ def test_a_route_names_its_functions_once_in_rule_order() -> None:
                                                {"function": "a"}]},
     ]})
     assert spec.function_names() == ["b", "a", "c"]
+
+
+def test_equal_limits_and_pools_are_one_object_and_dump_as_written() -> None:
+    def spec(path: str, limits: dict[str, Any], pool: dict[str, Any]) -> Any:
+        parsed = parse_manifest(function({"source": {"path": path}, "limits": limits,
+                                          "pool": pool}))
+        assert isinstance(parsed, EdgeFunction)
+        return parsed.spec
+
+    a = spec("a.wasm", {"memory": "1Mi"}, {"maxInstances": 2})
+    b = spec("b.wasm", {"memory": 1048576}, {"maxInstances": 2})
+    assert a.limits is b.limits and a.pool is b.pool and a.source != b.source
+    # Equal values written differently (a default given explicitly) stay apart, so what
+    # a dump of the fields set says does not depend on another function's manifest.
+    c = spec("c.wasm", {"memory": "1Mi", "timeout": "1s"}, {"maxInstances": 2, "reuse": True})
+    assert c.limits == a.limits and c.limits is not a.limits and c.pool is not a.pool
+    assert a.model_dump(by_alias=True, exclude_unset=True)["limits"] == {"memory": 1048576}
+    assert c.model_dump(by_alias=True, exclude_unset=True)["limits"] == {
+        "memory": 1048576, "timeout": 1.0}
+    # Another value is another object; the shared one is unchanged.
+    d = spec("d.wasm", {"memory": "2Mi"}, {"maxInstances": 2})
+    assert d.limits is not a.limits and a.limits.memory == 2**20 and d.limits.memory == 2**21

@@ -7,6 +7,8 @@ artifact is a 503 until the configuration is applied again."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import types
 from pathlib import Path
 
 import pytest
@@ -75,6 +77,35 @@ def test_modules_beyond_the_budget_are_evicted_and_reloaded_from_disk(
         assert metric(catalog, "edge_module_cache_requests_total", result="reload") >= FUNCTIONS
         assert catalog.modules.evictions >= FUNCTIONS
         assert catalog.describe()["modules"] == catalog.modules.describe()
+
+    asyncio.run(scenario())
+
+
+def test_module_bytes_are_not_kept_once_compiled_and_evicted_modules_reload(
+        engine: WasmEngine, executor: RecordingExecutor, tmp_path: Path) -> None:
+    """The catalog keeps no source bytes (10,000 functions would keep every module twice):
+    an evicted module comes back from the disk cache, not from the bytes it was given."""
+    size = artifact_size(engine, b"answer 0")
+    budget = MemoryBudget(limit=2 * size + INSTANCE + size // 2, fraction=1.0, baseline=0,
+                          source="test")
+
+    async def scenario() -> None:
+        catalog = catalog_with(engine, executor, budget, DiskCache(tmp_path, engine.fingerprint))
+        desired = functions()
+        given = [source.wasm for source in desired.functions]
+        snapshot = await catalog.apply(desired)
+        del desired
+        gc.collect()
+        for wasm in given:
+            holders = [r for r in gc.get_referrers(wasm)
+                       if r is not given and not isinstance(r, types.FrameType)]
+            assert holders == []
+        evicted = [r for r in snapshot.functions.values() if not r.compiled.loaded]
+        assert evicted
+        for runtime in evicted:
+            assert await body_of(runtime) == f"answer {runtime.name[1:]}".encode()
+        assert metric(catalog, "edge_module_cache_requests_total", result="reload") \
+            >= len(evicted)
 
     asyncio.run(scenario())
 

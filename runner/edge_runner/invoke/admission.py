@@ -39,13 +39,18 @@ def _expire(waiter: asyncio.Future[bool]) -> None:
 
 
 class Gate:
+    """A FIFO gate.  Every function has one, so its queue (a deque: 760 bytes) is made
+    when a request first has to wait, not before: most functions of a runner with
+    thousands never queue."""
+
     __slots__ = ("_waiters", "capacity", "free", "max_waiting")
 
     def __init__(self, capacity: int, max_waiting: int) -> None:
         self.capacity = capacity
         self.free = capacity
         self.max_waiting = max_waiting
-        self._waiters: deque[asyncio.Future[bool]] = deque()
+        #: Queued requests, oldest first; an empty tuple until one first queues.
+        self._waiters: deque[asyncio.Future[bool]] | tuple[()] = ()
 
     @property
     def busy(self) -> int:
@@ -54,6 +59,11 @@ class Gate:
     @property
     def waiting(self) -> int:
         return len(self._waiters)
+
+    @property
+    def queue_made(self) -> bool:
+        """Whether a request ever queued here (its queue exists)."""
+        return isinstance(self._waiters, deque)
 
     def try_enter(self, name: str = "") -> bool:
         """Take a slot if one is free and nobody is queued; never waits.
@@ -75,9 +85,12 @@ class Gate:
             return True
         if len(self._waiters) >= self.max_waiting:
             raise GateFull
+        waiters = self._waiters
+        if not isinstance(waiters, deque):
+            waiters = self._waiters = deque()
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[bool] = loop.create_future()
-        self._waiters.append(waiter)
+        waiters.append(waiter)
         timer = loop.call_later(max(timeout, 0.0), _expire, waiter)
         try:
             return await waiter
@@ -89,12 +102,13 @@ class Gate:
         finally:
             timer.cancel()
             with contextlib.suppress(ValueError):  # still queued: expired or cancelled
-                self._waiters.remove(waiter)
+                waiters.remove(waiter)
 
     def leave(self, name: str = "", cost: float = 0.0) -> None:
         """Free a slot: hand it to the oldest live waiter, or mark it free."""
         waiters = self._waiters
         while waiters:
+            assert isinstance(waiters, deque)
             waiter = waiters.popleft()
             if not waiter.done():
                 waiter.set_result(True)

@@ -48,6 +48,11 @@ class ModuleSlot:
     counters and is never held while calling out.
     """
 
+    # One per module of a runner that may have 10,000: no instance dict.
+    __slots__ = ("__weakref__", "_counted", "_counts", "_holders", "_instances", "_lock",
+                 "_module", "_owner", "abi", "digest", "last_used", "on_disk", "reloads",
+                 "resident_bytes", "size")
+
     def __init__(self, compiled: CompiledModule, *, resident_bytes: int,
                  owner: ResidentModules | None = None, on_disk: bool = False) -> None:
         self.digest = compiled.digest
