@@ -3,24 +3,25 @@
 One :class:`RunnerMetrics` per runner process, on its own registry (tests make
 a fresh one each).  Labels are bounded: function names, status codes, reasons,
 route ``name/rule`` identifiers; never a path or a request id.  What every
-request counts (requests, durations, route lookups and rules) is kept by
-:class:`RequestCounts` in plain dictionaries and exported at scrape time, so
-the request path takes no lock and builds no label child.
+request counts (:class:`RequestCounts`) and what every function has a series
+of (cold starts, evictions, thread waits, quarantines) are plain dictionaries
+exported at scrape time (:mod:`edge_runner.plainmetrics`): no lock on the
+request path, no per-series lock and value objects per function.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
+import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
 from edge_runner.invoke.pool import PoolEvents
+from edge_runner.plainmetrics import PlainCounter, PlainHistogram
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -30,37 +31,28 @@ COMPILE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 
 
 class _PoolEvents(PoolEvents):
-    """Pool events of one function, counted with label children resolved at first use
-    (a runner with 10,000 functions most of which are idle does not carry ~100 series
-    for each of them: a function's series appear once it has something to count)."""
+    """Pool events of one function.  Its series appear once it has something to count,
+    each a dictionary entry (:mod:`edge_runner.plainmetrics`): a runner with 10,000
+    functions, most of them idle, carries no series for the idle ones."""
 
     def __init__(self, metrics: RunnerMetrics, function: str) -> None:
         self._metrics = metrics
-        self._function = function
-        self._cold: Any = None
-        self._duration: Any = None
-        self._waits: dict[str, Any] = {}
+        self._key = (function,)
 
     def cold_start(self, seconds: float | None) -> None:
-        if self._cold is None:
-            self._cold = self._metrics.cold_starts.labels(self._function)
-            self._duration = self._metrics.cold_start_duration.labels(self._function)
-        self._cold.inc()
+        self._metrics.cold_starts.inc(self._key)
         if seconds is not None:
-            self._duration.observe(seconds)
+            self._metrics.cold_start_duration.observe(self._key, seconds)
 
     def evicted(self, cause: str, count: int = 1) -> None:
-        self._metrics.evictions.labels(self._function, cause).inc(count)
+        self._metrics.evictions.inc((*self._key, cause), count)
 
     def thread_wait(self, lane: str, seconds: float) -> None:
-        child = self._waits.get(lane)
-        if child is None:
-            child = self._waits[lane] = self._metrics.worker_wait.labels(self._function, lane)
-        child.observe(seconds)
+        self._metrics.worker_wait.observe((*self._key, lane), seconds)
 
     def quarantined(self, entered: bool) -> None:
         if entered:
-            self._metrics.quarantines.labels(self._function).inc()
+            self._metrics.quarantines.inc(self._key)
 
 
 class InstancesCollector(Collector):
@@ -96,77 +88,45 @@ class QuarantineCollector(Collector):
         yield family
 
 
-#: The ``le`` labels of LATENCY_BUCKETS and +Inf, as prometheus_client writes them.
-_BOUNDS = (*(floatToGoString(b) for b in LATENCY_BUCKETS), "+Inf")  # type: ignore[no-untyped-call]
+_C = TypeVar("_C", bound=Collector)
 #: Route lookup results, in the order of :attr:`RequestCounts.lookups`.
 LOOKUP_RESULTS = ("match", "not_found", "method_not_allowed")
 
 
 class RequestCounts(Collector):
-    """The data plane's per-request metrics, counted in plain dictionaries.
-
-    ``edge_requests_total``, ``edge_request_duration_seconds``,
-    ``edge_route_requests_total`` and ``edge_route_lookups_total``, exported at
-    scrape time with the same names, labels and buckets as ``prometheus_client``
-    metrics.  Only the event loop thread counts (one writer, no lock); a scrape
-    copies each dictionary and list first (a copy is atomic under the GIL).
-    """
+    """The data plane's per-request metrics: ``edge_requests_total``,
+    ``edge_request_duration_seconds``, ``edge_route_requests_total`` and
+    ``edge_route_lookups_total`` (:mod:`edge_runner.plainmetrics`, no lock: only the
+    event loop thread counts them)."""
 
     def __init__(self) -> None:
-        #: (function, status) -> requests answered.
-        self.requests: dict[tuple[str, int], int] = {}
-        #: function -> one count per bucket of LATENCY_BUCKETS, one for +Inf, then the sum.
-        self.durations: dict[str, list[float]] = {}
-        #: (route, rule index) -> requests matched.
-        self.rules: dict[tuple[str, int], int] = {}
+        self.requests = PlainCounter(
+            "edge_requests_total",
+            "HTTP requests answered by the data plane, by function and status code.",
+            ["function", "code"])
+        self.durations = PlainHistogram(
+            "edge_request_duration_seconds",
+            "Time from request start to the last response byte, by function.",
+            ["function"], LATENCY_BUCKETS)
+        self.rules = PlainCounter(
+            "edge_route_requests_total",
+            "Requests matched per route rule (route name/rule index).", ["route", "rule"])
         #: Lookups by result, in the order of LOOKUP_RESULTS.
         self.lookups = [0, 0, 0]
 
     def request(self, function: str, status: int, seconds: float) -> None:
         """One answered request: its function (``""``: none), status and duration."""
-        key = (function, status)
-        requests = self.requests
-        requests[key] = requests.get(key, 0) + 1
-        counts = self.durations.get(function)
-        if counts is None:
-            counts = self.durations[function] = [0.0] * (len(LATENCY_BUCKETS) + 2)
-        counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        counts[-1] += seconds
+        self.requests.inc((function, status))
+        self.durations.observe((function,), seconds)
 
     def rule(self, route: str, index: int) -> None:
         """A request matched rule ``index`` of EdgeRoute ``route``."""
-        key = (route, index)
-        rules = self.rules
-        rules[key] = rules.get(key, 0) + 1
+        self.rules.inc((route, index))
 
     def collect(self) -> Iterator[Metric]:
-        requests = CounterMetricFamily(
-            "edge_requests_total",
-            "HTTP requests answered by the data plane, by function and status code.",
-            labels=["function", "code"])
-        for (function, status), count in list(self.requests.items()):
-            requests.add_metric([function, str(status)], count)
-        yield requests
-        duration = HistogramMetricFamily(
-            "edge_request_duration_seconds",
-            "Time from request start to the last response byte, by function.",
-            labels=["function"])
-        for function, live in list(self.durations.items()):
-            counts = list(live)
-            buckets: list[tuple[str, float]] = []
-            total = 0.0
-            for bound, in_bucket in zip(_BOUNDS, counts, strict=False):
-                total += in_bucket
-                buckets.append((bound, total))
-            duration.add_metric([function], buckets, sum_value=counts[-1])
-        yield duration
-        rules = CounterMetricFamily(
-            "edge_route_requests_total",
-            "Requests matched per route rule (route name/rule index).",
-            labels=["route", "rule"])
-        for (route, index), count in list(self.rules.items()):
-            rules.add_metric([route, str(index)], count)
-        yield rules
+        yield from self.requests.collect()
+        yield from self.durations.collect()
+        yield from self.rules.collect()
         lookups = CounterMetricFamily(
             "edge_route_lookups_total",
             "Route lookups by result (match, not_found, method_not_allowed).",
@@ -192,6 +152,11 @@ class RunnerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+
+        def plain(metric: _C) -> _C:
+            r.register(metric)
+            return metric
+
         #: Counted by the data plane on every request (see RequestCounts).
         self.request_counts = RequestCounts()
         r.register(self.request_counts)
@@ -201,12 +166,12 @@ class RunnerMetrics:
             ["function", "reason"],
             registry=r,
         )
-        self.cold_starts = Counter(
+        # Per-function series updated from worker threads too: one lock for them all.
+        pools = threading.Lock()
+        self.cold_starts = plain(PlainCounter(
             "edge_cold_starts_total",
             "Instances created (a request that could not reuse a hot instance).",
-            ["function"],
-            registry=r,
-        )
+            ["function"], pools))
         self.module_cache = Counter(
             "edge_module_cache_requests_total",
             "Compiled-module cache lookups by result (hit, disk_hit, miss).",
@@ -233,21 +198,16 @@ class RunnerMetrics:
             ["kind"],
             registry=r,
         )
-        self.cold_start_duration = Histogram(
+        self.cold_start_duration = plain(PlainHistogram(
             "edge_cold_start_duration_seconds",
             "Time to create an instance (instantiate from the compiled module), by function.",
-            ["function"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.evictions = Counter(
+            ["function"], LATENCY_BUCKETS, pools))
+        self.evictions = plain(PlainCounter(
             "edge_instance_evictions_total",
             "Instances dropped by cause: failure, recycle (served its quota), idle"
             " (idleTimeout), budget (memory budget needed room), preempted (an inline"
             " call re-run on a thread).",
-            ["function", "cause"],
-            registry=r,
-        )
+            ["function", "cause"], pools))
         self.functions_loaded = Gauge(
             "edge_functions", "Functions known to the runner by state (ready, error).", ["state"],
             registry=r,
@@ -274,20 +234,15 @@ class RunnerMetrics:
             ["kind"],
             registry=r,
         )
-        self.worker_wait = Histogram(
+        self.worker_wait = plain(PlainHistogram(
             "edge_worker_wait_seconds",
             "Time calls waited for a worker thread, by function and lane (shared,"
             " quarantine); 0 for a call that found one free.",
-            ["function", "lane"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.quarantines = Counter(
+            ["function", "lane"], LATENCY_BUCKETS, pools))
+        self.quarantines = plain(PlainCounter(
             "edge_quarantines_total",
             "Times a function was moved to the quarantine lane of worker threads.",
-            ["function"],
-            registry=r,
-        )
+            ["function"], pools))
         self.reloads = Counter(
             "edge_config_reloads_total",
             "Applications of a new desired configuration by result (ok, error).",
