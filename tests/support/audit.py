@@ -10,11 +10,24 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from support.k8s import Cluster
+
+
+def read_events(path: Path, offset: int) -> Iterator[dict[str, Any]]:
+    """The audit events logged in ``path`` from byte ``offset`` on (a line still being
+    written is skipped)."""
+    with path.open("rb") as lines:
+        lines.seek(offset)
+        for line in lines:
+            try:
+                yield json.loads(line)
+            except ValueError:
+                continue
 
 
 class Audit:
@@ -28,19 +41,9 @@ class Audit:
 
     def events(self) -> list[dict[str, Any]]:
         """The audit events of each request since then."""
-        found = []
-        with self.path.open("rb") as lines:
-            lines.seek(self.offset)
-            for line in lines:
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue  # a line being written
-                ref = event.get("objectRef") or {}
-                if event.get("user", {}).get("username") == self.user \
-                        and ref.get("namespace") == self.namespace:
-                    found.append(event)
-        return found
+        return [event for event in read_events(self.path, self.offset)
+                if event.get("user", {}).get("username") == self.user
+                and (event.get("objectRef") or {}).get("namespace") == self.namespace]
 
     def requests(self) -> list[tuple[str, str, str]]:
         """(verb, resource, name) of each request since then."""

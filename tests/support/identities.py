@@ -28,13 +28,13 @@ namespace).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from support.audit import read_events
 from support.helm import Helm, Manifest
 from support.k8s import Cluster
 
@@ -174,22 +174,16 @@ class ChartIdentities:
             return []
         users = {self.account("runner"), self.account("operator")}
         refused: set[Refusal] = set()
-        with log.open("rb") as lines:
-            lines.seek(self._audit_offset)
-            for line in lines:
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue  # a line being written
-                user = event.get("user", {}).get("username", "")
-                if user in users and (event.get("responseStatus") or {}).get("code") == 403:
-                    ref = event.get("objectRef") or {}
-                    resource = ref.get("resource", "")
-                    if ref.get("apiGroup"):
-                        resource += "." + ref["apiGroup"]
-                    refused.add(Refusal(user, event.get("verb", ""), resource,
-                                        ref.get("subresource", ""), ref.get("namespace", ""),
-                                        ref.get("name", "")))
+        for event in read_events(log, self._audit_offset):
+            user = event.get("user", {}).get("username", "")
+            if user in users and (event.get("responseStatus") or {}).get("code") == 403:
+                ref = event.get("objectRef") or {}
+                resource = ref.get("resource", "")
+                if ref.get("apiGroup"):
+                    resource += "." + ref["apiGroup"]
+                refused.add(Refusal(user, event.get("verb", ""), resource,
+                                    ref.get("subresource", ""), ref.get("namespace", ""),
+                                    ref.get("name", "")))
         return sorted((r for r in refused if not self._allowed(r)), key=str)
 
     def _allowed(self, refusal: Refusal) -> bool:
