@@ -189,13 +189,13 @@ class DataPlane:
         nothing is routed, counted or run twice.
         """
         begun = self.begin(scope, time.perf_counter())
+        if begun.has_body:  # even a decided answer: the ASGI way reads or drops the body
+            scope[_SCOPE_PENDING] = (begun, None)
+            return None
         response = begun.answer
         if response is None:
             runtime = begun.runtime
             assert runtime is not None  # begin answers when there is none
-            if begun.has_body:
-                scope[_SCOPE_PENDING] = (begun, None)
-                return None
             try:
                 outcome = runtime.invoke_now(self._request(scope, begun, b""))
             except InvocationError as error:
@@ -244,7 +244,7 @@ class DataPlane:
             request_id = _new_request_id()
         method: str = scope["method"]
         path: str = scope["path"]
-        begun = Begun(method, path, request_id, started)
+        begun = Begun(method, path, request_id, started, has_body=chunked or bool(declared))
         try:
             path, raw_path = normalize(scope.get("raw_path") or path.encode())
             if hosts > 1:
@@ -255,7 +255,6 @@ class DataPlane:
         scope["path"] = begun.path = path
         scope["raw_path"] = raw_path
         begun.host = _host_of(host)
-        begun.has_body = chunked or bool(declared)
         begun.connection_tokens = frozenset(connection_tokens)
         self._route(scope, begun)
         if begun.answer is None and declared is not None:
