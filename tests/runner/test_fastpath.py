@@ -11,6 +11,7 @@ the fast path too.
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Iterator
 
@@ -145,3 +146,15 @@ def test_a_refused_request_with_a_body_keeps_the_connection_in_step(
     answers = _exchange(runner, b"".join(refused) + _get("/echo", "after"), 4)
     assert [a.split(b" ", 2)[1] for a in answers] == [b"404", b"400", b"404", b"200"]
     assert b"x-request-id: after\r\n" in answers[3]
+
+
+def test_answers_before_a_malformed_request_are_sent_before_its_400(
+        runner: RunnerProcess) -> None:
+    """Pipelined: two good requests, then a malformed one: two answers, then 400, close."""
+    with socket.create_connection(("127.0.0.1", runner.port), timeout=10) as sock:
+        sock.sendall(_get("/echo", "g1") + _get("/echo", "g2") + b"GARBAGE\r\n\r\n")
+        raw = b""
+        while chunk := sock.recv(65536):  # ends: the server closed the connection
+            raw += chunk
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", raw) == [b"200", b"200", b"400"]
+    assert raw.index(b"x-request-id: g1") < raw.index(b"x-request-id: g2")

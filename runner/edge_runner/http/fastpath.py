@@ -134,6 +134,11 @@ class FastPathProtocol(GuardedHttpToolsProtocol):
 
     def _flush(self) -> None:
         """Write the answers waiting (in order), then close if one of them said so."""
+        self._send_waiting()
+        if self._close_after_flush:
+            self.transport.close()
+
+    def _send_waiting(self) -> None:
         outgoing = self._outgoing
         if outgoing:
             self._outgoing = []
@@ -141,12 +146,18 @@ class FastPathProtocol(GuardedHttpToolsProtocol):
             transport = self.transport
             if not transport.is_closing():
                 transport.write(outgoing[0] if len(outgoing) == 1 else b"".join(outgoing))
-        if self._close_after_flush:
-            self.transport.close()
 
     def shutdown(self) -> None:
         self._flush()  # answers already decided are sent before the connection closes
         super().shutdown()
+
+    def send_400_response(self, msg: str) -> None:
+        self._send_waiting()  # answers to the requests before the bad one go first
+        super().send_400_response(msg)
+
+    def _reply_and_close(self, status: int, detail: str) -> None:
+        self._send_waiting()
+        super()._reply_and_close(status, detail)
 
 
 def fast_path_protocol(limits: HttpLimits, answer: Answer) -> type[FastPathProtocol]:
