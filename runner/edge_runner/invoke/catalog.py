@@ -48,8 +48,8 @@ log = logging.getLogger("edge_runner.invoke.catalog")
 #: module (counted there): its runtime and pool bookkeeping, spec, module slot and
 #: route table entry.  Measured with tracemalloc over 1,000 functions loaded from
 #: manifests: 3.7 KiB each; rounded up.  Not counted: the metric series a function
-#: gets once it is called (edge_runner.metrics, about 10 KiB: two histograms of 15
-#: buckets and a few counters), nor the Python objects of live instances.
+#: gets once it is called (a few hundred bytes each, edge_runner.plainmetrics), nor
+#: the Python objects of live instances.
 FUNCTION_BYTES = 4 * 1024
 #: An apply of this many functions or more returns the freed heap to the system
 #: afterwards (:func:`~edge_runner.invoke.budget.trim_heap`).
