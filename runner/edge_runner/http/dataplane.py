@@ -210,10 +210,7 @@ class DataPlane:
                     scope[_SCOPE_PENDING] = (begun, None if outcome is None else outcome.spent)
                     return None
                 response = _finish_response(outcome)
-        status, headers, body = response
-        headers.append((b"x-request-id", begun.request_id.encode()))
-        if status not in NO_BODY:
-            headers.append((b"content-length", str(len(body)).encode()))
+        status, headers, body = _framed(response, begun.request_id)
         self._record(begun, response)
         return status, headers, b"" if begun.method == "HEAD" else body
 
@@ -455,11 +452,18 @@ def _finish_response(result: tuple[int, list[tuple[bytes, bytes]], bytes]) -> Pr
     return status, headers, body
 
 
-async def _send(send: Send, method: str, request_id: str, response: Problem) -> None:
+def _framed(response: Problem, request_id: str) -> Problem:
+    """``response`` with the headers every answer ends with: ``x-request-id`` and,
+    unless the status has no body, ``content-length`` (both ways out use it)."""
     status, headers, body = response
     headers.append((b"x-request-id", request_id.encode()))
     if status not in NO_BODY:
         headers.append((b"content-length", str(len(body)).encode()))
+    return response
+
+
+async def _send(send: Send, method: str, request_id: str, response: Problem) -> None:
+    status, headers, body = _framed(response, request_id)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
 
