@@ -4,13 +4,14 @@ Three lifetimes, three types (as in Spin): the :class:`WasmEngine` lives as long
 as the runner; a :class:`CompiledModule` lives from load until its function is
 replaced; a store lives for one instance (see :mod:`edge_runner.abi.edge`).
 
-Time limits use epoch interruption: a ticker thread advances the engine epoch
-every ``tick`` seconds (catching up if it was late), and each invocation sets a
-deadline in ticks, so a call is stopped between ``timeout`` and ``timeout`` +
-two ticks (plus scheduling noise).  Fuel metering is on engine-wide; a function
-without a fuel limit gets an effectively infinite budget per call.  Memory is
-capped per store (:meth:`WasmEngine.new_store`); modules are compiled with a
-grow probe (:mod:`edge_runner.wasm.growprobe`) so hitting that cap is known exactly.
+Time limits use epoch interruption: a ticker (:mod:`edge_runner.wasm.ticker`,
+a native timer on Linux) advances the engine epoch every ``tick`` seconds, and
+each invocation sets a deadline in ticks, so a call is stopped between
+``timeout`` and ``timeout`` + two ticks (plus scheduling noise).  Fuel metering
+is on engine-wide; a function without a fuel limit gets an effectively infinite
+budget per call.  Memory is capped per store (:meth:`WasmEngine.new_store`);
+modules are compiled with a grow probe (:mod:`edge_runner.wasm.growprobe`) so
+hitting that cap is known exactly.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ import hashlib
 import importlib.metadata
 import logging
 import math
-import threading
-import time
 from dataclasses import dataclass
 
 import wasmtime
@@ -37,6 +36,7 @@ from edge_api.abi import (
 )
 from edge_runner.wasm import capi, growprobe, wasi_output
 from edge_runner.wasm.modcache import fingerprint
+from edge_runner.wasm.ticker import start_ticker
 
 log = logging.getLogger("edge_runner.wasm.engine")
 
@@ -73,7 +73,7 @@ class CompiledModule:
 
 
 class WasmEngine:
-    """One engine, one linker with WASI, one ticker thread."""
+    """One engine, one linker with WASI, one epoch ticker."""
 
     def __init__(self, *, tick: float = 0.005, max_wasm_stack: int = 512 * 1024) -> None:
         config = wasmtime.Config()
@@ -101,30 +101,13 @@ class WasmEngine:
             f"epoch=1 fuel=1 max_wasm_stack={max_wasm_stack}",
             f"growprobe {growprobe.VERSION}",
         )
-        self._stop = threading.Event()
-        self._ticker_start = time.monotonic()
-        self._ticks_done = 0
-        self._ticker = threading.Thread(target=self._run_ticker, name="epoch-ticker", daemon=True)
-        self._ticker.start()
-
-    def _run_ticker(self) -> None:
-        while not self._stop.wait(self.tick):
-            due = int((time.monotonic() - self._ticker_start) / self.tick)
-            while self._ticks_done < due:
-                self.engine.increment_epoch()
-                self._ticks_done += 1
-
-    def lag(self) -> int:
-        """Ticks the ticker is behind the clock (it catches up in a burst later).
-
-        A deadline set now must add them, or that burst would end it early.
-        """
-        due = int((time.monotonic() - self._ticker_start) / self.tick)
-        return max(0, due - self._ticks_done)
+        self._ticker = start_ticker(self.engine, tick)
+        #: Ticks the ticker is behind the clock, to add to a deadline set now (see
+        #: :class:`~edge_runner.wasm.ticker.Ticker`).
+        self.lag = self._ticker.lag
 
     def close(self) -> None:
-        self._stop.set()
-        self._ticker.join(timeout=1)
+        self._ticker.close()
 
     def deadline_ticks(self, seconds: float) -> int:
         """Ticks to set so an invocation runs at least ``seconds``, at most two ticks more.
