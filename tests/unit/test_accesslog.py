@@ -4,6 +4,7 @@ some other way still gets every line through logging."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -80,6 +81,26 @@ def test_no_line_is_lost_on_close_and_order_is_kept() -> None:
         assert ids == [str(i) for i in range(count)]
         add(log, "/late", "late")  # after close: at once
         assert json.loads(stream.getvalue().splitlines()[-1])["request_id"] == "late"
+
+
+def test_on_an_event_loop_a_line_is_written_within_the_interval_without_close() -> None:
+    """The batch is formatted by a timer of the loop that added the line, then written by
+    the writer thread: the line appears while the log stays open."""
+
+    async def scenario(stream: io.StringIO) -> list[str]:
+        log = AccessLog(interval=0.05)
+        add(log, "/timed", "timed")
+        assert stream.getvalue() == ""  # not on the request path
+        deadline = asyncio.get_running_loop().time() + 10
+        while not stream.getvalue() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        lines = stream.getvalue().splitlines()
+        log.close()
+        return lines
+
+    with only_handler(JsonFormatter()) as stream:
+        lines = asyncio.run(scenario(stream))
+    assert [json.loads(line)["request_id"] for line in lines] == ["timed"]
 
 
 def test_another_logging_setup_gets_every_line_as_a_record(

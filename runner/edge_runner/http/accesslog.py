@@ -1,28 +1,34 @@
 """The access log's writer: one line per request, written in batches off the request path.
 
 Used by :mod:`edge_runner.http.dataplane` (which calls :meth:`AccessLog.request`
-once per request: a clock read and a deque append of a tuple) and started and
-closed by :mod:`edge_runner.server`.  A background thread wakes every
-``interval`` seconds, or as soon as :data:`BATCH_LINES` lines wait, formats the
-waiting lines exactly as the configured log handler would (JSON or text, the
-output of :func:`edge_api.logs.json_line` / :func:`edge_api.logs.text_line`)
-and writes them with one write and one flush.  The thread shares the GIL with
-the event loop, so a JSON line is built by :func:`json_access_line`, which
-writes the same bytes as ``json_line`` at a fraction of its cost (a test
-compares them on hostile values).  :meth:`AccessLog.close` writes every line
-still waiting, so a runner that shuts down loses none.  If logging is set up
-some other way (a test's handler, a library embedding the runner), each line
-goes through :mod:`logging` as an ordinary record instead, still off the
-request path.
+once per request: a clock read and a list append of a tuple) and closed by
+:mod:`edge_runner.server`.  Lines are formatted in batches on the thread that
+adds them (the event loop), every ``interval`` seconds or as soon as
+:data:`BATCH_LINES` lines wait, exactly as the configured log handler would
+format them (JSON or text, the output of :func:`edge_api.logs.json_line` /
+:func:`edge_api.logs.text_line`; :func:`json_access_line` writes the same bytes
+as ``json_line`` at a fraction of its cost, a test compares them on hostile
+values).  A writer thread only writes each batch, with one write and one flush,
+so a log reader that is slow blocks that thread, never the event loop.
+
+Why the formatting is not on the writer thread too: it shares the GIL with the
+event loop, and a thread holding the GIL for a batch's formatting makes the
+loop wait for it at its next C call; measured, that cost 12-18% of hot
+throughput (bench/throughput.py), against 6-8% now.  :meth:`AccessLog.close`
+writes every line still waiting, so a runner that shuts down loses none.  If
+logging is set up some other way (a test's handler, a library embedding the
+runner), each line goes through :mod:`logging` as an ordinary record instead,
+on the writer thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +42,9 @@ BATCH_LINES = 512
 #: seconds, outcome.
 Entry = tuple[float, str, str, int, str, str, str, float, str]
 _Line = Callable[[str, Entry], str]
+_Handler = logging.StreamHandler[Any]
+#: What the writer thread writes: text for a stream handler, or entries as records.
+_Batch = tuple[_Handler, str] | list[Entry]
 _quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 
@@ -68,16 +77,18 @@ def text_access_line(logger: str, entry: Entry) -> str:
 
 
 class AccessLog:
-    """Access lines: added on the request path, written in batches by a thread."""
+    """Access lines: added on the request path, formatted in batches, written by a thread."""
 
     def __init__(self, interval: float = 0.2, logger: str = ACCESS_LOGGER) -> None:
         self.interval = interval
         self.logger = logging.getLogger(logger)
-        self._pending: deque[Entry] = deque()
-        self._wake = threading.Event()
-        self._closed = False
+        self._pending: list[Entry] = []
+        self._due: asyncio.TimerHandle | None = None
+        #: Batches for the writer thread, in order: formatted text for the one stream
+        #: handler, or entries to log as records; None stops the thread.
+        self._batches: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._write_lock = threading.Lock()
+        self._closed = False
 
     @property
     def enabled(self) -> bool:
@@ -87,54 +98,62 @@ class AccessLog:
         self, method: str, path: str, status: int, request_id: str, function: str,
         route: str, seconds: float, outcome: str,
     ) -> None:
-        """Queue one request's line (call only if :attr:`enabled`); written within
-        ``interval``.  ``function`` and ``route`` are ``""`` when none was found."""
+        """Queue one request's line (call only if :attr:`enabled`, always from the same
+        thread); written within ``interval``.  ``function`` and ``route`` are ``""`` when
+        none was found."""
         pending = self._pending
         pending.append((time.time(), method, path, status, request_id, function, route,
                         seconds, outcome))
-        if self._thread is None or self._closed or len(pending) >= BATCH_LINES:
-            if self._closed:
-                self.flush()  # late lines of a closed log: written at once
-            elif self._thread is None:
-                self.start()
+        if len(pending) >= BATCH_LINES or self._closed:
+            self.flush()
+        elif self._due is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no event loop here: nothing would wake a later batch
+                self.flush()
             else:
-                self._wake.set()
+                self._due = loop.call_later(self.interval, self.flush)
 
-    def start(self) -> None:
+    def flush(self) -> None:
+        """Format the lines waiting now and hand them to the writer (from the thread that
+        adds them); after :meth:`close`, write them at once."""
+        if self._due is not None:
+            self._due.cancel()
+            self._due = None
+        entries, self._pending = self._pending, []
+        if not entries:
+            return
+        handler, line = _fast_path(self.logger)
+        name = self.logger.name
+        batch: _Batch = (handler, "".join([line(name, entry) + "\n" for entry in entries])) \
+            if handler is not None and line is not None else entries
+        if self._closed:
+            self._write(batch)
+            return
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="access-log", daemon=True)
             self._thread.start()
+        self._batches.put(batch)
 
     def close(self) -> None:
         """Write every waiting line and stop the thread (idempotent)."""
-        self._closed = True
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join()
         self.flush()
-
-    def flush(self) -> None:
-        """Write the lines waiting now (from any thread)."""
-        with self._write_lock:
-            entries = []
-            while self._pending:
-                entries.append(self._pending.popleft())
-            if entries:
-                self._write(entries)
+        self._closed = True
+        if self._thread is not None:
+            self._batches.put(None)
+            self._thread.join()
+            self._thread = None
 
     def _run(self) -> None:
-        while not self._closed:
-            self._wake.wait(self.interval)
-            self._wake.clear()
+        while (batch := self._batches.get()) is not None:
             try:
-                self.flush()
+                self._write(batch)
             except Exception:  # never let a bad line stop the log
                 logging.getLogger(__name__).exception("access log write failed")
 
-    def _write(self, entries: list[Entry]) -> None:
-        handler, line = _fast_path(self.logger)
-        if handler is None or line is None:
-            for entry in entries:
+    def _write(self, batch: _Batch) -> None:
+        if isinstance(batch, list):
+            for entry in batch:
                 message, fields = fields_of(entry)
                 record = self.logger.makeRecord(self.logger.name, logging.INFO, "(access)", 0,
                                                 message, (), None, extra=fields)
@@ -143,8 +162,7 @@ class AccessLog:
                 record.msecs = int((created - int(created)) * 1000) + 0.0
                 self.logger.handle(record)
             return
-        name = self.logger.name
-        text = "".join([line(name, entry) + "\n" for entry in entries])
+        handler, text = batch
         handler.acquire()
         try:
             handler.stream.write(text)
@@ -153,8 +171,7 @@ class AccessLog:
             handler.release()
 
 
-def _fast_path(logger: logging.Logger) -> tuple[logging.StreamHandler[Any] | None,
-                                                 _Line | None]:
+def _fast_path(logger: logging.Logger) -> tuple[_Handler | None, _Line | None]:
     """The single stream handler and line format access lines reach, if that is all they reach."""
     root = logging.getLogger()
     node: logging.Logger | None = logger
