@@ -12,7 +12,7 @@ request path, no per-series lock and value objects per function.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -140,6 +140,26 @@ class RequestCounts(Collector):
 class RunnerMetrics:
     def pool_events(self, function: str) -> PoolEvents:
         return _PoolEvents(self, function)
+
+    def forget(self, functions: Collection[str], routes: Collection[str]) -> None:
+        """Remove every series of these deleted functions and routes (their names as
+        labels), so that a runner whose functions come and go does not keep a series
+        for each one that ever existed.  A name that comes back starts from zero, which
+        Prometheus reads as a counter reset.  Call it from the event loop."""
+        counts = self.request_counts
+        for family in (counts.requests, counts.durations, self.cold_starts,
+                       self.cold_start_duration, self.evictions, self.worker_wait,
+                       self.quarantines):
+            family.forget(functions)
+        counts.rules.forget(routes)
+        for labelled, names in ((self.invocation_errors, functions),
+                                (self.auth_decisions, routes)):
+            if not names:
+                continue
+            for sample in [s for metric in labelled.collect() for s in metric.samples]:
+                values = tuple(sample.labels.values())
+                if values[0] in names and sample.name.endswith("_total"):
+                    labelled.remove(*values)
 
     def watch_instances(self, read: Callable[[], Iterable[tuple[str, str, int]]]) -> None:
         """Export ``edge_instances`` from ``read`` (called at every scrape)."""

@@ -13,13 +13,17 @@ Label values may be any objects (a status code as an int): they are turned
 into strings at scrape time, not on the request path.  Without a ``lock`` only
 one thread may update a metric (the event loop); with one, any thread may.  A
 scrape (any thread) copies each dictionary first: a copy is atomic under the GIL.
+``forget`` removes the series of a deleted function or route (called by the
+thread that counts the unlocked ones, the event loop).
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from bisect import bisect_left
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Collection, Hashable, Iterator, Sequence
+from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -27,6 +31,16 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 Key = tuple[Hashable, ...]
+
+
+def _forget(series: dict[Key, Any], lock: threading.Lock | None,
+            first: Collection[Hashable]) -> None:
+    """Drop the series whose first label value is in ``first``."""
+    if not first:
+        return
+    with lock or contextlib.nullcontext():
+        for key in [key for key in series if key[0] in first]:
+            del series[key]
 
 
 class PlainCounter(Collector):
@@ -47,6 +61,11 @@ class PlainCounter(Collector):
             return
         with self._lock:
             values[key] = values.get(key, 0) + amount
+
+    def forget(self, first: Collection[Hashable]) -> None:
+        """Remove the series whose first label value is in ``first`` (a deleted function
+        or route); counting one again starts it from zero."""
+        _forget(self.values, self._lock, first)
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(self.name, self._documentation, labels=self._labels)
@@ -75,6 +94,10 @@ class PlainHistogram(Collector):
             return
         with self._lock:
             self._observe(key, value)
+
+    def forget(self, first: Collection[Hashable]) -> None:
+        """As :meth:`PlainCounter.forget`."""
+        _forget(self.series, self._lock, first)
 
     def _observe(self, key: Key, value: float) -> None:
         counts = self.series.get(key)

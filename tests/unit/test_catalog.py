@@ -14,7 +14,10 @@ import asyncio
 import hashlib
 from typing import cast
 
+from prometheus_client import generate_latest
+
 from edge_api.routing import RouteMatch, RouteTable
+from edge_runner.http.dataplane import DataPlane
 from edge_runner.invoke.admission import Gate
 from edge_runner.invoke.budget import MemoryBudget
 from edge_runner.invoke.catalog import FUNCTION_BYTES, Catalog, DesiredState, FunctionSource
@@ -23,6 +26,7 @@ from edge_runner.wasm.engine import WasmEngine
 from support import guests
 from support.inprocess import (
     RecordingExecutor,
+    asgi_call,
     body_of,
     count_of,
     function_spec,
@@ -265,3 +269,48 @@ def test_a_snapshot_is_swapped_whole_and_in_flight_requests_finish_on_the_old_ve
         assert await body_of(new.functions["fn"]) == b"v2"
 
     asyncio.run(scenario())
+
+
+def test_a_deleted_function_or_route_leaves_no_metric_series(
+    engine: WasmEngine, executor: RecordingExecutor
+) -> None:
+    """Functions and routes that come and go must not leave a series each behind (a
+    runner would grow without bound); the ones still served keep their counts."""
+    kept_routes = [route("kept", "/kept", "counter")]
+    both = DesiredState([counter(), source("gone", guests.trap_wat())],
+                        [*kept_routes, route("doomed", "/doomed", "gone")])
+
+    async def scenario() -> tuple[str, str]:
+        catalog = new_catalog(engine, executor)
+        await catalog.apply(both)
+        app = DataPlane(catalog, catalog.metrics)
+        for path in ("/kept", "/doomed"):
+            await asgi_call(app, path)
+        before = generate_latest(catalog.metrics.registry).decode()
+        await catalog.apply(DesiredState([counter()], kept_routes))
+        return before, generate_latest(catalog.metrics.registry).decode()
+
+    before, after = asyncio.run(scenario())
+    families = ("edge_requests_total", "edge_request_duration_seconds_count",
+                "edge_cold_starts_total", "edge_invocation_errors_total")
+    for family in families:
+        assert f'{family}{{' in before and 'function="gone"' in _lines(before, family), family
+        assert 'function="gone"' not in _lines(after, family), family
+    assert 'route="doomed"' in _lines(before, "edge_route_requests_total")
+    assert 'route="doomed"' not in _lines(after, "edge_route_requests_total")
+    # What is still served keeps its counts.
+    for family in families[:3]:
+        assert _line(after, family, "counter") == _line(before, family, "counter")
+    assert 'route="kept"' in _lines(after, "edge_route_requests_total")
+
+
+def _lines(exposition: str, family: str) -> str:
+    """The sample lines of ``family`` (name followed by labels), joined."""
+    return "\n".join(line for line in exposition.splitlines()
+                     if line.startswith(family + "{"))
+
+
+def _line(exposition: str, family: str, function: str) -> str:
+    [line] = [line for line in _lines(exposition, family).splitlines()
+              if f'function="{function}"' in line]
+    return line

@@ -268,6 +268,7 @@ class DataPlane:
             self._table = snapshot.table
             self._auth = AuthTable(snapshot.routes, snapshot.secrets, snapshot.jwks)
             self._protected = bool(self._auth)
+            self._auth_counters.clear()  # a deleted route's series are gone (Catalog.apply)
         found = snapshot.table.lookup(begun.host, method, path)
         if found is None:
             self._lookups[1] += 1

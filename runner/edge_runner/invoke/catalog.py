@@ -154,6 +154,9 @@ class Catalog:
             engine=engine, budget=self.budget, disk_cache=disk_cache,
             on_event=lambda result: metrics.module_cache.labels(result).inc())
         self._lock = asyncio.Lock()
+        #: The functions and routes of the last apply (their metric series are dropped
+        #: when they are deleted).
+        self._names: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
         metrics.watch_instances(self._instance_counts)
         metrics.watch_quarantine(self._quarantined)
 
@@ -198,6 +201,7 @@ class Catalog:
                 if functions.get(name) is not runtime:
                     runtime.close()
                     self.budget.release(FUNCTION_BYTES)
+            self._forget_deleted(desired)
             self.synced = True
             self.changed.set()
             self._update_gauges(snapshot)
@@ -205,6 +209,13 @@ class Catalog:
                 await asyncio.get_running_loop().run_in_executor(None, trim_heap)
             self.metrics.reloads.labels("error" if failures or desired.errors else "ok").inc()
             return snapshot
+
+    def _forget_deleted(self, desired: DesiredState) -> None:
+        """Drop the metric series of the functions and routes this apply deleted."""
+        functions = frozenset(source.name for source in desired.functions)
+        routes = frozenset(name for name, _ in desired.routes)
+        self.metrics.forget(self._names[0] - functions, self._names[1] - routes)
+        self._names = (functions, routes)
 
     async def _load(
         self, source: FunctionSource, current: FunctionRuntime | None, specs: SharedSpecs
