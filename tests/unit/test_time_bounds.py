@@ -19,7 +19,9 @@ import uvicorn
 from uvicorn.server import ServerState
 
 from edge_runner.errors import GuestTimeout, Unavailable
+from edge_runner.http.fastpath import fast_path_protocol
 from edge_runner.http.guard import HttpLimits, guarded_protocol
+from edge_runner.http.problems import Problem
 from edge_runner.invoke.pool import InlinePolicy, QueuePolicy
 from edge_runner.wasm.engine import WasmEngine
 from support import guests
@@ -101,10 +103,18 @@ async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-async def _serve(limits: HttpLimits) -> tuple[asyncio.Server, int]:
-    """The runner's guarded HTTP protocol on a loopback port of this event loop."""
+def _answer_now(scope: Any) -> Problem:
+    """The fast path's answer for every request (what DataPlane.answer_now returns)."""
+    return 200, [(b"content-length", b"2")], b"ok"
+
+
+async def _serve(limits: HttpLimits, *, fast: bool = False, keep_alive: float = 5
+                 ) -> tuple[asyncio.Server, int]:
+    """The runner's guarded HTTP protocol (``fast``: with the data port's fast path) on a
+    loopback port of this event loop."""
+    protocol_class = fast_path_protocol(limits, _answer_now) if fast else guarded_protocol(limits)
     config = uvicorn.Config(_app, lifespan="off", log_config=None, access_log=False,
-                            http=guarded_protocol(limits))
+                            http=protocol_class, timeout_keep_alive=keep_alive)  # type: ignore[arg-type]
     config.load()
     state = ServerState()
     loop = asyncio.get_running_loop()
@@ -184,3 +194,34 @@ def test_a_keep_alive_connection_gets_head_timeout_again_for_its_next_request() 
     elapsed, answer = asyncio.run(scenario())
     assert answer.startswith(b"HTTP/1.1 408 "), answer
     assert LIMITS.head_timeout - EARLY <= elapsed <= LIMITS.head_timeout + MARGIN, elapsed
+
+
+KEEP_ALIVE = 0.6
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["asgi", "fast-path"])
+@pytest.mark.parametrize("requests", [1, 5])
+def test_an_idle_keep_alive_connection_is_closed_keep_alive_after_its_last_answer(
+        fast: bool, requests: int) -> None:
+    """With several requests KEEP_ALIVE/2 apart the connection stays open (the fast
+    path's lazy timer re-arms itself) and closes KEEP_ALIVE after the last answer."""
+    async def scenario() -> tuple[float, bytes]:
+        server, port = await _serve(LIMITS, fast=fast, keep_alive=KEEP_ALIVE)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            for index in range(requests):
+                if index:
+                    await asyncio.sleep(KEEP_ALIVE / 2)
+                writer.write(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+                answer = await asyncio.wait_for(reader.readuntil(b"ok"), timeout=10)
+                assert answer.startswith(b"HTTP/1.1 200 "), answer
+            answered = time.monotonic()
+            rest = await asyncio.wait_for(reader.read(), timeout=10)  # b"" once closed
+            writer.close()
+            return time.monotonic() - answered, rest
+        finally:
+            server.close()
+
+    elapsed, rest = asyncio.run(scenario())
+    assert rest == b""
+    assert KEEP_ALIVE - EARLY <= elapsed <= KEEP_ALIVE + MARGIN, elapsed
