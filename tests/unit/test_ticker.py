@@ -53,7 +53,6 @@ def test_a_spinning_guest_is_interrupted_by_the_epoch(make: Make) -> None:
     ticker = make(engine, TICK)
     try:
         assert _spin(engine, ticks=3) == wasmtime.TrapCode.INTERRUPT
-        assert ticker.lag() >= 0
     finally:
         ticker.close()
 
@@ -73,7 +72,6 @@ def test_linux_gets_the_native_timer() -> None:
     ticker = start_ticker(_engine(), TICK)
     try:
         assert isinstance(ticker, TimerTicker)
-        assert ticker.lag() == 0  # a late tick is never made up: nothing to add
     finally:
         ticker.close()
 

@@ -19,6 +19,7 @@ built once per function), the response checks
 from __future__ import annotations
 
 import functools
+import math
 import re
 from dataclasses import dataclass
 from typing import Protocol
@@ -68,8 +69,8 @@ class BudgetExceeded(Exception):
 
     def __init__(self, *, by_time: bool) -> None:
         super().__init__("speculative budget exceeded")
-        #: The epoch deadline stopped it (not fuel).  The epoch ticker catches up
-        #: in bursts when it waited for the GIL, so this can come early.
+        #: Its time cap stopped it (not fuel): never before the cap really passed
+        #: (:mod:`edge_runner.wasm.deadline`).
         self.by_time = by_time
 
 
@@ -84,6 +85,8 @@ class Speculation:
 
     fuel: int
     ticks: int
+    #: The time cap in seconds (``ticks`` is its epoch deadline).
+    seconds: float = math.inf
 
 
 class Instance(Protocol):

@@ -22,6 +22,7 @@ one initialization read from the clock or the random source.)
 from __future__ import annotations
 
 import ctypes
+import time
 
 import wasmtime
 
@@ -38,6 +39,7 @@ from edge_runner.abi.base import (
 from edge_runner.abi.envelope import EnvelopeError, decode_response, encode_request
 from edge_runner.errors import GuestFailure
 from edge_runner.wasm import capi
+from edge_runner.wasm.deadline import Deadline, is_time_limit
 from edge_runner.wasm.engine import UNLIMITED_FUEL, CompiledModule, WasmEngine
 from edge_runner.wasm.fastcall import GlobalReader, RawCall, StoreHandle
 from edge_runner.wasm.guest_output import GuestOutput
@@ -55,7 +57,7 @@ def _preempted(
     code = getattr(exc, "trap_code", None)
     if code == wasmtime.TrapCode.OUT_OF_FUEL and speculation.fuel < fuel:
         return BudgetExceeded(by_time=False)
-    if code == wasmtime.TrapCode.INTERRUPT and speculation.ticks < ticks:
+    if is_time_limit(exc) and speculation.ticks < ticks:
         return BudgetExceeded(by_time=True)
     return None
 
@@ -69,6 +71,7 @@ class EdgeInstance:
 
     __slots__ = (
         "_alloc",
+        "_deadline",
         "_engine",
         "_fuel",
         "_handle",
@@ -107,16 +110,19 @@ class EdgeInstance:
         self._memory_limit = limits.memory
         self._max_response = limits.max_response_bytes
         self._probe: GlobalReader | None = None
-        fuel, ticks = self._fuel, self._ticks
+        fuel, ticks, seconds = self._fuel, self._ticks, self._timeout
         if speculation is not None:
             fuel, ticks = min(fuel, speculation.fuel), min(ticks, speculation.ticks)
+            seconds = min(seconds, speculation.seconds)
+        self._deadline = Deadline()
         self.store = engine.new_raw_store(
             memory=limits.memory, wasi=wasi_recipe(spec, name),
-            output=Streams(self.output, self.output),
+            output=Streams(self.output, self.output), deadline=self._deadline,
         )
         context = self.store.context
         self._handle_store = StoreHandle(context)
-        self._handle_store.prepare(ticks + engine.lag(), fuel)
+        self._handle_store.prepare(ticks, fuel)
+        self._deadline.set(time.monotonic() + seconds)
         #: Linear memory size and address last read (-1: not yet); see :meth:`_memory`.
         self._memory_size = -1
         self._memory_base = 0
@@ -204,12 +210,14 @@ class EdgeInstance:
         handle = self._handle_store
         self.output.request_id = request_id
         fuel = self._fuel
-        ticks = self._engine.deadline_ticks(self._timeout - spent) if spent else self._ticks
+        seconds = self._timeout - spent
+        ticks = self._engine.deadline_ticks(seconds) if spent else self._ticks
         if speculation is not None:
-            handle.prepare(min(ticks, speculation.ticks) + self._engine.lag(),
-                           min(fuel, speculation.fuel))
+            handle.prepare(min(ticks, speculation.ticks), min(fuel, speculation.fuel))
+            seconds = min(seconds, speculation.seconds)
         else:
-            handle.prepare(ticks + self._engine.lag(), fuel)
+            handle.prepare(ticks, fuel)
+        self._deadline.set(time.monotonic() + seconds)
         self.served += 1
         try:
             size = len(envelope)

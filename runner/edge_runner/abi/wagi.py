@@ -128,7 +128,7 @@ def run_wagi(
     wasi.env = cgi_environment(request) + [(e.name, e.value) for e in spec.env]
     capi.set_stdin_bytes(wasi, request.body)
     store = engine.new_store(memory=limits.memory, wasi=wasi, output=Streams(stdout, log_output))
-    store.set_epoch_deadline(engine.deadline_ticks(limits.timeout) + engine.lag())
+    engine.limit_time(store, limits.timeout)
     store.set_fuel(limits.fuel or UNLIMITED_FUEL)
     probe: wasmtime.Global | None = None
 

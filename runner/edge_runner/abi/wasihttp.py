@@ -126,7 +126,7 @@ def run_wasi_http(
         tables=MAX_TABLES, memories=MAX_MEMORIES,
     )
     deadline = time.monotonic() + limits.timeout
-    store.set_epoch_deadline(engine.deadline_ticks(limits.timeout) + engine.lag())
+    engine.limit_time(store, limits.timeout)
     store.set_fuel(limits.fuel or UNLIMITED_FUEL)
     host.bind(state)
     try:

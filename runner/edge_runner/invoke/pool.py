@@ -207,9 +207,8 @@ class FunctionRuntime:
         self._inline = inline
         self._inline_after = 0.0
         self._slow_streak = self._repeat_demotions = 0
-        self._speculation = Speculation(
-            fuel=inline.budget, ticks=engine.deadline_ticks(inline.max_stall)
-        )
+        self._speculation = Speculation(fuel=inline.budget, seconds=inline.max_stall,
+                                        ticks=engine.deadline_ticks(inline.max_stall))
         self._gate = Gate(spec.pool.max_instances, queue.max_waiting)
         shared = shared or SharedLimits.unbounded()
         self._threads = shared.threads

@@ -40,6 +40,9 @@ caller_context = _bindings._wasmtime_caller_context  # noqa: SLF001
 context_get_data = _bindings._wasmtime_context_get_data  # noqa: SLF001
 caller_export_get = _bindings._wasmtime_caller_export_get  # noqa: SLF001
 trap_new = _bindings._wasmtime_trap_new  # noqa: SLF001
+#: ``(store *, callback, data, finalizer)``: :mod:`.deadline`'s hook, one per store.
+set_deadline_callback = _bindings._wasmtime_store_epoch_deadline_callback  # noqa: SLF001
+error_new = _bindings._wasmtime_error_new  # noqa: SLF001
 #: ``wasmtime_memory_data`` returning the address as an int (our own function
 #: object: the binding's restype is a pointer type, slower to turn into an address).
 memory_address = ffi.dll["wasmtime_memory_data"]
@@ -92,16 +95,12 @@ def context(store: wasmtime.Store) -> typing.Any:
     return store._context()  # noqa: SLF001
 
 
-def func_ref(func: wasmtime.Func) -> typing.Any:
-    return ctypes.byref(func._func)  # noqa: SLF001
+_HANDLES = {wasmtime.Func: "_func", wasmtime.Memory: "_memory", wasmtime.Global: "_global"}
 
 
-def memory_ref(memory: wasmtime.Memory) -> typing.Any:
-    return ctypes.byref(memory._memory)  # noqa: SLF001
-
-
-def global_ref(glob: wasmtime.Global) -> typing.Any:
-    return ctypes.byref(glob._global)  # noqa: SLF001
+def handle_ref(item: wasmtime.Func | wasmtime.Memory | wasmtime.Global) -> typing.Any:
+    """A reference to the C handle inside a wasmtime-py export object."""
+    return ctypes.byref(getattr(item, _HANDLES[type(item)]))
 
 
 def store_data_key(store: wasmtime.Store) -> int:
@@ -164,12 +163,9 @@ def _char_array(strings: list[bytes]) -> typing.Any:
 
 
 class WasiRecipe:
-    """A WASI configuration (argv and env; the rest WASI's defaults, as a new
-    ``WasiConfig``: no preopens, no inherited stdio, empty stdin) for many stores.
-
-    ``wasmtime_context_set_wasi`` consumes its ``wasi_config_t``, so each store gets a
-    new one, but the C setters copy the strings: the ``char **`` arrays are built once.
-    """
+    """A WASI configuration for many stores: argv and env, the rest as a new ``WasiConfig``
+    (no preopens, stdio or stdin).  Each store gets a new ``wasi_config_t`` (it is
+    consumed), but the C setters copy the strings: the ``char **`` are built once."""
 
     __slots__ = ("_argc", "_argv", "_envc", "_names", "_values")
 
@@ -204,6 +200,10 @@ class RawStore:
         self.context: typing.Any = _store_context(self._ptr)
         self.keep = keep
 
+    def ptr(self) -> typing.Any:
+        """The ``wasmtime_store_t *`` (as :meth:`wasmtime.Store.ptr`)."""
+        return self._ptr
+
     def set_limits(self, *, memory_size: int, table_elements: int, instances: int,
                    tables: int, memories: int) -> None:
         """What :meth:`wasmtime.Store.set_limits` sets."""
@@ -211,8 +211,8 @@ class RawStore:
 
     def close(self) -> None:
         """Delete the store (its memories and instances); idempotent."""
-        ptr, self._ptr = self._ptr, None
-        if ptr:
+        if ptr := self._ptr:
+            self._ptr = None
             _store_delete(ptr)
 
     def __del__(self) -> None:

@@ -20,6 +20,8 @@ import hashlib
 import importlib.metadata
 import logging
 import math
+import time
+import weakref
 from dataclasses import dataclass
 
 import wasmtime
@@ -35,6 +37,7 @@ from edge_api.abi import (
     is_component,
 )
 from edge_runner.wasm import capi, growprobe, wasi_output
+from edge_runner.wasm.deadline import Deadline, DeadlineHook
 from edge_runner.wasm.modcache import fingerprint
 from edge_runner.wasm.ticker import start_ticker
 
@@ -102,9 +105,9 @@ class WasmEngine:
             f"growprobe {growprobe.VERSION}",
         )
         self._ticker = start_ticker(self.engine, tick)
-        #: Ticks the ticker is behind the clock, to add to a deadline set now (see
-        #: :class:`~edge_runner.wasm.ticker.Ticker`).
-        self.lag = self._ticker.lag
+        self._hook = DeadlineHook(tick)
+        self._deadlines: weakref.WeakKeyDictionary[wasmtime.Store, Deadline] = \
+            weakref.WeakKeyDictionary()
 
     def close(self) -> None:
         self._ticker.close()
@@ -112,7 +115,9 @@ class WasmEngine:
     def deadline_ticks(self, seconds: float) -> int:
         """Ticks to set so an invocation runs at least ``seconds``, at most two ticks more.
 
-        The deadline counts from the current epoch, which is already partly over.
+        The deadline counts from the current epoch, which is already partly over.  (If
+        the ticks are late, the store's :class:`~edge_runner.wasm.deadline.Deadline`
+        still keeps the call running until ``seconds`` really passed.)
         """
         return max(1, math.ceil(seconds / self.tick)) + 1
 
@@ -211,14 +216,27 @@ class WasmEngine:
         store.set_fuel(UNLIMITED_FUEL)
         return store
 
+    def limit_time(self, store: wasmtime.Store, seconds: float) -> None:
+        """Stop the next call in ``store`` once ``seconds`` passed, never earlier
+        (:mod:`edge_runner.wasm.deadline`)."""
+        deadline = self._deadlines.get(store)
+        if deadline is None:
+            deadline = self._deadlines[store] = Deadline()
+            self._hook.arm(store, deadline)
+        store.set_epoch_deadline(self.deadline_ticks(seconds))
+        deadline.set(time.monotonic() + seconds)
+
     def new_raw_store(
-        self, *, memory: int, wasi: capi.WasiRecipe, output: wasi_output.Streams
+        self, *, memory: int, wasi: capi.WasiRecipe, output: wasi_output.Streams,
+        deadline: Deadline,
     ) -> capi.RawStore:
         """:meth:`new_store` as a :class:`~edge_runner.wasm.capi.RawStore` (the same
         limits, sandbox and output routing, without wasmtime-py's Store object: what a
-        fresh ``edge`` instance per request uses).  No fuel yet: set it before running
+        fresh ``edge`` instance per request uses).  No fuel or epoch deadline yet: set
+        them, and ``deadline`` (which must live as long as the store), before running
         anything."""
         store = capi.RawStore(self.engine, wasi_output.register(output), output)
+        self._hook.arm(store, deadline)
         store.set_limits(
             memory_size=memory, table_elements=MAX_TABLE_ELEMENTS, instances=1, tables=4,
             memories=1,

@@ -44,7 +44,7 @@ class RawCall:
 
     @classmethod
     def of(cls, store: Store, func: Func, slots: int) -> RawCall:
-        return cls(capi.context(store), capi.func_ref(func), slots)
+        return cls(capi.context(store), capi.handle_ref(func), slots)
 
     def _invoke(self) -> None:
         error = _call_unchecked(self._context, self._func, self._values, self._size,
@@ -97,7 +97,7 @@ class StoreHandle:
 
     @classmethod
     def of(cls, store: Store, memory: wasmtime.Memory) -> StoreHandle:
-        return cls(capi.context(store), capi.memory_ref(memory))
+        return cls(capi.context(store), capi.handle_ref(memory))
 
     def prepare(self, ticks: int, fuel: int) -> None:
         """Set the epoch deadline (ticks from now) and the fuel of the next call."""
@@ -138,7 +138,7 @@ class GlobalReader:
 
     @classmethod
     def of(cls, store: Store, glob: wasmtime.Global) -> GlobalReader:
-        return cls(capi.context(store), capi.global_ref(glob))
+        return cls(capi.context(store), capi.handle_ref(glob))
 
     def i32(self) -> int:
         _global_get(self._context, self._global, self._value_ref)

@@ -16,8 +16,9 @@ request's cost (``bench/throughput.py``).  Where the timer is not available
 (macOS, a C library without ``timer_create``), :class:`ThreadTicker` does it
 in Python, catching up when it was late.
 
-A late tick of the timer is never made up: a late or lost tick can only make a
-call run longer than its limit (by that tick), never end it earlier.
+Ticks can be late (a notification thread waiting for a CPU, the Python thread
+for the GIL) and then come in a burst; :mod:`edge_runner.wasm.deadline` keeps
+such a burst from ending a call before its time limit really passed.
 """
 
 from __future__ import annotations
@@ -43,11 +44,6 @@ _SIGEV_THREAD = 2
 
 class Ticker(Protocol):
     """Advances an engine's epoch every ``tick`` seconds until closed."""
-
-    def lag(self) -> int:
-        """Ticks behind the clock that will be made up in a burst (a deadline set now
-        adds them, or that burst would end the call early)."""
-        ...  # pragma: no cover - protocol
 
     def close(self) -> None:
         """Stop ticking; the engine may be freed afterwards."""
@@ -112,9 +108,6 @@ class TimerTicker:
         # (the finalizer holds the engine until then).
         self._delete = weakref.finalize(self, _delete_timer, libc, timer, tick, engine)
 
-    def lag(self) -> int:
-        return 0  # a late tick is never made up, so there is no burst to allow for
-
     def close(self) -> None:
         self._delete()
 
@@ -145,10 +138,6 @@ class ThreadTicker:
             while self._done < due:
                 self._engine.increment_epoch()
                 self._done += 1
-
-    def lag(self) -> int:
-        due = int((time.monotonic() - self._start) / self._tick)
-        return max(0, due - self._done)
 
     def close(self) -> None:
         self._stop.set()

@@ -15,6 +15,7 @@ import logging
 import wasmtime
 
 from edge_runner.errors import GuestFailure, GuestTimeout, InvocationError
+from edge_runner.wasm.deadline import is_time_limit
 
 log = logging.getLogger("edge_runner.guest")
 
@@ -35,10 +36,10 @@ def classify(
     exc: Exception, *, function: str, request_id: str, memory_refused: bool, memory_limit: int
 ) -> InvocationError:
     """Map a trap or wasmtime error raised by a guest call to an invocation error."""
+    if is_time_limit(exc):
+        return GuestTimeout("timeout", "the function ran past its time limit")
     if isinstance(exc, wasmtime.Trap):
         code = exc.trap_code
-        if code == wasmtime.TrapCode.INTERRUPT:
-            return GuestTimeout("timeout", "the function ran past its time limit")
         if code == wasmtime.TrapCode.OUT_OF_FUEL:
             return GuestTimeout("fuel", "the function used up its fuel budget")
     if memory_refused:
