@@ -145,7 +145,11 @@ def test_endless_guests_do_not_stall_other_functions(manifest_dir: Path) -> None
             latencies.append(time.perf_counter() - started)
         assert all(f.result()[1].status_code == 504 for f in stuck)
         assert len(latencies) > 20
-        assert max(latencies) < 0.1, sorted(latencies)[-5:]
+        # A loop the guests blocked would show a stall of their timeout (2 s), or one
+        # per guest; one scheduling hiccup of a shared machine (seen once in CI, 149 ms
+        # among hundreds of samples under 11 ms) is not the runner's.
+        slowest = sorted(latencies)[-5:]
+        assert slowest[-2] < 0.1 and slowest[-1] < 1.0, slowest
 
 
 def test_per_function_cap_queues_then_answers_503(manifest_dir: Path) -> None:
