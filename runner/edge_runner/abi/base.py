@@ -19,7 +19,6 @@ built once per function), the response checks
 from __future__ import annotations
 
 import functools
-import math
 import re
 from dataclasses import dataclass
 from typing import Protocol
@@ -86,7 +85,7 @@ class Speculation:
     fuel: int
     ticks: int
     #: The time cap in seconds (``ticks`` is its epoch deadline).
-    seconds: float = math.inf
+    seconds: float
 
 
 class Instance(Protocol):

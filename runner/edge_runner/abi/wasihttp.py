@@ -125,8 +125,7 @@ def run_wasi_http(
         memory_size=limits.memory, table_elements=MAX_TABLE_ELEMENTS, instances=MAX_INSTANCES,
         tables=MAX_TABLES, memories=MAX_MEMORIES,
     )
-    deadline = time.monotonic() + limits.timeout
-    engine.limit_time(store, limits.timeout)
+    deadline = engine.limit_time(store, limits.timeout)
     store.set_fuel(limits.fuel or UNLIMITED_FUEL)
     host.bind(state)
     try:

@@ -216,15 +216,17 @@ class WasmEngine:
         store.set_fuel(UNLIMITED_FUEL)
         return store
 
-    def limit_time(self, store: wasmtime.Store, seconds: float) -> None:
+    def limit_time(self, store: wasmtime.Store, seconds: float) -> float:
         """Stop the next call in ``store`` once ``seconds`` passed, never earlier
-        (:mod:`edge_runner.wasm.deadline`)."""
+        (:mod:`edge_runner.wasm.deadline`); returns that deadline (``time.monotonic()``)."""
         deadline = self._deadlines.get(store)
         if deadline is None:
             deadline = self._deadlines[store] = Deadline()
             self._hook.arm(store, deadline)
         store.set_epoch_deadline(self.deadline_ticks(seconds))
-        deadline.set(time.monotonic() + seconds)
+        until = time.monotonic() + seconds
+        deadline.set(until)
+        return until
 
     def new_raw_store(
         self, *, memory: int, wasi: capi.WasiRecipe, output: wasi_output.Streams,
