@@ -13,8 +13,8 @@ so a log reader that is slow blocks that thread, never the event loop.
 
 Why the formatting is not on the writer thread too: it shares the GIL with the
 event loop, and a thread holding the GIL for a batch's formatting makes the
-loop wait for it at its next C call; measured, that cost 12-18% of hot
-throughput (bench/throughput.py), against 6-8% now.  :meth:`AccessLog.close`
+loop wait for it at its next C call; measured, the log cost 12-22% of hot
+throughput that way (bench/throughput.py), 8-17% now.  :meth:`AccessLog.close`
 writes every line still waiting, so a runner that shuts down loses none.  If
 logging is set up some other way (a test's handler, a library embedding the
 runner), each line goes through :mod:`logging` as an ordinary record instead,

@@ -90,11 +90,11 @@ class FastPathProtocol(GuardedHttpToolsProtocol):
         else:
             self._idle_timer = self.loop.call_at(due, self._idle_check)
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def _cancel_timers(self) -> None:  # the guard's, on connection lost or closing
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
-        super().connection_lost(exc)
+        super()._cancel_timers()
 
     # -- the fast path -----------------------------------------------------------------
 

@@ -9,7 +9,7 @@ on a busy machine, the Python ticker for the GIL.  A deadline set while the
 epoch was behind the clock would then be reached early (measured: up to 8 ms
 early for a 20 ms limit with the CPUs saturated).
 
-So every store has wasmtime's epoch-deadline callback (``on_deadline``), which
+So every store has wasmtime's epoch-deadline callback (:class:`DeadlineHook`), which
 runs only when a deadline is reached (a call at its limit, a speculative call
 at its cap: rare).  It compares the clock with the call's real deadline, kept
 in a :class:`Deadline` the store's calls set: if that is still ahead, the call
