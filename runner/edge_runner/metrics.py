@@ -263,6 +263,11 @@ class RunnerMetrics:
             "edge_quarantines_total",
             "Times a function was moved to the quarantine lane of worker threads.",
             ["function"], pools))
+        self.access_log_dropped = Counter(
+            "edge_access_log_dropped_lines_total",
+            "Access log lines dropped because the log's reader did not keep up or is gone.",
+            registry=r,
+        )
         self.reloads = Counter(
             "edge_config_reloads_total",
             "Applications of a new desired configuration by result (ok, error).",

@@ -197,7 +197,8 @@ async def serve(options: RunnerSettings) -> None:
                                     heavy_call=options.heavy_call),
     )
     lifecycle = Lifecycle()
-    access_log = AccessLog(interval=options.access_log_interval)
+    access_log = AccessLog(interval=options.access_log_interval,
+                           dropped=metrics.access_log_dropped.inc)
     data_app = DataPlane(catalog, metrics, access_log)
     data = _Server(_uvicorn_config(data_app, options.host, options.port, options))
     admin = _Server(

@@ -1,4 +1,4 @@
-"""The access log's writer: one line per request, written in batches off the request path.
+"""The access log: one line per request, written in batches off the request path.
 
 Used by :mod:`edge_runner.http.dataplane` (which calls :meth:`AccessLog.request`
 once per request: a clock read and a list append of a tuple) and closed by
@@ -8,17 +8,16 @@ adds them (the event loop), every ``interval`` seconds or as soon as
 format them (JSON or text, the output of :func:`edge_api.logs.json_line` /
 :func:`edge_api.logs.text_line`; :func:`json_access_line` writes the same bytes
 as ``json_line`` at a fraction of its cost, a test compares them on hostile
-values).  A writer thread only writes each batch, with one write and one flush,
-so a log reader that is slow blocks that thread, never the event loop.
+values).
 
-Why the formatting is not on the writer thread too: it shares the GIL with the
-event loop, and a thread holding the GIL for a batch's formatting makes the
-loop wait for it at its next C call; measured, the log cost 12-22% of hot
-throughput that way (bench/throughput.py), 8-17% now.  :meth:`AccessLog.close`
-writes every line still waiting, so a runner that shuts down loses none.  If
-logging is set up some other way (a test's handler, a library embedding the
-runner), each line goes through :mod:`logging` as an ordinary record instead,
-on the writer thread.
+Where a batch goes: when the handler's stream is a pipe, a terminal or a file
+(the usual case), the loop writes it itself without ever waiting for the reader
+(:mod:`edge_runner.http.logsink`, which says why a thread costs more).  Otherwise
+(a stream without a descriptor, a socket) a writer thread writes each batch, and
+if logging is set up some other way (a test's handler, a library embedding the
+runner), each line goes through :mod:`logging` as an ordinary record on that
+thread.  :meth:`AccessLog.close` writes every line still waiting, so a runner that
+shuts down loses none.
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edge_api.logs import JsonFormatter, TextFormatter, text_line, timestamp
+from edge_runner.http.logsink import FdSink, open_sink
 
 ACCESS_LOGGER = "edge_runner.access"
 #: Waiting lines that wake the writer before its interval is up.
@@ -79,9 +79,14 @@ def text_access_line(logger: str, entry: Entry) -> str:
 class AccessLog:
     """Access lines: added on the request path, formatted in batches, written by a thread."""
 
-    def __init__(self, interval: float = 0.2, logger: str = ACCESS_LOGGER) -> None:
+    def __init__(self, interval: float = 0.2, logger: str = ACCESS_LOGGER,
+                 dropped: Callable[[int], None] | None = None) -> None:
         self.interval = interval
         self.logger = logging.getLogger(logger)
+        #: Told how many lines a slow or lost log reader made the sink drop.
+        self._on_dropped = dropped
+        #: The stream handler the last batch went to, and its sink (None: the thread's).
+        self._sink: tuple[_Handler, FdSink | None] | None = None
         self._pending: list[Entry] = []
         self._due: asyncio.TimerHandle | None = None
         #: Batches for the writer thread, in order: formatted text for the one stream
@@ -124,9 +129,17 @@ class AccessLog:
         if not entries:
             return
         handler, line = _fast_path(self.logger)
-        name = self.logger.name
-        batch: _Batch = (handler, "".join([line(name, entry) + "\n" for entry in entries])) \
-            if handler is not None and line is not None else entries
+        batch: _Batch = entries
+        if handler is not None and line is not None:
+            name = self.logger.name
+            text = "".join([line(name, entry) + "\n" for entry in entries])
+            sink = self._sink_of(handler)
+            if sink is not None:
+                sink.write(text)
+                if self._closed:  # a line after close: written now, nothing left open
+                    self._close_sink()
+                return
+            batch = (handler, text)
         if self._closed:
             self._write(batch)
             return
@@ -139,10 +152,25 @@ class AccessLog:
         """Write every waiting line and stop the thread (idempotent)."""
         self.flush()
         self._closed = True
+        self._close_sink()
         if self._thread is not None:
             self._batches.put(None)
             self._thread.join()
             self._thread = None
+
+    def _sink_of(self, handler: _Handler) -> FdSink | None:
+        """The sink for ``handler``'s stream (opened on its first batch)."""
+        if self._sink is None or self._sink[0] is not handler:
+            self._close_sink()
+            self._sink = handler, open_sink(handler.stream, self._on_dropped)
+        return self._sink[1]
+
+    def _close_sink(self) -> None:
+        if self._sink is not None:
+            sink = self._sink[1]
+            self._sink = None
+            if sink is not None:
+                sink.close()
 
     def _run(self) -> None:
         while (batch := self._batches.get()) is not None:
