@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Iterator
 from typing import cast
 
 from prometheus_client import generate_latest
@@ -20,7 +21,13 @@ from edge_api.routing import RouteMatch, RouteTable
 from edge_runner.http.dataplane import DataPlane
 from edge_runner.invoke.admission import Gate
 from edge_runner.invoke.budget import MemoryBudget
-from edge_runner.invoke.catalog import FUNCTION_BYTES, Catalog, DesiredState, FunctionSource
+from edge_runner.invoke.catalog import (
+    FUNCTION_BYTES,
+    YIELD_EVERY,
+    Catalog,
+    DesiredState,
+    FunctionSource,
+)
 from edge_runner.invoke.pool import FunctionRuntime, SharedLimits
 from edge_runner.wasm.engine import WasmEngine
 from support import guests
@@ -314,3 +321,50 @@ def _line(exposition: str, family: str, function: str) -> str:
     [line] = [line for line in _lines(exposition, family).splitlines()
               if f'function="{function}"' in line]
     return line
+
+
+def test_a_large_apply_lets_requests_through_while_it_walks_the_functions(
+    engine: WasmEngine, executor: RecordingExecutor
+) -> None:
+    """An apply over thousands of unchanged functions (nothing to compile, so nothing it
+    awaits would suspend it) still hands the event loop back every YIELD_EVERY of them:
+    a runner with 10,000 functions keeps serving during the walk."""
+    count = 3 * YIELD_EVERY
+
+    class Watched(list[FunctionSource]):
+        """The desired functions; notes, during the apply's first walk over them, how
+        often the loop had run other work at each one."""
+
+        def __iter__(self) -> Iterator[FunctionSource]:
+            first = not seen
+            for item in super().__iter__():
+                if first:
+                    seen.append(turns)
+                yield item
+
+    seen: list[int] = []
+    turns = 0
+
+    async def other_work(stop: asyncio.Event) -> None:
+        nonlocal turns
+        while not stop.is_set():
+            turns += 1
+            await asyncio.sleep(0)
+
+    async def scenario() -> None:
+        catalog = new_catalog(engine, executor)
+        functions = [source(f"f{i}", guests.constant_wat(b"ok")) for i in range(count)]
+        await catalog.apply(DesiredState(functions))
+        stop = asyncio.Event()
+        probe = asyncio.create_task(other_work(stop))
+        await asyncio.sleep(0)
+        seen.clear()
+        again = await catalog.apply(DesiredState(Watched(functions)))
+        stop.set()
+        await probe
+        assert len(again.functions) == count
+
+    asyncio.run(scenario())
+    assert len(seen) == count
+    # the walk was interrupted at least once per YIELD_EVERY functions
+    assert len(set(seen)) >= count // YIELD_EVERY

@@ -14,19 +14,23 @@ specs that have auth.  (Module bytes not kept after compiling: test_modules.py.)
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from types import SimpleNamespace
+from typing import cast
 
 from edge_api.models import EdgeRouteSpec
 from edge_runner.http.dataplane import DataPlane
 from edge_runner.invoke.admission import Gate
 from edge_runner.invoke.budget import MemoryBudget
-from edge_runner.invoke.catalog import FUNCTION_BYTES, DesiredState
-from edge_runner.invoke.pool import SharedLimits
+from edge_runner.invoke.catalog import FUNCTION_BYTES, DesiredState, SharedSpecs
+from edge_runner.invoke.pool import FunctionRuntime, SharedLimits
 from edge_runner.wasm.engine import WasmEngine
 from support import guests
 from support.inprocess import (
     RecordingExecutor,
     asgi_call,
     body_of,
+    function_spec,
     metric,
     new_catalog,
     route,
@@ -181,3 +185,17 @@ def test_the_snapshot_keeps_only_the_route_specs_with_auth(
         assert (allowed.status, allowed.body) == (200, b"f")
 
     asyncio.run(scenario())
+
+
+def test_the_shared_specs_forget_what_no_served_function_has() -> None:
+    """The specs are kept across applies (an apply pays only for what it changes), and
+    pruned once they hold many more than the served functions need."""
+    specs = SharedSpecs()
+    kept = specs.get(function_spec(env={"N": "kept"}))
+    old = [specs.get(function_spec(env={"N": str(i)})) for i in range(100)]
+    assert specs.get(function_spec(env={"N": "0"})) is old[0]  # shared while remembered
+    served = cast(Mapping[str, FunctionRuntime], {"kept": SimpleNamespace(spec=kept)})
+    specs.prune(served)
+    assert specs.get(function_spec(env={"N": "kept"})) is kept
+    fresh = function_spec(env={"N": "0"})
+    assert specs.get(fresh) is fresh  # forgotten: nobody served it
