@@ -35,31 +35,31 @@ def encode_request(  # noqa: PLR0917 - positional on the hot path, fields in lay
     method: bytes, path: bytes, query: bytes, params: Pairs, headers: Pairs, body: bytes
 ) -> bytes:
     """Encode a request envelope; header names must already be lower-case."""
-    parts = [_VERSION, _length(method), method, _length(path), path, _length(query), query,
-             _length(params)]
-    _pairs(parts, params)
-    parts.append(_length(headers))
-    _pairs(parts, headers)
-    parts += (_length(body), body)
+    encoded = _ENCODED  # encoded[n]: n as a u32
+    parts = [_VERSION, encoded[len(method)], method, encoded[len(path)], path,
+             encoded[len(query)], query, encoded[len(params)]]
+    for name, value in params:
+        parts += (encoded[len(name)], name, encoded[len(value)], value)
+    parts.append(encoded[len(headers)])
+    for name, value in headers:
+        parts += (encoded[len(name)], name, encoded[len(value)], value)
+    parts += (encoded[len(body)], body)
     return b"".join(parts)
 
 
 #: Encoded lengths below this come from a table (most names and values are short).
 _SMALL = 4096
-_LENGTHS = tuple(_pack_u32(n) for n in range(_SMALL))
 _VERSION = _pack_u32(VERSION)
 
 
-def _length(data: bytes | Pairs) -> bytes:
-    size = len(data)
-    return _LENGTHS[size] if size < _SMALL else _pack_u32(size)
+class _Lengths(dict[int, bytes]):
+    """Encoded u32 lengths by size: a table below :data:`_SMALL`, packed above it."""
+
+    def __missing__(self, size: int) -> bytes:
+        return _pack_u32(size)
 
 
-def _pairs(parts: list[bytes], pairs: Pairs) -> None:
-    lengths = _LENGTHS
-    for name, value in pairs:
-        parts += (lengths[len(name)] if len(name) < _SMALL else _pack_u32(len(name)), name,
-                  lengths[len(value)] if len(value) < _SMALL else _pack_u32(len(value)), value)
+_ENCODED = _Lengths((n, _pack_u32(n)) for n in range(_SMALL))
 
 
 def _read_string(buf: bytes, offset: int, what: str) -> tuple[bytes, int]:
