@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import io
 import json
 import logging
@@ -154,9 +155,8 @@ def test_past_the_backlog_lines_are_dropped_counted_and_reported(
 
     with pipe() as (read_fd, stream), caplog.at_level(logging.WARNING):
         os.set_blocking(read_fd, False)
-        real = open_sink(stream)
-        assert real is not None
-        sink = FdSink(real.fd, "utf-8", owned=True, chunk=PIPE_CHUNK, dropped=told.append,
+        own = os.open(f"/proc/self/fd/{stream.fileno()}", os.O_WRONLY | os.O_NONBLOCK)
+        sink = FdSink(own, "utf-8", owned=True, chunk=PIPE_CHUNK, dropped=told.append,
                       max_backlog=64 * 1024)
         asyncio.run(scenario(sink, read_fd))
         sink.close()
@@ -229,3 +229,16 @@ def test_the_access_log_writes_to_its_pipe_from_the_loop_and_loses_nothing() -> 
         reader.join(timeout=30)
     ids = [json.loads(line)["request_id"] for line in received[0].decode().splitlines()]
     assert ids == [str(i) for i in range(2000)]
+
+
+def test_a_sink_dropped_without_close_releases_its_descriptor() -> None:
+    with pipe() as (_read_fd, stream):
+        sink = open_sink(stream)
+        assert sink is not None
+        fd = sink.fd
+        assert fd != stream.fileno()  # its own description
+        os.fstat(fd)
+        del sink
+        gc.collect()
+        with pytest.raises(OSError):
+            os.fstat(fd)

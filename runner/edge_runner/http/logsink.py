@@ -35,6 +35,7 @@ import os
 import select
 import stat
 import sys
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -107,6 +108,8 @@ class FdSink:
         self._reported = 0
         self._watched: asyncio.AbstractEventLoop | None = None
         self._broken = False
+        #: Our own descriptor is closed with the sink even if nobody calls close().
+        self._release = weakref.finalize(self, os.close, fd) if owned else None
 
     def write(self, text: str) -> None:
         """Queue ``text`` (whole lines) and write as much as the descriptor takes now."""
@@ -125,9 +128,8 @@ class FdSink:
         if self._owned and not self._broken:
             os.set_blocking(self.fd, True)  # our own description: nobody else's changes
         self._drain()
-        if self._owned:
-            os.close(self.fd)
-            self._owned = False
+        if self._release is not None:
+            self._release()  # closes our descriptor, once
         self._broken = True  # later writes are dropped
 
     def _drain(self) -> None:
