@@ -35,7 +35,7 @@ from edge_api.logs import JsonFormatter, TextFormatter, text_line, timestamp
 from edge_runner.http.logsink import FdSink, open_sink
 
 ACCESS_LOGGER = "edge_runner.access"
-#: Waiting lines that wake the writer before its interval is up.
+#: Waiting lines that are written at once, before the interval is up.
 BATCH_LINES = 512
 
 #: One request: time, method, path, status, request id, function, route rule,
@@ -77,7 +77,8 @@ def text_access_line(logger: str, entry: Entry) -> str:
 
 
 class AccessLog:
-    """Access lines: added on the request path, formatted in batches, written by a thread."""
+    """Access lines: added on the request path, formatted in batches on the loop, written
+    by the loop (:mod:`edge_runner.http.logsink`) or, failing that, by a thread."""
 
     def __init__(self, interval: float = 0.2, logger: str = ACCESS_LOGGER,
                  dropped: Callable[[int], None] | None = None) -> None:
