@@ -3,23 +3,26 @@
 Starts ``edge-runner serve`` with the ``constant`` function (built from source)
 three times: hot instances with the access log on (the default), the same with
 ``--log-level warning`` (no access log), and a fresh instance per request
-(``pool.reuse: false``, access log on); then ``bench/baseline_app.py`` under the
-same uvicorn settings.  Drives each with wrk (Debian's) on loopback and prints
-req/s, p50 and p99 side by side with the ratio to the bare app and the access
-log's share of throughput, and the server's CPU time per request (user +
+(``pool.reuse: false``, access log on); and ``bench/baseline_app.py`` under the
+same uvicorn settings.  All four run at once and wrk (Debian's) drives them in
+turn on loopback, ``--rounds`` times; it prints the medians of req/s, p50 and
+p99 side by side with the ratio to the bare app, each round's hot ratio, the
+access log's share of throughput, and the server's CPU time per request (user +
 system, all threads, from /proc): on a machine shared with other work the
 req/s move with the load, CPU per request much less.  Not a test: run it with
 ``make bench``.
 
-    python bench/throughput.py [--duration 10] [--connections 16]
+    python bench/throughput.py [--duration 10] [--connections 16] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -79,10 +82,27 @@ def run_baseline(port: int) -> subprocess.Popen[bytes]:
     )
 
 
+def _folder(tmp: Path, name: str, module: Path, reuse: bool) -> Path:
+    """A manifest folder serving ``module`` as ``constant`` (``pool.reuse`` as given)."""
+    folder = tmp / name.replace(" ", "-").replace(",", "")
+    shutil.copytree(module.parent / "manifests", folder / "manifests")
+    shutil.copy(module, folder / module.name)
+    manifest = folder / "manifests" / "function.yaml"
+    if not reuse:
+        manifest.write_text(manifest.read_text().replace("reuse: true", "reuse: false"))
+    return folder
+
+
+def _median(rounds: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="measure every server this many times, in turn; print medians")
     parser.add_argument("runner_args", nargs="*", help="extra `edge-runner serve` options")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -94,35 +114,36 @@ def main() -> int:
         "runner hot, no log": (True, ["--log-level", "warning"]),
         "runner fresh": (False, []),
     }
-    results: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    servers: dict[str, tuple[int, str]] = {}  # name: (pid, url)
+    rounds: dict[str, list[dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        # Every server runs from the start and they are measured in turn, round after
+        # round: a machine whose load drifts moves them all alike.
         for name, (reuse, options) in setups.items():
-            folder = Path(tmp) / name.replace(" ", "-").replace(",", "")
-            shutil.copytree(module.parent / "manifests", folder / "manifests")
-            shutil.copy(module, folder / module.name)
-            manifest = folder / "manifests" / "function.yaml"
-            if not reuse:
-                manifest.write_text(manifest.read_text().replace("reuse: true", "reuse: false"))
-            with RunnerProcess(folder, extra_args=[*options, *args.runner_args]) as runner:
-                assert runner.client.get("/constant").text == "ok"
-                wrk(f"{runner.url}/constant", 2, args.connections)  # warm-up
-                assert runner.process is not None
-                results[name] = measured(runner.process.pid, f"{runner.url}/constant",
-                                         args.duration, args.connections)
+            runner = stack.enter_context(RunnerProcess(
+                _folder(Path(tmp), name, module, reuse),
+                extra_args=[*options, *args.runner_args]))
+            assert runner.client.get("/constant").text == "ok"
+            assert runner.process is not None
+            servers[name] = (runner.process.pid, f"{runner.url}/constant")
         port = free_port()
         baseline = run_baseline(port)
-        try:
-            import httpx
+        stack.callback(baseline.wait)
+        stack.callback(baseline.terminate)
+        import httpx
 
-            wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/").status_code == 200,
-                       what="baseline app")
-            wrk(f"http://127.0.0.1:{port}/", 2, args.connections)
-            results["bare ASGI"] = measured(baseline.pid, f"http://127.0.0.1:{port}/",
-                                            args.duration, args.connections)
-        finally:
-            baseline.terminate()
-            baseline.wait()
-    print(f"wrk -t1 -c{args.connections} -d{args.duration}s on loopback, {os.cpu_count()} cores")
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/").status_code == 200,
+                   what="baseline app")
+        servers["bare ASGI"] = (baseline.pid, f"http://127.0.0.1:{port}/")
+        for _pid, url in servers.values():
+            wrk(url, 2, args.connections)  # warm-up
+        for _ in range(args.rounds):
+            for name, (pid, url) in servers.items():
+                rounds.setdefault(name, []).append(
+                    measured(pid, url, args.duration, args.connections))
+    results = {name: _median(measured_rounds) for name, measured_rounds in rounds.items()}
+    print(f"wrk -t1 -c{args.connections} -d{args.duration}s on loopback, {os.cpu_count()} cores;"
+          f" median of {args.rounds} rounds, servers measured in turn")
     base = results["bare ASGI"]
     print(f"{'server':<20}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}"
           f"{'vs bare':>9}{'CPU us/req':>12}{'vs bare':>9}")
@@ -130,6 +151,9 @@ def main() -> int:
         print(f"{name:<20}{r['rps']:>10.0f}{r['p50'] * 1e3:>10.2f}{r['p99'] * 1e3:>10.2f}"
               f"{r['errors']:>10.0f}{r['rps'] / base['rps']:>9.2f}{r['cpu_us']:>12.1f}"
               f"{base['cpu_us'] / r['cpu_us']:>9.2f}")
+    ratios = [hot["rps"] / bare["rps"] for hot, bare in zip(rounds["runner hot"],
+                                                            rounds["bare ASGI"], strict=True)]
+    print(f"runner hot vs bare, each round: {', '.join(f'{r:.2f}' for r in ratios)}")
     on, off = results["runner hot"], results["runner hot, no log"]
     print(f"access log cost (hot, default --access-log-interval): "
           f"{1 - on['rps'] / off['rps']:.0%} of throughput")
