@@ -3,9 +3,10 @@
 Starts ``edge-runner serve`` with the ``constant`` function (built from source)
 three times: hot instances with the access log on (the default), the same with
 ``--log-level warning`` (no access log), and a fresh instance per request
-(``pool.reuse: false``, access log on); and ``bench/baseline_app.py`` under the
-same uvicorn settings.  All four run at once and wrk (Debian's) drives them in
-turn on loopback, ``--rounds`` times; it prints the medians of req/s, p50 and
+(``pool.reuse: false``, access log on); then ``bench/baseline_app.py`` under
+the same uvicorn settings; ``--rounds`` times, one server at a time (an idle
+runner's timer once cost its neighbour a quarter of its throughput).  wrk
+(Debian's) drives each on loopback; it prints the medians of req/s, p50 and
 p99 side by side with the ratio to the bare app, each round's hot ratio, the
 access log's share of throughput, and the server's CPU time per request (user +
 system, all threads, from /proc): on a machine shared with other work the
@@ -18,7 +19,6 @@ req/s move with the load, CPU per request much less.  Not a test: run it with
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import re
 import shutil
@@ -93,6 +93,27 @@ def _folder(tmp: Path, name: str, module: Path, reuse: bool) -> Path:
     return folder
 
 
+def _measure(pid: int, url: str, args: argparse.Namespace) -> dict[str, float]:
+    """A warm-up, then :func:`measured`."""
+    wrk(url, 2, args.connections)
+    return measured(pid, url, args.duration, args.connections)
+
+
+def _measure_baseline(args: argparse.Namespace) -> dict[str, float]:
+    """:func:`_measure` of the bare app, started for it and stopped after."""
+    import httpx
+
+    port = free_port()
+    baseline = run_baseline(port)
+    try:
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/").status_code == 200,
+                   what="baseline app")
+        return _measure(baseline.pid, f"http://127.0.0.1:{port}/", args)
+    finally:
+        baseline.terminate()
+        baseline.wait()
+
+
 def _median(rounds: list[dict[str, float]]) -> dict[str, float]:
     return {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
 
@@ -114,36 +135,24 @@ def main() -> int:
         "runner hot, no log": (True, ["--log-level", "warning"]),
         "runner fresh": (False, []),
     }
-    servers: dict[str, tuple[int, str]] = {}  # name: (pid, url)
     rounds: dict[str, list[dict[str, float]]] = {}
-    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
-        # Every server runs from the start and they are measured in turn, round after
-        # round: a machine whose load drifts moves them all alike.
-        for name, (reuse, options) in setups.items():
-            runner = stack.enter_context(RunnerProcess(
-                _folder(Path(tmp), name, module, reuse),
-                extra_args=[*options, *args.runner_args]))
-            assert runner.client.get("/constant").text == "ok"
-            assert runner.process is not None
-            servers[name] = (runner.process.pid, f"{runner.url}/constant")
-        port = free_port()
-        baseline = run_baseline(port)
-        stack.callback(baseline.wait)
-        stack.callback(baseline.terminate)
-        import httpx
-
-        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/").status_code == 200,
-                   what="baseline app")
-        servers["bare ASGI"] = (baseline.pid, f"http://127.0.0.1:{port}/")
-        for _pid, url in servers.values():
-            wrk(url, 2, args.connections)  # warm-up
+    with tempfile.TemporaryDirectory() as tmp:
+        folders = {name: _folder(Path(tmp), name, module, reuse)
+                   for name, (reuse, _) in setups.items()}
+        # One server at a time (an idle one would disturb the one measured), in turn,
+        # round after round: a machine whose load drifts moves them all alike.
         for _ in range(args.rounds):
-            for name, (pid, url) in servers.items():
-                rounds.setdefault(name, []).append(
-                    measured(pid, url, args.duration, args.connections))
+            for name, (_, options) in setups.items():
+                with RunnerProcess(folders[name],
+                                   extra_args=[*options, *args.runner_args]) as runner:
+                    assert runner.client.get("/constant").text == "ok"
+                    assert runner.process is not None
+                    rounds.setdefault(name, []).append(_measure(
+                        runner.process.pid, f"{runner.url}/constant", args))
+            rounds.setdefault("bare ASGI", []).append(_measure_baseline(args))
     results = {name: _median(measured_rounds) for name, measured_rounds in rounds.items()}
     print(f"wrk -t1 -c{args.connections} -d{args.duration}s on loopback, {os.cpu_count()} cores;"
-          f" median of {args.rounds} rounds, servers measured in turn")
+          f" median of {args.rounds} rounds, one server at a time, in turn")
     base = results["bare ASGI"]
     print(f"{'server':<20}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}"
           f"{'vs bare':>9}{'CPU us/req':>12}{'vs bare':>9}")

@@ -20,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from edge_runner.invoke.pool import PoolEvents
+from edge_runner.invoke.policy import PoolEvents
 from edge_runner.plainmetrics import PlainCounter, PlainHistogram
 
 LATENCY_BUCKETS = (

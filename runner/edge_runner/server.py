@@ -48,7 +48,7 @@ from edge_runner.invoke.admission import FairGate
 from edge_runner.invoke.budget import MemoryBudget
 from edge_runner.invoke.catalog import Catalog
 from edge_runner.invoke.lanes import QUARANTINE, Lane, QuarantinePolicy, idle_priority
-from edge_runner.invoke.pool import InlinePolicy, QueuePolicy, SharedLimits
+from edge_runner.invoke.policy import InlinePolicy, QueuePolicy, SharedLimits
 from edge_runner.metrics import RunnerMetrics
 from edge_runner.settings import RunnerSettings
 from edge_runner.sources.manifests import watch_folder
@@ -122,13 +122,15 @@ def _bind_budget_metrics(metrics: RunnerMetrics, budget: MemoryBudget) -> None:
 
 
 async def _sweep_idle(catalog: Catalog, stop: asyncio.Event, every: float) -> None:
-    """Drop instances idle past their function's pool.idleTimeout until ``stop``."""
+    """Drop instances idle past their function's pool.idleTimeout until ``stop``, and let
+    the epoch timer rest when no guest ran since the last sweep (wasm/ticker.py)."""
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every)
         now = time.monotonic()
         for runtime in catalog.snapshot.functions.values():
             runtime.expire_idle(now)
+        catalog.engine.rest_ticks()
 
 
 def _quarantine_lane(options: RunnerSettings, cpus: int) -> Lane | None:

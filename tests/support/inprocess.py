@@ -41,13 +41,8 @@ from edge_runner.invoke.admission import FairGate, Gate
 from edge_runner.invoke.budget import MemoryBudget
 from edge_runner.invoke.catalog import Catalog, DesiredState, FunctionSource
 from edge_runner.invoke.lanes import QUARANTINE, Lane
-from edge_runner.invoke.pool import (
-    FunctionRuntime,
-    InlinePolicy,
-    PoolEvents,
-    QueuePolicy,
-    SharedLimits,
-)
+from edge_runner.invoke.policy import InlinePolicy, PoolEvents, QueuePolicy, SharedLimits
+from edge_runner.invoke.pool import FunctionRuntime
 from edge_runner.metrics import RunnerMetrics
 from edge_runner.wasm.engine import WasmEngine
 from support.guests import constant_wat

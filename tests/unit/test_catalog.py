@@ -28,7 +28,8 @@ from edge_runner.invoke.catalog import (
     DesiredState,
     FunctionSource,
 )
-from edge_runner.invoke.pool import FunctionRuntime, SharedLimits
+from edge_runner.invoke.policy import SharedLimits
+from edge_runner.invoke.pool import FunctionRuntime
 from edge_runner.wasm.engine import WasmEngine
 from support import guests
 from support.inprocess import (

@@ -21,7 +21,7 @@ from edge_runner.http.dataplane import DataPlane
 from edge_runner.invoke.admission import Gate
 from edge_runner.invoke.budget import MemoryBudget
 from edge_runner.invoke.catalog import Catalog
-from edge_runner.invoke.pool import SharedLimits
+from edge_runner.invoke.policy import SharedLimits
 from edge_runner.wasm.engine import WasmEngine
 from support import guests
 from support.guests import response_envelope

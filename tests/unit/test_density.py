@@ -23,7 +23,8 @@ from edge_runner.http.dataplane import DataPlane
 from edge_runner.invoke.admission import Gate
 from edge_runner.invoke.budget import MemoryBudget
 from edge_runner.invoke.catalog import FUNCTION_BYTES, DesiredState, SharedSpecs
-from edge_runner.invoke.pool import FunctionRuntime, SharedLimits
+from edge_runner.invoke.policy import SharedLimits
+from edge_runner.invoke.pool import FunctionRuntime
 from edge_runner.wasm.engine import WasmEngine
 from support import guests
 from support.inprocess import (

@@ -21,7 +21,8 @@ from edge_runner.invoke import pool as pool_module
 from edge_runner.invoke.admission import FairGate, Gate, GateFull
 from edge_runner.invoke.catalog import DesiredState
 from edge_runner.invoke.lanes import QUARANTINE, SHARED, Conduct, QuarantinePolicy
-from edge_runner.invoke.pool import FunctionRuntime, InlinePolicy, QueuePolicy, SharedLimits
+from edge_runner.invoke.policy import InlinePolicy, QueuePolicy, SharedLimits
+from edge_runner.invoke.pool import FunctionRuntime
 from support import guests
 from support.inprocess import (
     FakeCpu,

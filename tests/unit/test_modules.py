@@ -18,7 +18,7 @@ from edge_runner.invoke.admission import Gate
 from edge_runner.invoke.budget import MemoryBudget
 from edge_runner.invoke.catalog import Catalog, DesiredState
 from edge_runner.invoke.modules import ResidentModules
-from edge_runner.invoke.pool import SharedLimits
+from edge_runner.invoke.policy import SharedLimits
 from edge_runner.metrics import RunnerMetrics
 from edge_runner.wasm.engine import WasmEngine
 from edge_runner.wasm.modcache import DiskCache

@@ -19,7 +19,8 @@ from edge_runner.errors import GuestFailure, GuestTimeout, InvocationError, Unav
 from edge_runner.invoke import pool as pool_module
 from edge_runner.invoke.admission import Gate
 from edge_runner.invoke.budget import MemoryBudget
-from edge_runner.invoke.pool import FunctionRuntime, InlinePolicy, QueuePolicy, SharedLimits
+from edge_runner.invoke.policy import InlinePolicy, QueuePolicy, SharedLimits
+from edge_runner.invoke.pool import FunctionRuntime
 from support import guests
 from support.inprocess import (
     GUEST_MEMORY,

@@ -22,7 +22,7 @@ from edge_runner.errors import GuestTimeout, Unavailable
 from edge_runner.http.fastpath import fast_path_protocol
 from edge_runner.http.guard import HttpLimits, guarded_protocol
 from edge_runner.http.problems import Problem
-from edge_runner.invoke.pool import InlinePolicy, QueuePolicy
+from edge_runner.invoke.policy import InlinePolicy, QueuePolicy
 from edge_runner.wasm.engine import WasmEngine
 from support import guests
 from support.inprocess import Pools, body_of, failure

@@ -75,7 +75,7 @@ class BudgetExceeded(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Speculation:
-    """The small budget of a speculative run on the event loop (see pool.InlinePolicy).
+    """The small budget of a speculative run on the event loop (see invoke.policy.InlinePolicy).
 
     Both bounds matter: fuel counts instructions, but a guest calling cheap-fuel,
     expensive host functions (the WASI clock, random bytes) could use little fuel for

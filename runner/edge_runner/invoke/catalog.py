@@ -37,7 +37,8 @@ from edge_api.routing import EMPTY_TABLE, RouteTable, build_table
 from edge_runner.invoke.budget import trim_heap
 from edge_runner.invoke.lanes import QuarantinePolicy
 from edge_runner.invoke.modules import ModuleSlot, ResidentModules
-from edge_runner.invoke.pool import FunctionRuntime, InlinePolicy, QueuePolicy, SharedLimits
+from edge_runner.invoke.policy import InlinePolicy, QueuePolicy, SharedLimits
+from edge_runner.invoke.pool import FunctionRuntime
 from edge_runner.metrics import RunnerMetrics
 from edge_runner.wasm.engine import CompiledModule, WasmEngine
 from edge_runner.wasm.modcache import DiskCache

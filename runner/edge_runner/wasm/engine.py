@@ -112,6 +112,20 @@ class WasmEngine:
     def close(self) -> None:
         self._ticker.close()
 
+    def hold_ticks(self) -> None:
+        """A guest run starts on this engine: its epoch must tick until
+        :meth:`release_ticks` (:mod:`edge_runner.wasm.ticker`: the timer rests otherwise)."""
+        self._ticker.hold()
+
+    def release_ticks(self) -> None:
+        """The guest run announced by :meth:`hold_ticks` ended."""
+        self._ticker.release()
+
+    def rest_ticks(self) -> bool:
+        """Let the epoch rest if no guest ran since the last call; call it periodically.
+        True if the ticks stopped now."""
+        return self._ticker.rest()
+
     def deadline_ticks(self, seconds: float) -> int:
         """Ticks to set so an invocation runs at least ``seconds``, at most two ticks more.
 

@@ -19,6 +19,17 @@ in Python, catching up when it was late.
 Ticks can be late (a notification thread waiting for a CPU, the Python thread
 for the GIL) and then come in a burst; :mod:`edge_runner.wasm.deadline` keeps
 such a burst from ending a call before its time limit really passed.
+
+The timer rests while no guest runs.  The C library starts a thread for every
+notification, 200 a second: an idle runner spent 2-3% of a core on them, and
+three idle runners cut the throughput of another server on the same two cores
+by a quarter (their wake-ups, measured with ``bench/baseline_app.py``).  So
+every guest run is bracketed by :meth:`TimerTicker.hold` and
+:meth:`TimerTicker.release` (the pool does it, ``FunctionRuntime._run``): the
+first hold arms the timer if it rests, and :meth:`TimerTicker.rest`, called
+periodically (the runner's idle sweep, every second), disarms it when no run
+started since the last call and none is running.  Deadlines count from the
+epoch when they are set, so a pause between runs changes nothing for them.
 """
 
 from __future__ import annotations
@@ -43,7 +54,21 @@ _SIGEV_THREAD = 2
 
 
 class Ticker(Protocol):
-    """Advances an engine's epoch every ``tick`` seconds until closed."""
+    """Advances an engine's epoch every ``tick`` seconds until closed (while guests run,
+    at least: see :meth:`hold`)."""
+
+    def hold(self) -> None:
+        """A guest run starts: ticks are needed until the matching :meth:`release`."""
+        ...  # pragma: no cover - protocol
+
+    def release(self) -> None:
+        """The guest run that :meth:`hold` announced has ended."""
+        ...  # pragma: no cover - protocol
+
+    def rest(self) -> bool:
+        """Stop ticking if no run started since the last call and none runs; True if
+        the ticks stopped now.  The next :meth:`hold` starts them again."""
+        ...  # pragma: no cover - protocol
 
     def close(self) -> None:
         """Stop ticking; the engine may be freed afterwards."""
@@ -97,19 +122,66 @@ class TimerTicker:
         timer = ctypes.c_void_p()
         if libc.timer_create(_CLOCK_MONOTONIC, ctypes.byref(event), ctypes.byref(timer)):
             raise OSError(ctypes.get_errno(), "timer_create failed")
-        seconds, fraction = divmod(tick, 1.0)
-        period = _Timespec(int(seconds), round(fraction * 1e9))
-        if libc.timer_settime(timer, 0, ctypes.byref(_Itimerspec(period, period)), None):
-            errno = ctypes.get_errno()
-            libc.timer_delete(timer)
-            raise OSError(errno, "timer_settime failed")
         # The timer calls into the engine: it is deleted before the engine can be freed,
         # whether this ticker is closed, dropped, or still running at interpreter exit
         # (the finalizer holds the engine until then).
         self._delete = weakref.finalize(self, _delete_timer, libc, timer, tick, engine)
+        self._libc, self._timer = libc, timer
+        seconds, fraction = divmod(tick, 1.0)
+        period = _Timespec(int(seconds), round(fraction * 1e9))
+        self._ticking = ctypes.byref(_Itimerspec(period, period))
+        self._resting = ctypes.byref(_Itimerspec())
+        self._lock = threading.Lock()
+        self._running = 0  # runs between hold and release
+        self._started = 0  # holds so far
+        self._seen = 0  # holds at the last rest()
+        self._armed = False
+        if libc.timer_settime(timer, 0, self._ticking, None):  # ticking from the start
+            errno = ctypes.get_errno()
+            self._delete()
+            raise OSError(errno, "timer_settime failed")
+        self._armed = True
+
+    def hold(self) -> None:
+        with self._lock:
+            if not self._armed and self._delete.alive:
+                self._arm(self._ticking)  # raises if it cannot: then nothing is held
+            self._running += 1
+            self._started += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._running -= 1
+
+    def rest(self) -> bool:
+        with self._lock:
+            quiet = self._started == self._seen and not self._running
+            self._seen = self._started
+            if quiet and self._armed and self._delete.alive:
+                self._arm(self._resting)
+                return not self._armed
+        return False
 
     def close(self) -> None:
-        self._delete()
+        with self._lock:
+            self._armed = False
+            self._delete()
+
+    @property
+    def armed(self) -> bool:
+        """Is the timer ticking now?"""
+        return self._armed
+
+    def _arm(self, setting: object) -> None:
+        """Set the timer ticking or resting; under the lock.  Raises OSError if it
+        cannot tick again (no guest may run without its time limit)."""
+        if self._libc.timer_settime(self._timer, 0, setting, None):
+            errno = ctypes.get_errno()
+            if setting is self._ticking:
+                raise OSError(errno, "the epoch timer could not start ticking again")
+            log.warning("the epoch timer could not rest (errno %d); it keeps ticking", errno)
+            return
+        self._armed = setting is self._ticking
 
 
 def _delete_timer(libc: ctypes.CDLL, timer: ctypes.c_void_p, tick: float,
@@ -138,6 +210,15 @@ class ThreadTicker:
             while self._done < due:
                 self._engine.increment_epoch()
                 self._done += 1
+
+    def hold(self) -> None:
+        """Ticks never stop here (a Python thread's wake-ups need no rest)."""
+
+    def release(self) -> None:
+        pass
+
+    def rest(self) -> bool:
+        return False
 
     def close(self) -> None:
         self._stop.set()
