@@ -294,11 +294,12 @@ class FunctionRuntime:
         self, payload: object, request_id: str, speculation: Speculation | None, spent: float
     ) -> Response:
         """:meth:`_serve`, the engine's epoch ticking meanwhile (it rests between runs)."""
-        self.engine.hold_ticks()
+        engine = self.engine
+        engine.hold_ticks()
         try:
             return self._serve(payload, request_id, speculation, spent)
         finally:
-            self.engine.release_ticks()
+            engine.release_ticks()
 
     def _serve(
         self, payload: object, request_id: str, speculation: Speculation | None, spent: float

@@ -22,6 +22,7 @@ import logging
 import math
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import wasmtime
@@ -105,21 +106,17 @@ class WasmEngine:
             f"growprobe {growprobe.VERSION}",
         )
         self._ticker = start_ticker(self.engine, tick)
+        #: ``hold_ticks()``: a guest run starts on this engine, and its epoch must tick
+        #: until ``release_ticks()`` (:mod:`edge_runner.wasm.ticker`: the timer rests
+        #: otherwise).  The ticker's own methods, bound here: twice per request.
+        self.hold_ticks: Callable[[], None] = self._ticker.hold
+        self.release_ticks: Callable[[], None] = self._ticker.release
         self._hook = DeadlineHook(tick)
         self._deadlines: weakref.WeakKeyDictionary[wasmtime.Store, Deadline] = \
             weakref.WeakKeyDictionary()
 
     def close(self) -> None:
         self._ticker.close()
-
-    def hold_ticks(self) -> None:
-        """A guest run starts on this engine: its epoch must tick until
-        :meth:`release_ticks` (:mod:`edge_runner.wasm.ticker`: the timer rests otherwise)."""
-        self._ticker.hold()
-
-    def release_ticks(self) -> None:
-        """The guest run announced by :meth:`hold_ticks` ended."""
-        self._ticker.release()
 
     def rest_ticks(self) -> bool:
         """Let the epoch rest if no guest ran since the last call; call it periodically.
