@@ -136,11 +136,11 @@ class TimerTicker:
         self._started = 0  # holds so far
         self._seen = 0  # holds at the last rest()
         self._armed = False
-        if libc.timer_settime(timer, 0, self._ticking, None):  # ticking from the start
-            errno = ctypes.get_errno()
+        try:
+            self._arm(self._ticking)  # ticking from the start
+        except OSError:
             self._delete()
-            raise OSError(errno, "timer_settime failed")
-        self._armed = True
+            raise
 
     def hold(self) -> None:
         with self._lock:
@@ -178,7 +178,7 @@ class TimerTicker:
         if self._libc.timer_settime(self._timer, 0, setting, None):
             errno = ctypes.get_errno()
             if setting is self._ticking:
-                raise OSError(errno, "the epoch timer could not start ticking again")
+                raise OSError(errno, "the epoch timer could not start ticking")
             log.warning("the epoch timer could not rest (errno %d); it keeps ticking", errno)
             return
         self._armed = setting is self._ticking
