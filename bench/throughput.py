@@ -1,9 +1,11 @@
 """Throughput benchmark: the runner vs a bare ASGI app, same load generator, one run.
 
 Starts ``edge-runner serve`` with the ``constant`` function (built from source)
-three times: hot instances with the access log on (the default), the same with
+as the runner image runs it, compiled (``make compiled``, setup.py), three
+times: hot instances with the access log on (the default), the same with
 ``--log-level warning`` (no access log), and a fresh instance per request
-(``pool.reuse: false``, access log on); then ``bench/baseline_app.py`` under
+(``pool.reuse: false``, access log on); then hot again as pure Python (a
+checkout's ``make run``); then ``bench/baseline_app.py`` under
 the same uvicorn settings; ``--rounds`` times, one server at a time (an idle
 runner's timer once cost its neighbour a quarter of its throughput).  wrk
 (Debian's) drives each on loopback; it prints the medians of req/s, p50 and
@@ -130,22 +132,27 @@ def main() -> int:
         print("wrk is missing: apt-get install wrk", file=sys.stderr)
         return 2
     module = build_function("constant")
-    setups = {  # name: (pool.reuse, runner options)
-        "runner hot": (True, []),
-        "runner hot, no log": (True, ["--log-level", "warning"]),
-        "runner fresh": (False, []),
+    subprocess.run(["make", "-s", "compiled"], cwd=ROOT, check=True)
+    compiled = {"PYTHONPATH": str(ROOT / "build" / "compiled")}
+    setups = {  # name: (pool.reuse, runner options, environment)
+        "runner hot": (True, [], compiled),
+        "runner hot, no log": (True, ["--log-level", "warning"], compiled),
+        "runner fresh": (False, [], compiled),
+        "runner hot, Python": (True, [], {}),
     }
     rounds: dict[str, list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         folders = {name: _folder(Path(tmp), name, module, reuse)
-                   for name, (reuse, _) in setups.items()}
+                   for name, (reuse, _, _) in setups.items()}
         # One server at a time (an idle one would disturb the one measured), in turn,
         # round after round: a machine whose load drifts moves them all alike.
         for _ in range(args.rounds):
-            for name, (_, options) in setups.items():
-                with RunnerProcess(folders[name],
-                                   extra_args=[*options, *args.runner_args]) as runner:
+            for name, (_, options, env) in setups.items():
+                with RunnerProcess(folders[name], extra_args=[*options, *args.runner_args],
+                                   env=env) as runner:
                     assert runner.client.get("/constant").text == "ok"
+                    compiled_now = "edge_compiled_modules 0.0" not in runner.metrics()
+                    assert compiled_now == bool(env), f"{name}: compiled {compiled_now}"
                     assert runner.process is not None
                     rounds.setdefault(name, []).append(_measure(
                         runner.process.pid, f"{runner.url}/constant", args))

@@ -19,7 +19,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv /opt/venv
 WORKDIR /src
 # README* is optional (pyproject.toml names it as the long description).
-COPY pyproject.toml README* ./
+COPY pyproject.toml setup.py README* ./
 COPY api/ api/
 COPY runner/ runner/
 COPY operator/ operator/
@@ -27,6 +27,15 @@ RUN /opt/venv/bin/pip install --no-cache-dir --upgrade pip
 # A regular (not editable) install: the venv holds the packages themselves,
 # byte-compiled by pip, so nothing is written at run time.
 RUN /opt/venv/bin/pip install --no-cache-dir /src
+# Then the request path compiled to C with mypyc (setup.py, docs/performance.md):
+# mypyc checks the modules against the dependencies just installed, so the build
+# is not isolated.  The compiler, mypy and the build tools stay in this stage.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+RUN /opt/venv/bin/pip install --no-cache-dir "mypy>=1.10" "setuptools>=77" wheel
+RUN EDGE_RUNNER_COMPILE=1 /opt/venv/bin/pip install --no-cache-dir --no-build-isolation \
+    --no-deps --force-reinstall /src
+RUN /opt/venv/bin/pip uninstall -y mypy
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="edge-runner" \

@@ -243,6 +243,12 @@ class RunnerMetrics:
             "ConfigMaps with the operator's labels that fail the hand-off check; not served.",
             registry=r,
         )
+        self.compiled_modules = Gauge(
+            "edge_compiled_modules",
+            "Modules of the runner running compiled to C (mypyc; the runner image); 0: all"
+            " pure Python.",
+            registry=r,
+        )
         self.route_conflicts = Gauge(
             "edge_route_conflicts", "Route rules left out because they conflict.", registry=r
         )

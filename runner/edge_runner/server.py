@@ -37,6 +37,7 @@ from typing import Any
 
 import uvicorn
 
+from edge_runner.buildinfo import compiled_modules
 from edge_runner.host.cgroups import read_cpu_limit
 from edge_runner.host.cpusched import lower_priority, request_slice
 from edge_runner.http.accesslog import AccessLog
@@ -176,6 +177,10 @@ async def serve(options: RunnerSettings) -> None:
         initializer=lower_priority, initargs=(options.worker_nice,),
     ))
     metrics = RunnerMetrics()
+    compiled = compiled_modules()
+    metrics.compiled_modules.set(len(compiled))
+    log.info("data plane: %s", f"{len(compiled)} modules compiled (mypyc)" if compiled
+             else "pure Python (the runner image compiles it: setup.py)")
     budget = MemoryBudget.detect(
         limit=options.memory_limit, default_limit=options.memory_default,
         fraction=options.memory_fraction, cgroup_root=options.cgroup_root,

@@ -24,12 +24,16 @@ from pathlib import Path
 
 import pytest
 
+from edge_runner.buildinfo import COMPILED
 from support.helm import REPO_DIR
 
 IMAGES_DIR = REPO_DIR / "images"
 DOCKERFILES = sorted(IMAGES_DIR.glob("*.Dockerfile"))
 VENV = "/opt/venv"
 ENTRY_POINTS = ("edge-runner", "edge-operator")
+#: Packages a builder stage may apt-get (the replay checks the machine has them instead).
+APT_TOOLS = re.compile(r"\b(gcc|libc6-dev)\b")
+APT_TOOLS_COMMANDS = {"libc6-dev": "ldd"}
 PINNED_BASE = re.compile(r"^python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?$")
 
 
@@ -131,7 +135,12 @@ def replay_builder(dockerfile: Path, tmp_path: Path) -> Path:
             # The same interpreter as the base image's (3.11), without its PATH.
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
             continue
-        assert "pip install" in command, f"{dockerfile.name}: teach this test to replay: {rest}"
+        if command.startswith("apt-get update && apt-get install"):
+            # The base image's build tools: this machine has them (scripts/setup.sh).
+            for package in APT_TOOLS.findall(command.split("install", 1)[1]):
+                assert shutil.which(APT_TOOLS_COMMANDS.get(package, package)), package
+            continue
+        assert "pip " in command, f"{dockerfile.name}: teach this test to replay: {rest}"
         # The machine's pip cache may serve the downloads; the install is the same.
         command = command.replace("--no-cache-dir ", "")
         subprocess.run(command, shell=True, cwd=workdir, env=env, check=True, timeout=900)
@@ -194,3 +203,13 @@ def test_install_steps_work_in_a_fresh_venv(dockerfile: Path, tmp_path: Path) ->
     installed = {re.split(r"==| @ ", line)[0] for line in freeze.splitlines()}
     assert {"edge-runner", "wasmtime", "kopf", "uvicorn"} <= installed
     assert not installed & {"pytest", "mypy", "ruff", "hypothesis"}
+    # The runner image runs the request path compiled (setup.py), the operator's as Python.
+    loaded = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import edge_runner.server, edge_runner.buildinfo"
+         " as b; print(len(b.compiled_modules()))"],
+        capture_output=True, text=True, check=True, cwd=tmp_path,
+    ).stdout  # fmt: skip
+    expected = len(COMPILED) if "EDGE_RUNNER_COMPILE=1" in dockerfile.read_text() else 0
+    assert int(loaded) == expected, f"{dockerfile.name}: {loaded} modules compiled"
+    if "runner" in dockerfile.name:
+        assert expected, "the runner image compiles the request path"

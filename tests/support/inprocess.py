@@ -41,7 +41,7 @@ from edge_runner.invoke.admission import FairGate, Gate
 from edge_runner.invoke.budget import MemoryBudget
 from edge_runner.invoke.catalog import Catalog, DesiredState, FunctionSource
 from edge_runner.invoke.lanes import QUARANTINE, Lane
-from edge_runner.invoke.policy import InlinePolicy, PoolEvents, QueuePolicy, SharedLimits
+from edge_runner.invoke.policy import Clock, InlinePolicy, PoolEvents, QueuePolicy, SharedLimits
 from edge_runner.invoke.pool import FunctionRuntime
 from edge_runner.metrics import RunnerMetrics
 from edge_runner.wasm.engine import WasmEngine
@@ -201,6 +201,8 @@ class Pools:
 
     engine: WasmEngine
     executor: RecordingExecutor
+    #: The clocks of the runtimes it builds (a :class:`FakeClock` in tests of timing).
+    clock: Clock = time
 
     def runtime(
         self, module: str | bytes, *, name: str = "fn", abi: str = "edge",
@@ -214,7 +216,7 @@ class Pools:
             name=name, spec=spec, compiled=self.engine.compile(wasm_of(module), abi),
             engine=self.engine, executor=self.executor, queue=queue or QueuePolicy(),
             inline=inline or InlinePolicy(), events=events, max_requests=max_requests,
-            shared=shared,
+            shared=shared, clock=self.clock,
         )
 
 

@@ -17,7 +17,6 @@ from collections.abc import Iterator, Sequence
 import pytest
 
 from edge_runner.errors import GuestTimeout
-from edge_runner.invoke import pool as pool_module
 from edge_runner.invoke.admission import FairGate, Gate, GateFull
 from edge_runner.invoke.catalog import DesiredState
 from edge_runner.invoke.lanes import QUARANTINE, SHARED, Conduct, QuarantinePolicy
@@ -55,9 +54,9 @@ def pools() -> Iterator[Pools]:
 
 
 @pytest.fixture
-def cpu(monkeypatch: pytest.MonkeyPatch) -> FakeCpu:
+def cpu(pools: Pools) -> FakeCpu:
     fake = FakeCpu()
-    monkeypatch.setattr(pool_module, "time", fake)
+    pools.clock = fake
     return fake
 
 

@@ -220,7 +220,7 @@ def test_the_access_log_writes_to_its_pipe_from_the_loop_and_loses_nothing() -> 
 
         try:
             log = asyncio.run(scenario())
-            assert log._thread is None
+            assert log._writer is None
             log.close()
         finally:
             root.handlers[:] = saved

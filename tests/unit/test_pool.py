@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from edge_runner.errors import GuestFailure, GuestTimeout, InvocationError, Unavailable
-from edge_runner.invoke import pool as pool_module
 from edge_runner.invoke.admission import Gate
 from edge_runner.invoke.budget import MemoryBudget
 from edge_runner.invoke.policy import InlinePolicy, QueuePolicy, SharedLimits
@@ -45,9 +44,9 @@ MARGIN = 0.25
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+def clock(pools: Pools) -> FakeClock:
     fake = FakeClock()
-    monkeypatch.setattr(pool_module, "time", fake)
+    pools.clock = fake
     return fake
 
 

@@ -37,7 +37,9 @@ FIELDS, INCOMING_REQUEST, INCOMING_BODY, FUTURE_TRAILERS = 1, 2, 3, 4
 OUTGOING_RESPONSE, OUTGOING_BODY, RESPONSE_OUTPARAM = 5, 6, 7
 OUTGOING_REQUEST, REQUEST_OPTIONS, FUTURE_INCOMING_RESPONSE, INCOMING_RESPONSE = 8, 9, 10, 11
 INPUT_STREAM, OUTPUT_STREAM, POLLABLE, IO_ERROR = 12, 13, 14, 15
-NETWORK, TERMINAL_INPUT, TERMINAL_OUTPUT = 16, 17, 18
+NETWORK: int = 16
+TERMINAL_INPUT: int = 17
+TERMINAL_OUTPUT: int = 18
 
 #: Largest single read or write chunk the host hands over (and reports in check-write).
 CHUNK = 1 << 20
@@ -538,7 +540,7 @@ HTTP_TYPES: dict[str, typing.Callable[..., typing.Any]] = {
     "http-error-code": _http_error_code,
 }
 
-HTTP_RESOURCES = {
+HTTP_RESOURCES: dict[str, int] = {
     "fields": FIELDS, "incoming-request": INCOMING_REQUEST, "incoming-body": INCOMING_BODY,
     "future-trailers": FUTURE_TRAILERS, "outgoing-response": OUTGOING_RESPONSE,
     "outgoing-body": OUTGOING_BODY, "response-outparam": RESPONSE_OUTPARAM,

@@ -93,7 +93,7 @@ class AccessLog:
         #: Batches for the writer thread, in order: formatted text for the one stream
         #: handler, or entries to log as records; None stops the thread.
         self._batches: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._writer: threading.Thread | None = None
         self._closed = False
 
     @property
@@ -144,9 +144,9 @@ class AccessLog:
         if self._closed:
             self._write(batch)
             return
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="access-log", daemon=True)
-            self._thread.start()
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._run, name="access-log", daemon=True)
+            self._writer.start()
         self._batches.put(batch)
 
     def close(self) -> None:
@@ -154,10 +154,10 @@ class AccessLog:
         self.flush()
         self._closed = True
         self._close_sink()
-        if self._thread is not None:
+        if self._writer is not None:
             self._batches.put(None)
-            self._thread.join()
-            self._thread = None
+            self._writer.join()
+            self._writer = None
 
     def _sink_of(self, handler: _Handler) -> FdSink | None:
         """The sink for ``handler``'s stream (opened on its first batch)."""

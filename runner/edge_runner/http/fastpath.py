@@ -26,6 +26,7 @@ from collections.abc import Callable, MutableMapping
 from typing import Any, ClassVar
 
 import httptools
+from mypy_extensions import mypyc_attr
 
 from edge_runner.http.guard import STATUS_LINES, GuardedHttpToolsProtocol, HttpLimits
 from edge_runner.http.problems import Problem
@@ -36,6 +37,7 @@ FLUSH_AT = 64 * 1024
 Answer = Callable[[MutableMapping[str, Any]], Problem | None]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # fast_path_protocol subclasses it
 class FastPathProtocol(GuardedHttpToolsProtocol):
     """The guarded protocol plus synchronous answers (see the module docstring)."""
 
@@ -53,6 +55,10 @@ class FastPathProtocol(GuardedHttpToolsProtocol):
         #: or None while a request is in progress; see :meth:`_idle_check`.
         self._idle_since: float | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
+        # uvicorn types it int; the runner's setting is float seconds, and compiled
+        # (setup.py) an int-typed read of a float would raise.
+        uvicorn_state: Any = self
+        self._keep_alive: float = uvicorn_state.timeout_keep_alive
 
     # -- keep-alive, armed lazily ----------------------------------------------------
     # uvicorn arms a keep-alive timer after every answer and cancels it when the next
@@ -76,7 +82,7 @@ class FastPathProtocol(GuardedHttpToolsProtocol):
             return
         self._idle_since = now = self.loop.time()
         if self._idle_timer is None:
-            self._idle_timer = self.loop.call_at(now + self.timeout_keep_alive,
+            self._idle_timer = self.loop.call_at(now + self._keep_alive,
                                                  self._idle_check)
 
     def _idle_check(self) -> None:
@@ -84,7 +90,7 @@ class FastPathProtocol(GuardedHttpToolsProtocol):
         since = self._idle_since
         if since is None:
             return  # a request in progress: its answer arms the timer again
-        due = since + self.timeout_keep_alive
+        due = since + self._keep_alive
         if self.loop.time() >= due:
             self.timeout_keep_alive_handler()
         else:
@@ -138,7 +144,7 @@ class FastPathProtocol(GuardedHttpToolsProtocol):
         version = parser.get_http_version()
         if version != "1.1":
             scope["http_version"] = version
-        parsed = httptools.parse_url(self.url)
+        parsed: Any = httptools.parse_url(self.url)  # its stub says bytes; query may be None
         raw_path = parsed.path
         path = raw_path.decode("ascii")
         if "%" in path:

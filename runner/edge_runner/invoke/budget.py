@@ -33,7 +33,6 @@ import ctypes
 import logging
 import os
 import threading
-import weakref
 from pathlib import Path
 from typing import Protocol
 
@@ -91,7 +90,10 @@ class MemoryBudget:
         self.reserved = 0
         self.refusals = 0
         self._lock = threading.Lock()
-        self._pools: weakref.WeakSet[Reclaimable] = weakref.WeakSet()
+        #: Registered pools, held until they unregister (FunctionRuntime.close does; the
+        #: catalog closes every runtime it replaces).  Not a WeakSet: compiled runtimes
+        #: (mypyc, setup.py) take no weak references.
+        self._pools: set[Reclaimable] = set()
 
     @classmethod
     def unlimited(cls) -> MemoryBudget:

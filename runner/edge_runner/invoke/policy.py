@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
+
+from mypy_extensions import mypyc_attr
 
 from edge_runner.invoke.admission import FairGate, Gate
 from edge_runner.invoke.budget import MemoryBudget
@@ -101,6 +104,18 @@ class SharedLimits:
         return cls(budget=MemoryBudget.unlimited(), threads=Gate(2**31, 0))
 
 
+class Clock(Protocol):
+    """The clocks a pool reads: the ``time`` module, or a test's fake (a patched module
+    global would not reach a compiled pool)."""
+
+    def monotonic(self) -> float: ...
+
+    def thread_time(self) -> float: ...
+
+    def perf_counter(self) -> float: ...
+
+
+@mypyc_attr(allow_interpreted_subclasses=True)  # the catalog's subclass counts metrics
 class PoolEvents:
     """Where a pool reports what metrics count.  The catalog passes one wired to
     Prometheus; this default ignores everything."""

@@ -48,6 +48,7 @@ from edge_runner.invoke.lanes import SHARED, Conduct, QuarantinePolicy
 from edge_runner.invoke.modules import ModuleSlot
 from edge_runner.invoke.policy import (
     DEFAULT_INLINE,
+    Clock,
     InlinePolicy,
     PoolEvents,
     PoolStats,
@@ -84,6 +85,7 @@ class FunctionRuntime:
         max_requests: int = 0,
         shared: SharedLimits | None = None,
         quarantine: QuarantinePolicy | None = None,
+        clock: Clock = time,
     ) -> None:
         self.name = name
         self.spec = spec
@@ -99,7 +101,9 @@ class FunctionRuntime:
         self._events = events or PoolEvents()
         #: Requests after which an instance is recycled (0 = never).
         self._max_requests = max_requests
-        self._inline = inline
+        self._inline_policy = inline
+        #: The clocks it reads (the ``time`` module; tests give a fake one).
+        self._clock = clock
         self._inline_after = 0.0
         self._slow_streak = self._repeat_demotions = 0
         self._speculation = Speculation(fuel=inline.budget, seconds=inline.max_stall,
@@ -147,8 +151,8 @@ class FunctionRuntime:
             self._gate.leave()
 
     def _inline_now(self) -> bool:  # may a call run on the event loop now?
-        return bool(self._inline.budget) and self.abi.inline \
-            and time.monotonic() >= self._inline_after and not self._conduct.quarantined
+        return bool(self._inline_policy.budget) and self.abi.inline \
+            and self._clock.monotonic() >= self._inline_after and not self._conduct.quarantined
 
     def _attempt_inline(self, payload: object, request_id: str, checked: bool = False
                         ) -> Response | Preempted:
@@ -156,8 +160,8 @@ class FunctionRuntime:
         run)."""
         if not checked and not self._inline_now():
             return NOT_INLINE
-        inline = self._inline
-        started, computed = time.monotonic(), time.thread_time()
+        inline = self._inline_policy
+        started, computed = self._clock.monotonic(), self._clock.thread_time()
         try:
             response = self._run(payload, request_id, self._speculation, 0.0)
         except (GuestFailure, GuestTimeout):
@@ -165,10 +169,10 @@ class FunctionRuntime:
             self._behaved(failed=True, cpu=0.0)
             raise
         except BudgetExceeded as exceeded:
-            spent = time.monotonic() - started
+            spent = self._clock.monotonic() - started
             if not exceeded.by_time:
                 self._demote(inline.backoff, "it needs more fuel than inline calls get")
-            elif time.thread_time() - computed >= inline.max_stall / 2:
+            elif self._clock.thread_time() - computed >= inline.max_stall / 2:
                 # The loop thread really computed for it (the guest, or host
                 # calls such as the WASI clock): it may not do that again.
                 self._demote(inline.slow_backoff, "an inline call ran its time cap")
@@ -183,7 +187,7 @@ class FunctionRuntime:
         return response
 
     def _demote(self, base: float, why: str) -> None:
-        now = time.monotonic()
+        now = self._clock.monotonic()
         if now < self._inline_after:
             return
         backoff = base * 2 ** min(self._repeat_demotions, 5)
@@ -202,13 +206,13 @@ class FunctionRuntime:
         if gate.try_enter(name=self.name):
             self._events.thread_wait(name, 0.0)
         else:
-            queued = time.monotonic()
+            queued = self._clock.monotonic()
             try:
                 await self._wait_lane(gate, self._queue.max_wait - waited, quarantine=bool(lane))
             finally:
-                self._events.thread_wait(name, time.monotonic() - queued)
+                self._events.thread_wait(name, self._clock.monotonic() - queued)
         cpu: list[float] = []
-        started = time.monotonic()
+        started = self._clock.monotonic()
         try:
             loop = asyncio.get_running_loop()
             response = await loop.run_in_executor(executor, self._timed, cpu, work, *args)
@@ -216,18 +220,18 @@ class FunctionRuntime:
             self._behaved(failed=True, cpu=sum(cpu))
             raise
         finally:
-            gate.leave(name=self.name, cost=time.monotonic() - started)
+            gate.leave(name=self.name, cost=self._clock.monotonic() - started)
         self._behaved(failed=False, cpu=sum(cpu))
         return response
 
-    @staticmethod
-    def _timed(cpu: list[float], work: Callable[..., Response], *args: object) -> Response:
+    def _timed(self, cpu: list[float], work: Callable[..., Response], *args: object
+               ) -> Response:
         """Run ``work`` on a worker thread, adding the CPU seconds it took to ``cpu``."""
-        started = time.thread_time()
+        started = self._clock.thread_time()
         try:
             return work(*args)
         finally:
-            cpu.append(time.thread_time() - started)
+            cpu.append(self._clock.thread_time() - started)
 
     def _behaved(self, *, failed: bool, cpu: float) -> None:
         """Judge a call for the quarantine (:class:`~edge_runner.invoke.lanes.Conduct`)."""
@@ -274,7 +278,7 @@ class FunctionRuntime:
         self, gate: Gate | FairGate, timeout: float, *, what: str = "all instances are"
     ) -> float:
         """Queue at ``gate``; returns seconds waited or raises Unavailable (503)."""
-        started = time.monotonic()
+        started = self._clock.monotonic()
         try:
             entered = await gate.wait(name=self.name, timeout=timeout)
         except GateFull as exc:
@@ -286,7 +290,7 @@ class FunctionRuntime:
                 "concurrency",
                 f"{self.name}: {what} busy; none became free within {self._queue.max_wait}s",
             )
-        return time.monotonic() - started
+        return self._clock.monotonic() - started
 
     # -- worker-thread (or inline) side ----------------------------------------------
 
@@ -335,7 +339,7 @@ class FunctionRuntime:
             self._events.evicted("recycle")
             self._drop(instance)
         elif reuse and not self.closed:
-            instance.idle_since = self.stats.last_used = time.monotonic()
+            instance.idle_since = self.stats.last_used = self._clock.monotonic()
             self._park(instance)
             self._idle.append(instance)
             if self.closed:  # closed meanwhile: nobody else will drain it
@@ -349,7 +353,7 @@ class FunctionRuntime:
     ) -> Response:
         """A speculative call, timed (not the creation of a cold instance): see :meth:`_slow`.
         A call the speculative budget preempted is judged by :meth:`_attempt_inline`."""
-        started = time.monotonic()
+        started = self._clock.monotonic()
         try:
             response = instance.invoke(payload, request_id, speculation=speculation)
         except BudgetExceeded:
@@ -357,14 +361,14 @@ class FunctionRuntime:
         except BaseException:
             # A failure is judged by _attempt_inline (failure_backoff); it never counts as the
             # fast call that forgives earlier demotions, but it may be a slow one.
-            if time.monotonic() - started > self._inline.slow_call:
+            if self._clock.monotonic() - started > self._inline_policy.slow_call:
                 self._slow()
             raise
-        self._judge(time.monotonic() - started)
+        self._judge(self._clock.monotonic() - started)
         return response
 
     def _judge(self, took: float) -> None:
-        if took > self._inline.slow_call:
+        if took > self._inline_policy.slow_call:
             self._slow()
         elif self._slow_streak or self._repeat_demotions:
             self._slow_streak = self._repeat_demotions = 0
@@ -372,12 +376,12 @@ class FunctionRuntime:
     def _slow(self) -> None:
         """A slow inline call; ``slow_calls`` in a row move the function to threads."""
         self._slow_streak += 1
-        if self._slow_streak >= self._inline.slow_calls:
+        if self._slow_streak >= self._inline_policy.slow_calls:
             self._slow_streak = 0
-            self._demote(self._inline.slow_backoff, "its inline calls were slow")
+            self._demote(self._inline_policy.slow_backoff, "its inline calls were slow")
 
     def _new_instance(self, request_id: str, speculation: Speculation | None) -> Instance:
-        started = time.perf_counter()
+        started = self._clock.perf_counter()
         module = self.compiled.acquire()  # reloaded from the disk cache if evicted
         try:
             self._reserve(self._reservation)
@@ -395,7 +399,8 @@ class FunctionRuntime:
             raise
         instance.reserved = self._reservation
         self.stats.cold_starts += 1
-        self._events.cold_start(time.perf_counter() - started if self.abi.timed_start else None)
+        self._events.cold_start(
+            self._clock.perf_counter() - started if self.abi.timed_start else None)
         return instance
 
     def _reserve(self, size: int) -> None:
@@ -497,8 +502,8 @@ class FunctionRuntime:
             "served": self.stats.served,
             "discarded": self.stats.discarded,
             "evicted": self.stats.evicted,
-            "inline": self.abi.inline and self._inline.budget > 0
-            and time.monotonic() >= self._inline_after and not self._conduct.quarantined,
+            "inline": self.abi.inline and self._inline_policy.budget > 0
+            and self._clock.monotonic() >= self._inline_after and not self._conduct.quarantined,
             "demotions": self.stats.demotions,
             "quarantined": self._conduct.quarantined,
             "maxInstances": self.spec.pool.max_instances,
