@@ -29,9 +29,12 @@ declare -A why=(
     [docker-registry]="the CNCF distribution registry the source.oci tests push to and pull from"
     [nodejs]="node, for the jco/componentize-js test guest of the wasi-http tests"
     [npm]="npm ci of the pinned jco toolchain (tests/components/jsecho)"
+    [gcc]="C compiler of make compiled (mypyc, docs/performance.md), which make test runs"
+    [libc6-dev]="C library headers for gcc"
+    [python3-dev]="Python headers of make compiled, for Debian's python3"
 )
 run_packages=(rustc cargo libstd-rust-dev-wasm32 lld-14)
-test_packages=("${run_packages[@]}" wrk prometheus docker-registry)
+test_packages=("${run_packages[@]}" wrk prometheus docker-registry gcc libc6-dev)
 min_python=(3 11)
 
 log() { printf '[setup] %s\n' "$*" >&2; }
@@ -54,6 +57,13 @@ if [[ $purpose == test ]]; then packages=("${test_packages[@]}"); else packages=
 # node and npm from elsewhere (e.g. NodeSource, which bundles npm) are fine: only
 # a machine without npm gets Debian's.
 if [[ $purpose == test ]] && ! command -v npm >/dev/null; then packages+=(nodejs npm); fi
+# Python.h for make compiled: Debian's python3 has it in python3-dev (a Python built
+# elsewhere, e.g. pyenv, brings its own).
+python_bin="${PYTHON:-python3}"
+if [[ $purpose == test ]] && [[ "$("$python_bin" -c 'import sys; print(sys.base_prefix)' 2>/dev/null)" == /usr ]] &&
+    ! "$python_bin" -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null; then
+    packages+=(python3-dev)
+fi
 if ((list_only)); then printf '%s\n' "${packages[@]}"; exit 0; fi
 
 installed() { [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]; }
