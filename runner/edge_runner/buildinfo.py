@@ -25,6 +25,7 @@ COMPILED = (
     "edge_runner.http.content_type",
     "edge_runner.http.dataplane",
     "edge_runner.http.fastpath",
+    "edge_runner.http.guard",
     "edge_runner.http.paths",
     "edge_runner.http.problems",
     "edge_runner.invoke.admission",
@@ -35,6 +36,7 @@ COMPILED = (
     "edge_runner.plainmetrics",
     "edge_runner.wasm.deadline",
     "edge_runner.wasm.fastcall",
+    "edge_runner.wasm.guest_output",
 )
 
 

@@ -32,6 +32,7 @@ import random
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from mypy_extensions import mypyc_attr
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from edge_runner.http.problems import problem
@@ -60,6 +61,7 @@ class _Refused(Exception):
     """Raised from a parser callback to stop parsing a refused request."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # guarded_protocol subclasses it
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with :class:`HttpLimits` (see the module docstring)."""
 
