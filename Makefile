@@ -88,8 +88,8 @@ COMPILED := build/compiled
 COMPILED_STAMP := $(COMPILED)/.stamp
 compiled: $(COMPILED_STAMP)
 
-$(COMPILED_STAMP): $(STAMP) setup.py pyproject.toml $(shell find api runner -name '*.py')
-	rm -rf $(COMPILED)
+$(COMPILED_STAMP): $(STAMP) Makefile setup.py pyproject.toml $(shell find api runner -name '*.py')
+	rm -rf $(COMPILED) build/lib.* build/bdist.*  # setuptools would copy stale extensions
 	EDGE_RUNNER_COMPILE=1 $(PY) -m pip install -q --no-build-isolation --no-deps \
 	  --target $(COMPILED) .
 	@touch $@
