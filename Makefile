@@ -94,10 +94,11 @@ $(COMPILED_STAMP): $(STAMP) Makefile setup.py pyproject.toml $(shell find api ru
 	  --target $(COMPILED) .
 	@touch $@
 
-# The runner's tests again, on the compiled build.  The scaffold tests find the
-# checkout's functions/edge-sdk beside the package, which an install has not.
+# The runner's tests again, on the compiled build: in process, runner processes, its
+# metrics and logs.  The scaffold tests find the checkout's functions/edge-sdk
+# beside the package, which an install has not.
 test-compiled: compiled functions
-	PYTHONPATH=$(COMPILED) $(PY) -m pytest tests/unit tests/runner \
+	PYTHONPATH=$(COMPILED) $(PY) -m pytest tests/unit tests/runner tests/observability \
 	  --deselect tests/runner/test_scaffold.py \
 	  --deselect tests/unit/test_authoring_units.py::test_new_writes_a_crate_and_refuses_to_overwrite
 
