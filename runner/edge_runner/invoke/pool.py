@@ -502,8 +502,7 @@ class FunctionRuntime:
             "served": self.stats.served,
             "discarded": self.stats.discarded,
             "evicted": self.stats.evicted,
-            "inline": self.abi.inline and self._inline_policy.budget > 0
-            and self._clock.monotonic() >= self._inline_after and not self._conduct.quarantined,
+            "inline": self._inline_now(),
             "demotions": self.stats.demotions,
             "quarantined": self._conduct.quarantined,
             "maxInstances": self.spec.pool.max_instances,
