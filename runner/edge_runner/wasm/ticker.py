@@ -201,8 +201,8 @@ class ThreadTicker:
         self._stop = threading.Event()
         self._start = time.monotonic()
         self._done = 0
-        self._worker = threading.Thread(target=self._run, name="epoch-ticker", daemon=True)
-        self._worker.start()
+        self._thread = threading.Thread(target=self._run, name="epoch-ticker", daemon=True)
+        self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.wait(self._tick):
@@ -222,7 +222,7 @@ class ThreadTicker:
 
     def close(self) -> None:
         self._stop.set()
-        self._worker.join(timeout=1)
+        self._thread.join(timeout=1)
 
 
 def start_ticker(engine: wasmtime.Engine, tick: float) -> Ticker:
