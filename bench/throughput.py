@@ -4,8 +4,9 @@ Starts ``edge-runner serve`` with the ``constant`` function (built from source)
 as the runner image runs it, compiled (``make compiled``, setup.py), three
 times: hot instances with the access log on (the default), the same with
 ``--log-level warning`` (no access log), and a fresh instance per request
-(``pool.reuse: false``, access log on); then hot again as pure Python (a
-checkout's ``make run``); then ``bench/baseline_app.py`` under
+(``pool.reuse: false``, access log on) twice: renewed after each request (the
+default, docs/abi.md) and made anew (``--instance-renewal false``); then hot
+again as pure Python (a checkout's ``make run``); then ``bench/baseline_app.py`` under
 the same uvicorn settings; ``--rounds`` times, one server at a time (an idle
 runner's timer once cost its neighbour a quarter of its throughput).  wrk
 (Debian's) drives each on loopback; it prints the medians of req/s, p50 and
@@ -116,6 +117,16 @@ def _measure_baseline(args: argparse.Namespace) -> dict[str, float]:
         baseline.wait()
 
 
+def _check_renewal(runner: RunnerProcess, name: str) -> None:
+    """The fresh rows measured what they say: renewed instances, or new ones only."""
+    (function,) = runner.admin.get("/v1/functions").json()["functions"]
+    renewed = function["pool"]["renewed"]
+    if name == "runner fresh":
+        assert renewed > 0, f"{name}: no instance was renewed"
+    elif name == "runner fresh, anew":
+        assert renewed == 0, f"{name}: {renewed} instances renewed"
+
+
 def _median(rounds: list[dict[str, float]]) -> dict[str, float]:
     return {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
 
@@ -138,6 +149,7 @@ def main() -> int:
         "runner hot": (True, [], compiled),
         "runner hot, no log": (True, ["--log-level", "warning"], compiled),
         "runner fresh": (False, [], compiled),
+        "runner fresh, anew": (False, ["--instance-renewal", "false"], compiled),
         "runner hot, Python": (True, [], {}),
     }
     rounds: dict[str, list[dict[str, float]]] = {}
@@ -156,6 +168,7 @@ def main() -> int:
                     assert runner.process is not None
                     rounds.setdefault(name, []).append(_measure(
                         runner.process.pid, f"{runner.url}/constant", args))
+                    _check_renewal(runner, name)
             rounds.setdefault("bare ASGI", []).append(_measure_baseline(args))
     results = {name: _median(measured_rounds) for name, measured_rounds in rounds.items()}
     print(f"wrk -t1 -c{args.connections} -d{args.duration}s on loopback, {os.cpu_count()} cores;"

@@ -37,6 +37,7 @@ COMPILED = (
     "edge_runner.wasm.deadline",
     "edge_runner.wasm.fastcall",
     "edge_runner.wasm.guest_output",
+    "edge_runner.wasm.renewal",
 )
 
 

@@ -200,6 +200,7 @@ async def serve(options: RunnerSettings) -> None:
         ),
         disk_cache=_disk_cache(options.cache_dir, engine),
         instance_max_requests=options.instance_max_requests,
+        instance_renewal=options.instance_renewal,
         quarantine=QuarantinePolicy(strikes=options.quarantine_strikes,
                                     heavy_call=options.heavy_call),
     )

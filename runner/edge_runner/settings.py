@@ -89,6 +89,11 @@ class RunnerSettings(ProcessSettings):
     instance_max_requests: int = Field(10_000, ge=0, description="requests after which an"
                                        " instance is recycled (0 = never); bounds what a"
                                        " slowly leaking guest accumulates")
+    instance_renewal: bool = Field(True, description="for functions with pool.reuse false,"
+                                   " renew an instance after each request to the state it"
+                                   " was instantiated in, where its module allows it, instead"
+                                   " of creating one per request (docs/abi.md); false: always"
+                                   " a new instance")
 
     # -- sharing worker threads between functions (docs/scheduling.md) -------------
     max_thread_share: float = Field(0.75, gt=0, le=1, description="share of the shared"

@@ -209,14 +209,14 @@ class Pools:
         limits: dict[str, object] | None = None, pool: dict[str, object] | None = None,
         queue: QueuePolicy | None = None, inline: InlinePolicy | None = None,
         events: PoolEvents | None = None, shared: SharedLimits | None = None,
-        max_requests: int = 0, env: dict[str, str] | None = None,
+        max_requests: int = 0, env: dict[str, str] | None = None, renew: bool = True,
     ) -> FunctionRuntime:
         spec = function_spec(abi=abi, limits=limits, pool=pool, env=env)
         return FunctionRuntime(
             name=name, spec=spec, compiled=self.engine.compile(wasm_of(module), abi),
             engine=self.engine, executor=self.executor, queue=queue or QueuePolicy(),
             inline=inline or InlinePolicy(), events=events, max_requests=max_requests,
-            shared=shared, clock=self.clock,
+            renew=renew, shared=shared, clock=self.clock,
         )
 
 

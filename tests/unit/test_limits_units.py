@@ -109,9 +109,17 @@ def test_missing_global_and_export_sections_are_added_in_order() -> None:
     assert [e.name for e in module.exports] == [growprobe.PROBE_EXPORT]
 
 
-def test_a_module_that_never_grows_is_left_alone() -> None:
+def test_a_module_that_never_grows_gets_no_probe() -> None:
+    # Renewable: only the marker export is added (no global to restore, no grow helper).
     wasm = wat_to_wasm('(module (memory (export "memory") 1) (func (export "f")))')
-    assert growprobe.instrument(wasm) == growprobe.Instrumented(wasm, None, 0)
+    result = growprobe.instrument(wasm)
+    assert (result.probe, result.sites, result.renewal) == (None, 0, ())
+    module = wasmtime.Module(wasmtime.Engine(), result.wasm)
+    assert [e.name for e in module.exports] == ["memory", "f", growprobe.RENEWABLE_EXPORT]
+    # Not renewable either (a start function): returned as it is.
+    started = wat_to_wasm("(module (memory 1) (func $s) (start $s))")
+    assert growprobe.instrument(started) == growprobe.Instrumented(
+        started, None, 0, None, "it has a start function")
 
 
 def test_modules_the_decoder_cannot_read_are_reported() -> None:

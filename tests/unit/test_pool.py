@@ -66,7 +66,7 @@ async def backoffs(
 
 @pytest.mark.parametrize(("reuse", "max_requests", "expected", "cold", "evicted"), [
     (True, 0, [1, 2, 3, 4, 5], 1, {}),
-    (False, 0, [1, 1, 1, 1, 1], 5, {}),
+    (False, 0, [1, 1, 1, 1, 1], 1, {}),  # one instance, renewed after each request
     (True, 2, [1, 2, 1, 2, 1], 3, {"recycle": 2}),  # --instance-max-requests 2
 ], ids=["reuse", "fresh", "recycle"])
 def test_pool_reuse_decides_whether_globals_persist(  # noqa: PLR0917
@@ -79,7 +79,8 @@ def test_pool_reuse_decides_whether_globals_persist(  # noqa: PLR0917
     assert asyncio.run(counts(runtime, 5)) == expected
     pool = runtime.describe()
     assert (pool["coldStarts"], pool["served"], pool["idle"], pool["reuse"]) == (
-        cold, 5, int(reuse), reuse)
+        cold, 5, 1, reuse)
+    assert pool["renewed"] == (0 if reuse else 5)
     assert len(events.cold_starts) == cold and None not in events.cold_starts  # edge: timed
     assert events.evictions == evicted
     assert pools.executor.submitted == 0  # small edge calls ran inline, on the loop

@@ -109,6 +109,10 @@ class Instance(Protocol):
     def memory_bytes(self) -> int:
         """Linear memory it holds now (what an idle instance keeps reserved)."""
 
+    def renew(self) -> bool:
+        """Make it as new for another request (``pool.reuse: false``); False if it
+        cannot be, and raises if that failed (then discard it)."""
+
     def close(self) -> None:
         """Free its store and memory now; unusable after."""
 
@@ -133,9 +137,10 @@ class AbiExecutor(Protocol):
 
     def instantiate(
         self, engine: WasmEngine, compiled: CompiledModule, name: str, spec: EdgeFunctionSpec,
-        *, speculation: Speculation | None, request_id: str,
+        *, speculation: Speculation | None, request_id: str, renew: bool = False,
     ) -> Instance:
-        """A new instance; raises InvocationError (or BudgetExceeded under ``speculation``)."""
+        """A new instance; raises InvocationError (or BudgetExceeded under ``speculation``).
+        ``renew``: the pool will ask it to :meth:`Instance.renew` after each request."""
 
 
 def make_wasi(spec: EdgeFunctionSpec, argv0: str) -> wasmtime.WasiConfig:

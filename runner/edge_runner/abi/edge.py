@@ -7,22 +7,26 @@ reached through :class:`~edge_runner.wasm.fastcall.RawCall`.  The pool
 (:mod:`edge_runner.invoke.pool`) creates, reuses and discards instances, and
 may run a call speculatively on the event loop under a small budget.
 
-With ``pool.reuse: false`` every request creates and deletes an instance, so
-creation is on the hot path: the store, its WASI context and the exports are
-reached through :mod:`edge_runner.wasm.capi`'s raw handles (no wasmtime-py
-objects), with the WASI argv/env built once per function
-(:func:`~edge_runner.abi.base.wasi_recipe`).  Each instance is still a new
-store instantiated from the module and initialized by its own ``_initialize``:
-nothing is shared between requests but the compiled code.  (Restoring a snapshot
-of an initialized instance instead, as Wizer does, was left out: the Rust
-functions have no ``_initialize``, and a snapshot would hand every request what
-one initialization read from the clock or the random source.)
+With ``pool.reuse: false`` every request needs an instance as new.  For modules
+the load-time rewrite found renewable (:mod:`edge_runner.wasm.growprobe`), the
+instance keeps a :class:`~edge_runner.wasm.renewal.Renewal` and the pool renews it
+after each successful request (:meth:`EdgeInstance.renew`; its ``_initialize``
+runs again at the start of the next request).  Other modules get a new instance
+per request, so creation is on the hot path: the store, its WASI context and the
+exports are reached through :mod:`edge_runner.wasm.capi`'s raw handles (no
+wasmtime-py objects), with the WASI argv/env built once per function
+(:func:`~edge_runner.abi.base.wasi_recipe`).  Either way nothing is shared between
+requests but the compiled code: each instance starts from its module's state at
+instantiation and runs its own initialization (restoring a snapshot of an
+*initialized* instance instead, as Wizer does, would hand every request what one
+initialization read from the clock or the random source).
 """
 
 from __future__ import annotations
 
 import ctypes
 import time
+import typing
 
 import wasmtime
 
@@ -38,11 +42,12 @@ from edge_runner.abi.base import (
 )
 from edge_runner.abi.envelope import EnvelopeError, decode_response, encode_request
 from edge_runner.errors import GuestFailure
-from edge_runner.wasm import capi
+from edge_runner.wasm import capi, renewal
 from edge_runner.wasm.deadline import Deadline, is_time_limit
 from edge_runner.wasm.engine import UNLIMITED_FUEL, CompiledModule, WasmEngine
 from edge_runner.wasm.fastcall import GlobalReader, RawCall, StoreHandle
 from edge_runner.wasm.guest_output import GuestOutput
+from edge_runner.wasm.renewal import Renewal
 from edge_runner.wasm.traps import classify, instantiation_failure, memory_failure
 from edge_runner.wasm.wasi_output import Streams
 
@@ -76,11 +81,14 @@ class EdgeInstance:
         "_fuel",
         "_handle",
         "_handle_store",
+        "_initialize",
         "_max_response",
         "_memory_base",
         "_memory_limit",
         "_memory_size",
         "_probe",
+        "_reinitialize",
+        "_renewal",
         "_ticks",
         "_timeout",
         "idle_since",
@@ -93,7 +101,7 @@ class EdgeInstance:
 
     def __init__(
         self, engine: WasmEngine, compiled: CompiledModule, name: str, spec: EdgeFunctionSpec,
-        *, speculation: Speculation | None = None, request_id: str = "",
+        *, speculation: Speculation | None = None, request_id: str = "", renew: bool = False,
     ) -> None:
         limits = spec.limits
         self.name = name
@@ -110,13 +118,17 @@ class EdgeInstance:
         self._memory_limit = limits.memory
         self._max_response = limits.max_response_bytes
         self._probe: GlobalReader | None = None
+        self._initialize: RawCall | None = None
+        self._renewal: Renewal | None = None
+        self._reinitialize = False
         fuel, ticks, seconds = self._fuel, self._ticks, self._timeout
         if speculation is not None:
             fuel, ticks = min(fuel, speculation.fuel), min(ticks, speculation.ticks)
             seconds = min(seconds, speculation.seconds)
         self._deadline = Deadline()
+        wasi = wasi_recipe(spec, name)
         self.store = engine.new_raw_store(
-            memory=limits.memory, wasi=wasi_recipe(spec, name),
+            memory=limits.memory, wasi=wasi,
             output=Streams(self.output, self.output), deadline=self._deadline,
         )
         context = self.store.context
@@ -127,7 +139,7 @@ class EdgeInstance:
         self._memory_size = -1
         self._memory_base = 0
         try:
-            self._start(compiled, context)
+            self._start(compiled, context, wasi=wasi if renew else None)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
             preempted = _preempted(exc, speculation, self._fuel, self._ticks)
             if preempted is not None:
@@ -143,8 +155,10 @@ class EdgeInstance:
         finally:
             self.output.flush()
 
-    def _start(self, compiled: CompiledModule, context: object) -> None:
-        """Instantiate, find the exports (and the grow probe), run ``_initialize``.
+    def _start(self, compiled: CompiledModule, context: object,
+               wasi: capi.WasiRecipe | None) -> None:
+        """Instantiate, find the exports (and the grow probe), keep what a renewal needs
+        (given ``wasi``: the pool will renew it), run ``_initialize``.
 
         The exports' kinds and signatures were checked at load
         (:func:`edge_api.abi.check_module`); the asserts guard that invariant.
@@ -163,10 +177,28 @@ class EdgeInstance:
             probe = capi.raw_export(context, instance, compiled.grow_probe.encode())
             assert probe is not None and probe.kind == capi.EXTERN_GLOBAL
             self._probe = GlobalReader(context, ctypes.byref(probe.of.global_))
+        if wasi is not None and compiled.renewal is not None and renewal.SUPPORTED:
+            found = [capi.raw_export(context, instance, name.encode())
+                     for name in compiled.renewal]
+            assert all(item is not None and item.kind == capi.EXTERN_GLOBAL for item in found)
+            self._renewal = Renewal(context, self._handle_store, found, compiled.restore,
+                                    wasi if compiled.renew_wasi else None)
         if compiled.has_initialize:
             init = capi.raw_export(context, instance, b"_initialize")
             assert init is not None and init.kind == capi.EXTERN_FUNC
-            RawCall(context, ctypes.byref(init.of.func), 1).void()
+            self._initialize = RawCall(context, ctypes.byref(init.of.func), 1)
+            self._initialize.void()
+
+    def renew(self) -> bool:
+        """Make this instance as new for its next request (:mod:`edge_runner.wasm.renewal`;
+        its ``_initialize`` runs again at the start of that request, under its limits,
+        its output logged with it, as a new instance's would); False if it cannot be
+        renewed.  Raises if renewing failed: then discard it."""
+        if self._renewal is None:
+            return False
+        self._renewal.renew(*self._memory())
+        self._reinitialize = self._initialize is not None
+        return True
 
     def close(self) -> None:
         """Free the store and its memory now (a failed instance sits in reference
@@ -212,14 +244,19 @@ class EdgeInstance:
         fuel = self._fuel
         seconds = self._timeout - spent
         ticks = self._engine.deadline_ticks(seconds) if spent else self._ticks
+        call_ticks, call_fuel = ticks, fuel
         if speculation is not None:
-            handle.prepare(min(ticks, speculation.ticks), min(fuel, speculation.fuel))
+            call_ticks, call_fuel = min(ticks, speculation.ticks), min(fuel, speculation.fuel)
             seconds = min(seconds, speculation.seconds)
-        else:
-            handle.prepare(ticks, fuel)
+        handle.prepare(call_ticks, call_fuel)
         self._deadline.set(time.monotonic() + seconds)
         self.served += 1
         try:
+            if self._reinitialize:  # renewed: initialize as a new instance does, then run
+                self._reinitialize = False
+                typing.cast(RawCall, self._initialize).void()
+                self.output.flush()  # its own log line, as at creation
+                handle.prepare(call_ticks, call_fuel)
             size = len(envelope)
             ptr = self._alloc.i32_to_i32(size) & 0xFFFFFFFF
             base, length = self._memory()
@@ -289,10 +326,11 @@ class EdgeExecutor:
 
     def instantiate(
         self, engine: WasmEngine, compiled: CompiledModule, name: str, spec: EdgeFunctionSpec,
-        *, speculation: Speculation | None, request_id: str,
+        *, speculation: Speculation | None, request_id: str, renew: bool = False,
     ) -> EdgeInstance:
         return EdgeInstance(
-            engine, compiled, name, spec, speculation=speculation, request_id=request_id
+            engine, compiled, name, spec, speculation=speculation, request_id=request_id,
+            renew=renew,
         )
 
 

@@ -60,6 +60,9 @@ class FreshRun:
     def memory_bytes(self) -> int:
         return 0  # its store lives only inside invoke
 
+    def renew(self) -> bool:
+        return False  # each invoke makes its own instance
+
     def close(self) -> None:
         pass
 
@@ -80,6 +83,6 @@ class FreshExecutor:
 
     def instantiate(
         self, engine: WasmEngine, compiled: CompiledModule, name: str, spec: EdgeFunctionSpec,
-        *, speculation: Speculation | None, request_id: str,
+        *, speculation: Speculation | None, request_id: str, renew: bool = False,
     ) -> FreshRun:
         return FreshRun(self._run, engine, compiled, name, spec)

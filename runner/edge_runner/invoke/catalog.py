@@ -149,6 +149,7 @@ class Catalog:
         shared: SharedLimits | None = None,
         disk_cache: DiskCache | None = None,
         instance_max_requests: int = 0,
+        instance_renewal: bool = True,
         quarantine: QuarantinePolicy | None = None,
     ) -> None:
         self.engine = engine
@@ -159,6 +160,7 @@ class Catalog:
         self.shared = shared
         self.disk_cache = disk_cache
         self.instance_max_requests = instance_max_requests
+        self.instance_renewal = instance_renewal
         self.quarantine = quarantine or QuarantinePolicy()
         self.snapshot = EMPTY
         self.budget = (shared or SharedLimits.unbounded()).budget
@@ -259,6 +261,7 @@ class Catalog:
             inline=self.inline,
             events=self.metrics.pool_events(source.name),
             max_requests=self.instance_max_requests,
+            renew=self.instance_renewal,
             shared=self.shared,
             quarantine=self.quarantine,
         )

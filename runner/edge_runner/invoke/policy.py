@@ -138,6 +138,7 @@ class PoolStats:
     cold_starts: int = 0
     discarded: int = 0
     served: int = 0
+    renewed: int = 0
     demotions: int = 0
     evicted: int = 0
     quarantines: int = 0

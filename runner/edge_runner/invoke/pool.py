@@ -27,7 +27,10 @@ to the idle stack (most recently used first, so the hottest stay warm) and its
 globals persist; it is dropped after ``pool.idleTimeout`` unused, when the
 budget needs room, or after any failure.  Without reuse (and for ABIs whose
 instances serve one request, ``wagi``) every request gets a fresh instance from
-the pre-instantiated template.
+the pre-instantiated template, or, for an ``edge`` module that allows it, an
+instance renewed after its last request to the state it was instantiated in
+(:mod:`edge_runner.wasm.renewal`: the same as new, for a fraction of the cost),
+which waits on the idle stack like a reused one.
 """
 
 from __future__ import annotations
@@ -83,6 +86,7 @@ class FunctionRuntime:
         inline: InlinePolicy = DEFAULT_INLINE,
         events: PoolEvents | None = None,
         max_requests: int = 0,
+        renew: bool = True,
         shared: SharedLimits | None = None,
         quarantine: QuarantinePolicy | None = None,
         clock: Clock = time,
@@ -96,6 +100,8 @@ class FunctionRuntime:
         self.engine = engine
         self.abi: AbiExecutor = executor_for(spec.abi)
         self._reuse = spec.pool.reuse and self.abi.reusable
+        #: Without reuse, renew instances (where the module allows) instead of dropping them.
+        self._renew = renew and not self._reuse and self.abi.reusable
         self._executor = executor
         self._queue = queue
         self._events = events or PoolEvents()
@@ -308,9 +314,8 @@ class FunctionRuntime:
     def _serve(
         self, payload: object, request_id: str, speculation: Speculation | None, spent: float
     ) -> Response:
-        reuse = self._reuse
         instance = None
-        if reuse and self._idle:
+        if self._idle:  # reused, or renewed (see _keep)
             try:
                 instance = self._idle.pop()
             except IndexError:  # another thread took the last one
@@ -338,7 +343,7 @@ class FunctionRuntime:
         if self._max_requests and instance.served >= self._max_requests and self.abi.reusable:
             self._events.evicted("recycle")
             self._drop(instance)
-        elif reuse and not self.closed:
+        elif self._keep(instance):
             instance.idle_since = self.stats.last_used = self._clock.monotonic()
             self._park(instance)
             self._idle.append(instance)
@@ -347,6 +352,24 @@ class FunctionRuntime:
         else:
             self._drop(instance)
         return response
+
+    def _keep(self, instance: Instance) -> bool:
+        """May ``instance``, which just served a request, serve another?  With
+        ``pool.reuse`` as it is; without, only once renewed (:meth:`Instance.renew`)."""
+        if self.closed:
+            return False
+        if self._reuse:
+            return True
+        if not self._renew:
+            return False
+        try:
+            renewed = instance.renew()
+        except Exception as exc:  # a renewal that failed: a new instance next time
+            log.warning("%s: renewing an instance failed (%s); the next request gets a new one",
+                        self.name, exc)
+            return False
+        self.stats.renewed += renewed
+        return renewed
 
     def _invoke_inline(
         self, instance: Instance, payload: object, request_id: str, speculation: Speculation
@@ -391,7 +414,7 @@ class FunctionRuntime:
         try:
             instance = self.abi.instantiate(
                 self.engine, module, self.name, self.spec, speculation=speculation,
-                request_id=request_id,
+                request_id=request_id, renew=self._renew,
             )
         except BaseException:
             self._budget.release(self._reservation)  # the instance closed its own store
@@ -500,6 +523,7 @@ class FunctionRuntime:
             "waiting": self._gate.waiting,
             "coldStarts": self.stats.cold_starts,
             "served": self.stats.served,
+            "renewed": self.stats.renewed,
             "discarded": self.stats.discarded,
             "evicted": self.stats.evicted,
             "inline": self._inline_now(),

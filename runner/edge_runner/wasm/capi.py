@@ -23,8 +23,7 @@ from wasmtime import _ffi as ffi
 
 #: ``wasmtime_val_raw_t``: one untyped argument/result slot of an unchecked call.
 ValRaw = ffi.wasmtime_val_raw
-#: ``wasmtime_val_t``: a typed value (what ``global_get`` fills).
-Val = ffi.wasmtime_val_t
+Val = ffi.wasmtime_val_t  #: ``wasmtime_val_t``: a typed value (what ``global_get`` fills).
 #: ``wasmtime_extern_t`` and the kind tags of its exports.
 Extern = ffi.wasmtime_extern_t
 EXTERN_MEMORY: int = ffi.WASMTIME_EXTERN_MEMORY.value
@@ -70,8 +69,9 @@ fast_set_epoch_deadline = _unconverted("wasmtime_context_set_epoch_deadline", No
 #: ``(context, memory *) -> size``, ``-> address``
 fast_memory_size = _unconverted("wasmtime_memory_data_size", ctypes.c_size_t)
 fast_memory_address = _unconverted("wasmtime_memory_data", ctypes.c_void_p)
-#: ``(context, global *, wasmtime_val_t *)``
+#: ``(context, global *, wasmtime_val_t *)``; set: ``-> error address``
 fast_global_get = _unconverted("wasmtime_global_get", None)
+fast_global_set = _unconverted("wasmtime_global_set", ctypes.c_void_p)
 #: ``(context, instance *, name, c_size_t, extern *) -> found``
 _fast_export_get = _unconverted("wasmtime_instance_export_get", ctypes.c_bool)
 #: ``(instance_pre *, context, instance *, wasm_trap_t **) -> error address``

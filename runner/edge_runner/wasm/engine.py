@@ -11,7 +11,8 @@ each invocation sets a deadline in ticks, so a call is stopped between
 is on engine-wide; a function without a fuel limit gets an effectively infinite
 budget per call.  Memory is capped per store (:meth:`WasmEngine.new_store`);
 modules are compiled with a grow probe (:mod:`edge_runner.wasm.growprobe`) so
-hitting that cap is known exactly.
+hitting that cap is known exactly, and, where they allow it, so that an instance
+can be renewed instead of made anew (:mod:`edge_runner.wasm.renewal`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import math
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import wasmtime
 import wasmtime.component
@@ -40,6 +41,7 @@ from edge_api.abi import (
 from edge_runner.wasm import capi, growprobe, wasi_output
 from edge_runner.wasm.deadline import Deadline, DeadlineHook
 from edge_runner.wasm.modcache import fingerprint
+from edge_runner.wasm.renewal import STATELESS_WASI, Restore
 from edge_runner.wasm.ticker import start_ticker
 
 log = logging.getLogger("edge_runner.wasm.engine")
@@ -69,6 +71,13 @@ class CompiledModule:
     #: For component ABIs (``wasi-http``): the compiled component.  ``module`` and
     #: ``pre`` are then an empty core module, unused.
     component: wasmtime.component.Component | None = None
+    #: Export names of the globals a renewal restores (:mod:`edge_runner.wasm.renewal`);
+    #: None: its instances cannot be renewed.
+    renewal: tuple[str, ...] | None = None
+    #: A renewal also needs a new WASI context (it imports a WASI function with state).
+    renew_wasi: bool = False
+    #: The pages a renewal writes back (found by the first one).
+    restore: Restore = field(default_factory=Restore)
 
     def serialize(self) -> bytes:
         """The artifact the disk cache keeps (:mod:`.modcache`)."""
@@ -151,7 +160,7 @@ class WasmEngine:
         try:
             module = wasmtime.Module(self.engine, probed.wasm)
         except wasmtime.WasmtimeError as exc:
-            if probed.probe is None:
+            if probed.wasm is wasm:
                 raise ModuleRejected("CompileError", f"module does not compile: {exc}") from exc
             # Our rewrite must never be why a module is refused: judge the original.
             try:
@@ -160,16 +169,18 @@ class WasmEngine:
                 raise ModuleRejected(
                     "CompileError", f"module does not compile: {original}"
                 ) from original
-            log.warning("module sha256:%s: grow probe failed (%s); compiled without it",
+            log.warning("module sha256:%s: its rewrite failed (%s); compiled without it",
                         digest[:12], exc)
             probed = growprobe.Instrumented(wasm, None, 0)
-        return self.check(
-            module, digest=digest, size=len(wasm), abi=abi, grow_probe=probed.probe
-        )
+        if probed.why_not:
+            log.debug("module sha256:%s: instances are made anew, never renewed: %s",
+                      digest[:12], probed.why_not)
+        return self.check(module, digest=digest, size=len(wasm), abi=abi,
+                          grow_probe=probed.probe, renewal=probed.renewal)
 
     def check(
         self, module: wasmtime.Module, *, digest: str, size: int, abi: str,
-        grow_probe: str | None = None,
+        grow_probe: str | None = None, renewal: tuple[str, ...] | None = None,
     ) -> CompiledModule:
         """Check a compiled module against its ABI (shared rules: :mod:`edge_api.abi`)."""
         has_initialize = check_module(module, abi)
@@ -185,6 +196,9 @@ class WasmEngine:
             pre=pre,
             has_initialize=has_initialize,
             grow_probe=grow_probe,
+            renewal=renewal,
+            renew_wasi=any(i.module == ALLOWED_IMPORT_MODULE and i.name not in STATELESS_WASI
+                           for i in module.imports),
         )
 
     def load_artifact(self, artifact: bytes, *, digest: str, size: int, abi: str
@@ -198,9 +212,12 @@ class WasmEngine:
             component = wasmtime.component.Component.deserialize(self.engine, artifact)
             return self._with_component(component, digest=digest, size=size, abi=abi)
         module = wasmtime.Module.deserialize(self.engine, artifact)
-        probe = growprobe.PROBE_EXPORT if any(
-            e.name == growprobe.PROBE_EXPORT for e in module.exports) else None
-        return self.check(module, digest=digest, size=size, abi=abi, grow_probe=probe)
+        names = [e.name for e in module.exports]
+        probe = growprobe.PROBE_EXPORT if growprobe.PROBE_EXPORT in names else None
+        renewal = tuple(n for n in names if n.startswith(growprobe.RENEW_PREFIX)) \
+            if growprobe.RENEWABLE_EXPORT in names else None
+        return self.check(module, digest=digest, size=size, abi=abi, grow_probe=probe,
+                          renewal=renewal)
 
     def _with_component(
         self, component: wasmtime.component.Component, *, digest: str, size: int, abi: str
