@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import struct
-import typing
 
 import pytest
 
@@ -201,17 +200,19 @@ def test_the_kernel_tells_which_pages_were_touched() -> None:
 
 @pytest.mark.skipif(not renewal.SUPPORTED, reason="Linux: /proc/self/pagemap")
 @pytest.mark.parametrize("limit", [64, 0], ids=["page-by-page", "drop-all"])
-def test_a_renewal_writes_back_data_and_zeroes_the_rest(
-    monkeypatch: pytest.MonkeyPatch, limit: int
-) -> None:
+def test_a_renewal_writes_back_data_and_zeroes_the_rest(limit: int) -> None:
     import mmap as mmap_module
     page = renewal._PAGE
-    monkeypatch.setattr(renewal, "MAX_WRITTEN_PAGES", limit)
     restore = renewal.Restore()
     restore.pages = {1: b"d" * page}  # the module's data: page 1; the rest zeros
     area = mmap_module.mmap(-1, 6 * page, flags=mmap_module.MAP_PRIVATE | mmap_module.MAP_ANONYMOUS)
     base = ctypes.addressof(ctypes.c_char.from_buffer(area))
     area[:] = b"x" * (6 * page)  # a request wrote everything (no data left as it was)
-    renewal.Renewal(None, typing.cast(StoreHandle, None), [], restore, None).renew(
+    renewal.Renewal(None, StoreHandle(None), [], restore, None, max_pages=limit).renew(
         base, 6 * page)
     assert area[:] == bytes(page) + b"d" * page + bytes(4 * page)
+
+
+def test_renewal_is_off_where_the_kernel_does_not_say_which_pages_were_written() -> None:
+    assert renewal._kernel_reports_writes() == renewal.SUPPORTED
+    assert not renewal._kernel_reports_writes(lambda _base, size: bytes(size // renewal._PAGE))

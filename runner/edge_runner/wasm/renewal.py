@@ -31,6 +31,7 @@ Figures in docs/performance.md.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import mmap
 import os
@@ -52,12 +53,14 @@ _PAGE = mmap.PAGESIZE
 _MADV_DONTNEED = 4
 #: Pages written back one by one at most; more, and the whole memory is dropped.
 MAX_WRITTEN_PAGES = 64
-SUPPORTED = sys.platform == "linux" and os.access("/proc/self/pagemap", os.R_OK)
 _madvise: typing.Any = None
-if SUPPORTED:
+_pagemap = -1  # /proc/self/pagemap, open for the process's life
+if sys.platform == "linux":
     _madvise = ctypes.CDLL(None, use_errno=True).madvise
     _madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
     _madvise.restype = ctypes.c_int
+    with contextlib.suppress(OSError):
+        _pagemap = os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC)
 _global_get = capi.fast_global_get
 _global_set = capi.fast_global_set
 _memmove = ctypes.memmove
@@ -67,20 +70,45 @@ _memset = ctypes.memset
 #: written), or swapped out (bit 62).  Pages a read mapped to the shared zero page count
 #: too (nothing tells them apart from written ones without privileges).
 _WRITTEN = bytes(int(bool((b & 0xA0) == 0x80 or b & 0x40)) for b in range(256))
-_pagemap: list[int] = []  # its file descriptor, opened on first use
 
 
 def _written_pages(base: int, size: int) -> bytes:
     """One byte per page of ``[base, base + size)``: 1 if it may have been written."""
-    if not _pagemap:
-        _pagemap.append(os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC))
-    entries = os.pread(_pagemap[0], size // _PAGE * 8, base // _PAGE * 8)
+    entries = os.pread(_pagemap, size // _PAGE * 8, base // _PAGE * 8)
     return entries[7::8].translate(_WRITTEN)
 
 
 def _discard(base: int, size: int) -> None:
     if _madvise(base, size, _MADV_DONTNEED) != 0:
         raise OSError(ctypes.get_errno(), "madvise(MADV_DONTNEED) failed on guest memory")
+
+
+def _kernel_reports_writes(
+    written_pages: typing.Callable[[int, int], bytes] = _written_pages,
+) -> bool:
+    """Does this kernel's pagemap show a written page, and none after MADV_DONTNEED?
+    (A sandboxed /proc may answer zeros: renewing on it would keep what requests
+    wrote, so renewal is off there.)"""
+    if _pagemap < 0:
+        return False
+    area = mmap.mmap(-1, 2 * _PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        probe = ctypes.c_char.from_buffer(area)
+        base = ctypes.addressof(probe)
+        area[_PAGE] = 1
+        written = written_pages(base, 2 * _PAGE)
+        _discard(base, 2 * _PAGE)
+        ok = written == b"\x00\x01" and written_pages(base, 2 * _PAGE) == bytes(2) \
+            and area[_PAGE] == 0
+        del probe
+        return ok
+    except OSError:
+        return False
+    finally:
+        area.close()
+
+
+SUPPORTED = _kernel_reports_writes()
 
 
 def data_pages(memory: bytes) -> dict[int, bytes]:
@@ -108,15 +136,17 @@ class Renewal:
     Create it right after instantiation, before any guest code ran (``_initialize``
     included); ``globals_`` are the :data:`~edge_runner.wasm.capi.Extern` exports
     the rewrite named; ``restore`` is the module's; ``wasi`` renews the WASI context
-    (None: not needed).
+    (None: not needed); past ``max_pages`` written, the whole memory is dropped.
     """
 
-    __slots__ = ("_context", "_globals", "_pages", "_wasi")
+    __slots__ = ("_context", "_globals", "_max_pages", "_pages", "_wasi")
 
     def __init__(self, context: object, handle: StoreHandle, globals_: list[typing.Any],
-                 restore: Restore, wasi: capi.WasiRecipe | None) -> None:
+                 restore: Restore, wasi: capi.WasiRecipe | None, *,
+                 max_pages: int = MAX_WRITTEN_PAGES) -> None:
         self._context = context
         self._wasi = wasi
+        self._max_pages = max_pages
         self._globals: list[tuple[typing.Any, typing.Any, typing.Any]] = []
         for item in globals_:
             value = capi.Val()
@@ -133,7 +163,7 @@ class Renewal:
         instantiation; raises on failure (then discard the instance)."""
         pages = self._pages
         written = _written_pages(base, size)
-        if written.count(1) > MAX_WRITTEN_PAGES:
+        if written.count(1) > self._max_pages:
             _discard(base, size)
             for index, data in pages.items():
                 _memmove(base + index * _PAGE, data, _PAGE)
