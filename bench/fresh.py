@@ -9,6 +9,9 @@ In process, with the runner's own engine and executor and a real function
 * fresh   - the three together: what ``pool.reuse: false`` costs a request
 * hot     - a call on a hot instance plus ``memory_bytes()`` (what the pool does with
   a reused instance per request)
+* renewed - a call on a renewed instance, then renewing it (what ``pool.reuse: false``
+  costs a request when the module allows renewal, docs/abi.md); ``nan`` for a tree
+  without renewal
 
 Times are the CPU time of the measuring thread (``thread_time``), so other
 processes on a busy machine add little noise.  ``--base REV`` runs the same
@@ -32,7 +35,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = ("create", "first", "close", "fresh", "hot")
+STEPS = ("create", "first", "close", "fresh", "hot", "renewed")
 REQUEST_PATH = b"/bench"
 
 
@@ -49,6 +52,11 @@ def worker(wasm_path: str) -> None:
         {"source": {"path": "x"}, "env": [{"name": "GREETING", "value": "hello"}]})
     request = encode_request(b"GET", REQUEST_PATH, b"", [], [(b"host", b"bench")], b"")
     hot = EdgeInstance(engine, compiled, "bench", spec)
+    try:
+        renewing: EdgeInstance | None = EdgeInstance(
+            engine, compiled, "bench", spec, renew=True)
+    except TypeError:  # a tree before renewal
+        renewing = None
     clock = time.thread_time_ns  # CPU time of this thread: other processes add no noise
     for line in sys.stdin:
         runs = int(line)
@@ -64,13 +72,21 @@ def worker(wasm_path: str) -> None:
             hot.invoke(request, "r")
             hot.memory_bytes()
             done = clock()
+            if renewing is not None:
+                assert renewing.invoke(request, "r")[0] == 200
+                assert renewing.renew()
+            renewed = clock()
             assert status == 200, status
             totals["create"] += created - started
             totals["first"] += called - created
             totals["close"] += closed - called
             totals["fresh"] += closed - started
             totals["hot"] += done - closed
-        print(json.dumps({k: v / runs / 1000 for k, v in totals.items()}), flush=True)
+            totals["renewed"] += renewed - done
+        result = {k: v / runs / 1000 for k, v in totals.items()}
+        if renewing is None:
+            result["renewed"] = float("nan")
+        print(json.dumps(result), flush=True)
     engine.close()
 
 

@@ -47,6 +47,9 @@ class _PoolEvents(PoolEvents):
     def evicted(self, cause: str, count: int = 1) -> None:
         self._metrics.evictions.inc((*self._key, cause), count)
 
+    def renewed(self) -> None:
+        self._metrics.renewals.inc(self._key)
+
     def thread_wait(self, lane: str, seconds: float) -> None:
         self._metrics.worker_wait.observe((*self._key, lane), seconds)
 
@@ -148,8 +151,8 @@ class RunnerMetrics:
         Prometheus reads as a counter reset.  Call it from the event loop."""
         counts = self.request_counts
         for family in (counts.requests, counts.durations, self.cold_starts,
-                       self.cold_start_duration, self.evictions, self.worker_wait,
-                       self.quarantines):
+                       self.cold_start_duration, self.evictions, self.renewals,
+                       self.worker_wait, self.quarantines):
             family.forget(functions)
         counts.rules.forget(routes)
         for labelled, names in ((self.invocation_errors, functions),
@@ -192,6 +195,10 @@ class RunnerMetrics:
             "edge_cold_starts_total",
             "Instances created (a request that could not reuse a hot instance).",
             ["function"], pools))
+        self.renewals = plain(PlainCounter(
+            "edge_instance_renewals_total",
+            "Instances renewed to their state at instantiation for another request"
+            " (pool.reuse false).", ["function"], pools))
         self.module_cache = Counter(
             "edge_module_cache_requests_total",
             "Compiled-module cache lookups by result (hit, disk_hit, miss).",

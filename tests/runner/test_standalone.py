@@ -100,6 +100,16 @@ def test_reuse_keeps_globals_and_fresh_does_not(manifest_dir: Path) -> None:
         assert hot == [1, 2, 3]
         assert cold == [1, 1, 1]
         assert runner.client.get("/hot").headers["content-type"] == "application/octet-stream"
+        # Fresh by renewal: one instance, renewed after each request (docs/abi.md).
+        text = runner.metrics()
+        assert metric_value(text, "edge_cold_starts_total", {"function": "cold"}) == 1
+        assert metric_value(text, "edge_instance_renewals_total", {"function": "cold"}) == 3
+    with RunnerProcess(manifest_dir, extra_args=["--instance-renewal", "false"]) as runner:
+        cold = [int.from_bytes(runner.client.get("/cold").content, "little") for _ in range(3)]
+        assert cold == [1, 1, 1]
+        text = runner.metrics()
+        assert metric_value(text, "edge_cold_starts_total", {"function": "cold"}) == 3
+        assert "edge_instance_renewals_total{" not in text
 
 
 def test_route_conflicts_are_reported(manifest_dir: Path) -> None:

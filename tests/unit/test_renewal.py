@@ -16,6 +16,7 @@ import struct
 import pytest
 
 from edge_runner.errors import GuestFailure
+from edge_runner.metrics import RunnerMetrics
 from edge_runner.wasm import growprobe, renewal
 from edge_runner.wasm.fastcall import StoreHandle
 from support.guests import ALLOC, WASI, _data
@@ -75,6 +76,21 @@ def test_a_renewed_instance_answers_as_a_new_one(pools: Pools) -> None:
     # The same guest kept hot shows what renewal undid (so this test can tell them apart).
     hot, _ = asyncio.run(_answers(pools, grower_wat(), 3, {"reuse": True}))
     assert hot == [new, (90, 3, 0, 4, 2, 9), (90, 4, 0, 5, 3, 10)]
+
+
+def test_renewals_are_counted_per_function(pools: Pools) -> None:
+    metrics = RunnerMetrics()
+    runtime = pools.runtime(grower_wat(), name="grower", pool=FRESH,
+                            events=metrics.pool_events("grower"))
+
+    async def scenario() -> None:
+        for _ in range(4):
+            await body_of(runtime)
+
+    asyncio.run(scenario())
+    sample = metrics.registry.get_sample_value
+    assert sample("edge_instance_renewals_total", {"function": "grower"}) == 4
+    assert sample("edge_cold_starts_total", {"function": "grower"}) == 1
 
 
 def test_renewal_keeps_the_memory_it_grew_and_zeroes_it(pools: Pools) -> None:

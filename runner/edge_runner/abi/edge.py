@@ -256,7 +256,8 @@ class EdgeInstance:
                 self._reinitialize = False
                 typing.cast(RawCall, self._initialize).void()
                 self.output.flush()  # its own log line, as at creation
-                handle.prepare(call_ticks, call_fuel)
+                handle.prepare(call_ticks, call_fuel)  # and the request its own budget
+                self._deadline.set(time.monotonic() + seconds)
             size = len(envelope)
             ptr = self._alloc.i32_to_i32(size) & 0xFFFFFFFF
             base, length = self._memory()

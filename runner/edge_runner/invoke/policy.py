@@ -126,6 +126,9 @@ class PoolEvents:
     def evicted(self, cause: str, count: int = 1) -> None:
         """Instances were dropped, by cause: failure, recycle, idle or budget."""
 
+    def renewed(self) -> None:
+        """An instance was renewed for another request (``pool.reuse: false``)."""
+
     def thread_wait(self, lane: str, seconds: float) -> None:
         """A call got a worker thread of ``lane`` after waiting ``seconds`` (0: at once)."""
 

@@ -368,7 +368,9 @@ class FunctionRuntime:
             log.warning("%s: renewing an instance failed (%s); the next request gets a new one",
                         self.name, exc)
             return False
-        self.stats.renewed += renewed
+        if renewed:
+            self.stats.renewed += 1
+            self._events.renewed()
         return renewed
 
     def _invoke_inline(

@@ -76,7 +76,7 @@ class CompiledModule:
     renewal: tuple[str, ...] | None = None
     #: A renewal also needs a new WASI context (it imports a WASI function with state).
     renew_wasi: bool = False
-    #: The pages a renewal writes back (found by the first one).
+    #: Its data pages at instantiation, what a renewal writes back (read once).
     restore: Restore = field(default_factory=Restore)
 
     def serialize(self) -> bytes:
