@@ -188,10 +188,10 @@ def instrument(wasm: bytes) -> Instrumented:
     renewal: tuple[str, ...] | None = None
     if sites:
         helper = _probe_body(refused) if why_not else _virtual_grow_body(refused, pages)
-        initial = memories(payloads[MEMORY])[0][1] if not why_not else 0
         added = [b"\x7f\x01\x41\x00\x0b"]  # $refused: i32, mutable, 0
-        if not why_not:
-            added.append(b"\x7f\x01\x41" + sleb(initial) + b"\x0b")  # $pages
+        if not why_not:  # $pages: i32, mutable, the memory's initial size
+            initial = memories(payloads[MEMORY])[0][1]
+            added.append(b"\x7f\x01\x41" + sleb(initial) + b"\x0b")
         exports.append(_export(PROBE_EXPORT, 0x03, refused))
         new = {
             TYPE: append_entries(payloads[TYPE], [b"\x60\x01\x7f\x01\x7f"]),
@@ -200,6 +200,7 @@ def instrument(wasm: bytes) -> Instrumented:
             CODE: uleb(len(bodies) + 1) + b"".join(bodies) + helper,
         }
     if not why_not:
+        # Global indices: a renewable module imports no global, so its own start at 0.
         mutable = [i for i, (_, is_mutable) in enumerate(globals_) if is_mutable]
         mutable += [pages] if sites else []  # not $refused: set, it fails the instance
         renewal = tuple(f"{RENEW_PREFIX}{index}" for index in mutable)
