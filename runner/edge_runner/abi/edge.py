@@ -42,11 +42,12 @@ from edge_runner.abi.base import (
 )
 from edge_runner.abi.envelope import EnvelopeError, decode_response, encode_request
 from edge_runner.errors import GuestFailure
-from edge_runner.wasm import capi, renewal
+from edge_runner.wasm import capi
 from edge_runner.wasm.deadline import Deadline, is_time_limit
 from edge_runner.wasm.engine import UNLIMITED_FUEL, CompiledModule, WasmEngine
 from edge_runner.wasm.fastcall import GlobalReader, RawCall, StoreHandle
 from edge_runner.wasm.guest_output import GuestOutput
+from edge_runner.wasm.renewal import SUPPORTED as RENEWAL_SUPPORTED
 from edge_runner.wasm.renewal import Renewal
 from edge_runner.wasm.traps import classify, instantiation_failure, memory_failure
 from edge_runner.wasm.wasi_output import Streams
@@ -177,7 +178,7 @@ class EdgeInstance:
             probe = capi.raw_export(context, instance, compiled.grow_probe.encode())
             assert probe is not None and probe.kind == capi.EXTERN_GLOBAL
             self._probe = GlobalReader(context, ctypes.byref(probe.of.global_))
-        if wasi is not None and compiled.renewal is not None and renewal.SUPPORTED:
+        if wasi is not None and compiled.renewal is not None and RENEWAL_SUPPORTED:
             found = [capi.raw_export(context, instance, name.encode())
                      for name in compiled.renewal]
             assert all(item is not None and item.kind == capi.EXTERN_GLOBAL for item in found)

@@ -124,9 +124,8 @@ def _virtual_grow_body(refused: int, pages: int) -> bytes:
 
 
 def _not_renewable(payloads: dict[int, bytes], imported: tuple[int, int, int],
-                   globals_: list[tuple[int, bool]]) -> str:
+                   own: list[tuple[int, int]], globals_: list[tuple[int, bool]]) -> str:
     """Why instances of this module cannot be renewed ("" if they can, code aside)."""
-    own = memories(payloads[MEMORY]) if MEMORY in payloads else []
     if imported[1] or imported[2]:
         return "it imports globals, tables, memories or tags"
     if len(own) != 1 or own[0][0] & 0x02:
@@ -168,12 +167,11 @@ def instrument(wasm: bytes) -> Instrumented:
     type_index = count_types(payloads[TYPE])
     imported = count_imports(payloads[IMPORT]) if IMPORT in payloads else (0, 0, 0)
     globals_ = globals_of(payloads[GLOBAL]) if GLOBAL in payloads else []
-    if MEMORY in payloads:
-        memories(payloads[MEMORY])  # refuses 64-bit memories
+    own = memories(payloads[MEMORY]) if MEMORY in payloads else []  # refuses 64-bit ones
     helper_index = imported[0] + read_uleb(payloads.get(FUNCTION, b"\x00"), 0)[0]
     refused = imported[1] + len(globals_)
     pages = refused + 1
-    why_not = _not_renewable(payloads, imported, globals_)
+    why_not = _not_renewable(payloads, imported, own, globals_)
     grow = b"\x10" + uleb(helper_index)
     size = None if why_not else b"\x23" + uleb(pages)
     bodies, sites, lasting = _rewrite_code(payloads[CODE], grow, size)
@@ -190,8 +188,7 @@ def instrument(wasm: bytes) -> Instrumented:
         helper = _probe_body(refused) if why_not else _virtual_grow_body(refused, pages)
         added = [b"\x7f\x01\x41\x00\x0b"]  # $refused: i32, mutable, 0
         if not why_not:  # $pages: i32, mutable, the memory's initial size
-            initial = memories(payloads[MEMORY])[0][1]
-            added.append(b"\x7f\x01\x41" + sleb(initial) + b"\x0b")
+            added.append(b"\x7f\x01\x41" + sleb(own[0][1]) + b"\x0b")
         exports.append(_export(PROBE_EXPORT, 0x03, refused))
         new = {
             TYPE: append_entries(payloads[TYPE], [b"\x60\x01\x7f\x01\x7f"]),
